@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# System services the tests and the demo start on loopback (never as system daemons).
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian may start a system-wide broker on 1883; the project runs its own on free ports.
+$SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
