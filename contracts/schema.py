@@ -60,9 +60,10 @@ ENVELOPE: tuple[Field, ...] = (
           pattern=r"^[A-Za-z0-9_.\-]+$"),
     Field("ts", TIMESTAMP, "Event time, UTC, ISO-8601 with milliseconds and Z"),
     Field("clock", STRING,
-          "Which clock stamped ts: system (NTP-synchronised), gps (receiver time, used when the "
-          "Pi has no synchronised clock) or sim (the simulator's clock)",
-          enum=("system", "gps", "sim")),
+          "Which clock stamped ts: system (kernel says NTP-synchronised), gps (receiver time carried "
+          "forward on the monotonic clock: the Pi has no RTC), unsynced (system clock, not known to be "
+          "synchronised and no GPS time yet: treat ts with suspicion) or sim (the simulator's clock)",
+          enum=("system", "gps", "unsynced", "sim")),
     Field("seq", LONG, "Per-device sequence number, strictly increasing across restarts", minimum=0),
     Field("source", STRING, "hw: real sensors; sim: simulation backend", enum=("hw", "sim")),
     Field("schema_version", INT, "Version of this contract", minimum=1, maximum=SCHEMA_VERSION),
