@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Apache Kafka broker jars from Maven Central into $SMARTCITY_CACHE/kafka/libs (resolved once).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CACHE="${SMARTCITY_CACHE:-$PWD/.cache}"
+dest="$CACHE/kafka/libs"
+stamp="$CACHE/kafka/.resolved-$(sha1sum deploy/kafka/pom.xml | cut -c1-12)"
+[ -e "$stamp" ] && exit 0
+command -v java >/dev/null || { echo "30-kafka: java (17+) is required" >&2; exit 1; }
+command -v mvn >/dev/null || { echo "30-kafka: mvn is required" >&2; exit 1; }
+rm -rf "$dest" && mkdir -p "$dest"
+mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+  -DoutputDirectory="$dest" -DincludeScope=runtime
+rm -f "$CACHE"/kafka/.resolved-*
+touch "$stamp"
