@@ -47,12 +47,14 @@ class Fix:
 
 
 class _Cycle:
-    __slots__ = ("tod_us", "date", "lat", "lon", "valid", "alt_m", "speed_kn", "track_deg",
-                 "sats_used", "gsa_sats", "gga_hdop", "other_hdop", "gsa_3d", "keys", "has_data")
+    __slots__ = ("tod_us", "date", "n_timed", "lat", "lon", "valid", "alt_m", "speed_kn",
+                 "track_deg", "sats_used", "gsa_sats", "gga_hdop", "other_hdop", "gsa_3d", "keys",
+                 "has_data", "ender_seen", "last_pos_key", "pos_ender_seen", "emitted")
 
     def __init__(self) -> None:
         self.tod_us: int | None = None
-        self.date: date | None = None     # date given by a sentence of this cycle
+        self.date: date | None = None     # the date this cycle's fix is stamped with
+        self.n_timed = 0                  # sentences with a time of day seen in this cycle
         self.lat = self.lon = None
         self.valid = False
         self.alt_m = self.speed_kn = self.track_deg = None
@@ -62,81 +64,136 @@ class _Cycle:
         self.gsa_3d = False
         self.keys: list[tuple[str, int]] = []   # sentence order, for learning the cycle ender
         self.has_data = False
+        self.ender_seen = False
+        self.last_pos_key: tuple[str, int] | None = None   # last timed position sentence
+        self.pos_ender_seen = False
+        self.emitted: Fix | None = None
 
 
 def _hdop(v: float | None) -> float | None:
     return v if v is not None and _MIN_HDOP <= v <= _MAX_HDOP else None
 
 
+_MAX_ENDERS = 8
+_POSITION_KINDS = frozenset({"Rmc", "Gga", "Gns", "Gll"})
+
+
 class FixBuilder:
+    """Sentences in, fixes out; one fix per reporting cycle (occasionally an updated second
+    one for the same time, when data of that cycle arrived after its learnt end).
+
+    Cycle ends are learnt the way gpsd does it: the last sentence of a cycle (by type and
+    occurrence, e.g. the second GSA) is an "ender"; once enders are known the fix is reported as
+    soon as one arrives. A cycle that is cut off before any ender (bytes lost, receiver reset,
+    end of stream) is incomplete and not reported (counted in `cycles_incomplete`); its last
+    sentence is learnt as an additional ender, so a changed sentence order costs one cycle.
+    """
+
     def __init__(self) -> None:
         self._cyc = _Cycle()
-        self._date: date | None = None       # last date from RMC/ZDA
-        self._date_tod: int | None = None    # time of day that date belongs to
-        self._ender: tuple[str, int] | None = None
-        self._emitted: Fix | None = None     # this cycle's fix, if already reported early
+        self._date: date | None = None       # last date from a valid RMC or a ZDA
+        self._date_tod: int | None = None    # latest time of day seen since that date
+        self._enders: set[tuple[str, int]] = set()
+        # last timed position sentence of a cycle: once it was seen, a cycle cut off before
+        # its trailing sentences (VTG, GSA, ...) still has its position and time complete
+        self._pos_enders: set[tuple[str, int]] = set()
         self.fixes = 0
+        self.cycles_incomplete = 0
         self.cycles_reemitted = 0
 
     # -- public -----------------------------------------------------------------------------
     def feed(self, s: Sentence) -> list[Fix]:
         out: list[Fix] = []
-        tod = getattr(s, "tod_us", None)
         cyc = self._cyc
+        tod = getattr(s, "tod_us", None)
+        # ZDA is left out of cycle detection (some receivers send it late, with the next
+        # second's time); it only supplies the date.
+        kind = type(s).__name__
         if tod is not None and not isinstance(s, Zda):
-            if cyc.tod_us is None:
-                cyc.tod_us = tod
-            elif abs(tod - cyc.tod_us) > _SAME_CYCLE_US:
+            if cyc.tod_us is not None and abs(tod - cyc.tod_us) > _SAME_CYCLE_US:
                 self._close(out, learn=True)
                 cyc = self._cyc
+            elif cyc.tod_us is None and cyc.has_data:
+                # sentences without a time (receiver without a fix) were a cycle of their own
+                self._close(out, learn=False)
+                cyc = self._cyc
+            if cyc.tod_us is None:
                 cyc.tod_us = tod
-        kind = type(s).__name__
-        n = sum(1 for k in cyc.keys if k[0] == kind) + 1
+                cyc.date = self._carried_date(tod)
+            cyc.n_timed += 1
+        elif cyc.tod_us is None and kind in _POSITION_KINDS and cyc.has_data:
+            for k in cyc.keys:
+                if k[0] == kind:
+                    # no times at all: a repeated GGA/RMC/... is the next cycle
+                    self._close(out, learn=False)
+                    cyc = self._cyc
+                    break
+        n = 1
+        for k in cyc.keys:
+            if k[0] == kind:
+                n += 1
         key = (kind, n)
         cyc.keys.append(key)
         self._apply(cyc, s)
-        if key == self._ender and cyc.has_data:
-            fix = self._make_fix(cyc)
-            if fix is not None and self._emitted != fix:
-                self._emitted = fix
-                self.fixes += 1
-                out.append(fix)
+        if tod is not None and kind in _POSITION_KINDS:
+            cyc.last_pos_key = key
+            if key in self._pos_enders:
+                cyc.pos_ender_seen = True
+        if key in self._enders and cyc.has_data:
+            cyc.ender_seen = True
+            self._emit(cyc, out)
         return out
 
     def flush(self) -> list[Fix]:
+        """End of input: report the pending cycle if it is complete."""
         out: list[Fix] = []
         self._close(out, learn=False)
         return out
 
     # -- cycle handling ---------------------------------------------------------------------
+    def _emit(self, cyc: _Cycle, out: list[Fix]) -> None:
+        fix = self._make_fix(cyc)
+        if fix != cyc.emitted:
+            if cyc.emitted is not None:
+                self.cycles_reemitted += 1
+            cyc.emitted = fix
+            self.fixes += 1
+            out.append(fix)
+
     def _close(self, out: list[Fix], learn: bool) -> None:
         cyc = self._cyc
         if cyc.has_data:
-            fix = self._make_fix(cyc)
-            if fix is not None and fix != self._emitted:
-                if self._emitted is not None:
-                    # data arrived after the learnt ender: the order changed, learn it again
-                    self.cycles_reemitted += 1
-                    self._ender = None
-                out.append(fix)
-                self.fixes += 1
-            if learn and cyc.keys and (self._ender is None or self._emitted is None):
-                self._ender = cyc.keys[-1]
-        if cyc.tod_us is not None and self._date is not None and cyc.date is None:
-            self._advance_date(cyc.tod_us)
+            if (not self._enders or cyc.ender_seen or cyc.pos_ender_seen
+                    or cyc.tod_us is None):
+                self._emit(cyc, out)
+            else:
+                self.cycles_incomplete += 1
+            if learn and cyc.keys and not cyc.ender_seen:
+                if len(self._enders) >= _MAX_ENDERS:
+                    self._enders.clear()
+                self._enders.add(cyc.keys[-1])
+            if learn and cyc.last_pos_key is not None and not cyc.pos_ender_seen:
+                if len(self._pos_enders) >= _MAX_ENDERS:
+                    self._pos_enders.clear()
+                self._pos_enders.add(cyc.last_pos_key)
         self._cyc = _Cycle()
-        self._emitted = None
 
-    def _advance_date(self, tod: int) -> None:
-        # A time-only cycle after midnight: the carried date moves on with the clock.
+    def _carried_date(self, tod: int) -> date | None:
+        """The date for a cycle that starts with a time of day only."""
+        if self._date is None:
+            return None
         if self._date_tod is not None and tod < self._date_tod - _HALF_DAY_US:
-            self._date += timedelta(days=1)
+            self._date += timedelta(days=1)   # the clock passed midnight since that date
         self._date_tod = tod
+        return self._date
 
-    def _set_date(self, cyc: _Cycle, d: date, tod: int | None) -> None:
+    def _set_date(self, cyc: _Cycle, d: date, tod: int, first: bool, retro: bool = True) -> None:
         self._date = d
         self._date_tod = tod
-        if tod is None or cyc.tod_us is None or abs(tod - cyc.tod_us) <= _SAME_CYCLE_US:
+        # Once the cycle order is known, a cycle whose first timed sentence came before any date
+        # stays without a timestamp, as gpsd reports it (at the learnt ender, before this RMC).
+        if abs(tod - (cyc.tod_us if cyc.tod_us is not None else tod)) <= _SAME_CYCLE_US and (
+                first or cyc.date is not None or (retro and not self._enders)):
             cyc.date = d
 
     def _apply(self, cyc: _Cycle, s: Sentence) -> None:
@@ -156,9 +213,12 @@ class FixBuilder:
                 cyc.alt_m = s.alt_m
         elif isinstance(s, Rmc):
             cyc.has_data = True
+            if not s.valid:
+                # a receiver without a fix may send a stale or bogus date (MTK, Telit)
+                return
             if s.date is not None and s.tod_us is not None:
-                self._set_date(cyc, s.date, s.tod_us)
-            if not s.valid or s.lat is None or s.lon is None:
+                self._set_date(cyc, s.date, s.tod_us, first=cyc.n_timed == 1)
+            if s.lat is None or s.lon is None:
                 return
             self._position(cyc, s.lat, s.lon)
             if s.speed_kn is not None:
@@ -199,23 +259,21 @@ class FixBuilder:
                 self._position(cyc, s.lat, s.lon)
         elif isinstance(s, Zda):
             if s.date is not None and s.tod_us is not None:
-                self._set_date(cyc, s.date, s.tod_us)
+                # a ZDA after the cycle's position never dates it retroactively: gpsd does not
+                # report on a ZDA alone
+                self._set_date(cyc, s.date, s.tod_us, first=cyc.tod_us is None, retro=False)
 
     @staticmethod
     def _position(cyc: _Cycle, lat: float, lon: float) -> None:
         cyc.lat, cyc.lon, cyc.valid = lat, lon, True
 
-    def _make_fix(self, cyc: _Cycle) -> Fix | None:
+    @staticmethod
+    def _make_fix(cyc: _Cycle) -> Fix:
         ts = None
-        if cyc.tod_us is not None:
+        if cyc.tod_us is not None and cyc.date is not None:
             d = cyc.date
-            if d is None and self._date is not None:
-                d = self._date
-                if self._date_tod is not None and cyc.tod_us < self._date_tod - _HALF_DAY_US:
-                    d = d + timedelta(days=1)
-            if d is not None:
-                ts = datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(
-                    microseconds=cyc.tod_us)
+            ts = datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(
+                microseconds=cyc.tod_us)
         sats = cyc.sats_used if cyc.sats_used is not None else cyc.gsa_sats
         if sats is not None and not 0 <= sats <= 255:
             sats = None
