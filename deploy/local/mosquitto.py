@@ -203,6 +203,7 @@ class MosquittoServer:
             self.proc = None
             return
         self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGCONT)  # a paused broker handles SIGTERM only once resumed
         try:
             self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -216,9 +217,18 @@ class MosquittoServer:
     def kill(self) -> None:
         """Crash: no persistence written beyond the last autosave."""
         if self.running():
-            self.proc.kill()
+            self.proc.kill()  # SIGKILL works on a paused process too
             self.proc.wait()
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing is read or acknowledged (a hung broker)."""
+        if self.running():
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running():
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self, timeout_s: float = 10.0) -> "MosquittoServer":
         self.stop()

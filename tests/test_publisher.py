@@ -1,0 +1,217 @@
+"""MqttPublisher against a real Mosquitto: nothing queued is lost, first arrivals keep order."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from deploy.local.mosquitto import MosquittoServer
+from edge.obs import Registry
+from edge.publisher import MqttPublisher, MqttSettings, backoff_delay, drain_benchmark
+from edge.queue import DurableQueue
+
+DEVICE = "dev-a"
+
+
+def reading(stream: str, device: str = DEVICE):
+    def build(seq):
+        doc = {"event_id": f"{device}:boot1:{seq}", "device_id": device, "seq": seq, "stream": stream}
+        return f"smartcity/v1/{device}/{stream}", json.dumps(doc).encode()
+    return build
+
+
+def first_arrivals(messages) -> dict[str, list[int]]:
+    """Per stream, seqs in order of FIRST arrival (duplicates dropped, as downstream does)."""
+    seen, out = set(), {}
+    for m in messages:
+        if m.topic.endswith("/status"):
+            continue
+        doc = json.loads(m.payload)
+        if doc["event_id"] not in seen:
+            seen.add(doc["event_id"])
+            out.setdefault(doc["stream"], []).append(doc["seq"])
+    return out
+
+
+def wait_until(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def settings(port: int, **kw) -> MqttSettings:
+    return MqttSettings(port=port, device_id=DEVICE, reconnect_min_s=0.2, reconnect_max_s=1.0,
+                        connect_timeout_s=3, **kw)
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap():
+    rng = random.Random(7)
+    delays = [backoff_delay(a, 0.5, 8.0, rng) for a in range(1, 9)]
+    ceilings = [0.5, 1, 2, 4, 8, 8, 8, 8]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings))
+    assert len({round(backoff_delay(3, 0.5, 8.0, rng), 6) for _ in range(20)}) > 10, "jittered"
+
+
+def test_every_queued_row_is_delivered_in_order_and_deleted(tmp_path, mosquitto, subscriber_factory):
+    sub = subscriber_factory(mosquitto.port)
+    q = DurableQueue(tmp_path / "q.db")
+    for i in range(300):
+        q.append(("gps", "vehicle", "weather")[i % 3], reading(("gps", "vehicle", "weather")[i % 3]))
+    reg = Registry()
+    pub = MqttPublisher(q, settings(mosquitto.port, inflight_window=20), reg).start()
+    try:
+        assert wait_until(lambda: q.depth() == 0, 20), f"queue not drained: {q.depth()}"
+        assert sub.wait_for(lambda ms: sum(map(len, first_arrivals(ms).values())) == 300)
+        got = first_arrivals(sub.messages)
+        assert got == {"gps": list(range(1, 301, 3)), "vehicle": list(range(2, 301, 3)),
+                       "weather": list(range(3, 301, 3))}
+        assert pub.m_acks.get() == 300 and pub.connected
+        assert reg.get("smartcity_mqtt_connected").get() == 1
+        # New readings after the queue ran empty are still picked up.
+        q.append("gps", reading("gps"))
+        assert sub.wait_for(lambda ms: 301 in first_arrivals(ms).get("gps", []), 5)
+        assert any(m.topic == "smartcity/v1/dev-a/status" and m.payload == b"online"
+                   for m in sub.messages)
+    finally:
+        pub.stop(2)
+        q.close()
+    assert sub.wait_for(lambda ms: ms[-1].topic.endswith("/status") and ms[-1].payload == b"offline",
+                        5), "a graceful stop says offline (retained)"
+
+
+def test_broker_outage_loses_nothing_and_keeps_first_arrival_order(tmp_path, mosquitto,
+                                                                    subscriber_factory):
+    sub = subscriber_factory(mosquitto.port)
+    q = DurableQueue(tmp_path / "q.db")
+    pub = MqttPublisher(q, settings(mosquitto.port, inflight_window=50)).start()
+    stop_sensors = threading.Event()
+    appended = {"gps": [], "vehicle": []}
+
+    def sensor(stream: str, period_s: float):
+        while not stop_sensors.is_set():
+            appended[stream].append(q.append(stream, reading(stream)))
+            time.sleep(period_s)
+
+    sensors = [threading.Thread(target=sensor, args=("gps", 0.005)),
+               threading.Thread(target=sensor, args=("vehicle", 0.01))]
+    for t in sensors:
+        t.start()
+    try:
+        time.sleep(1.0)
+        mosquitto.stop()                      # clean stop: the broker saves sessions + queues
+        time.sleep(1.0)
+        assert not pub.connected and q.depth() > 0, "readings pile up in the queue meanwhile"
+        time.sleep(9.0)
+        backlog = q.depth()
+        mosquitto.start()
+        time.sleep(1.0)
+    finally:
+        stop_sensors.set()
+        for t in sensors:
+            t.join()
+    try:
+        assert backlog > 500
+        assert wait_until(lambda: q.depth() == 0, 30), f"queue not drained: {q.depth()}"
+        expected = {s: sorted(v) for s, v in appended.items()}
+        assert sub.wait_for(lambda ms: first_arrivals(ms).keys() == expected.keys() and all(
+            len(v) == len(expected[s]) for s, v in first_arrivals(ms).items()), 30), \
+            {s: (len(v), len(expected[s])) for s, v in first_arrivals(sub.messages).items()}
+        assert first_arrivals(sub.messages) == expected, "every payload, first arrivals in order"
+        assert pub.m_reconnects.get() >= 1 and pub.m_connect_failures.get() >= 1
+    finally:
+        pub.stop(2)
+        q.close()
+
+
+def test_rows_in_flight_when_the_broker_dies_are_kept_and_resent(tmp_path, mosquitto,
+                                                                 subscriber_factory):
+    sub = subscriber_factory(mosquitto.port)
+    q = DurableQueue(tmp_path / "q.db")
+    pub = MqttPublisher(q, settings(mosquitto.port, inflight_window=100)).start()
+    try:
+        assert wait_until(lambda: pub.connected, 5)
+        time.sleep(1.5)                       # let an autosave persist the subscriber's session
+        mosquitto.pause()                     # hung broker: publishes go out, no PUBACK comes back
+        for i in range(60):
+            q.append("gps", reading("gps"))
+        assert wait_until(lambda: pub.status()["inflight"] == 60, 5)
+        time.sleep(0.5)
+        assert q.depth() == 60, "nothing leaves the queue without a PUBACK"
+        mosquitto.kill()                      # dies without reading them
+        mosquitto.start()
+        assert wait_until(lambda: q.depth() == 0, 15), f"not resent: {q.depth()} left"
+        assert sub.wait_for(lambda ms: first_arrivals(ms).get("gps") == list(range(1, 61)), 10), \
+            first_arrivals(sub.messages)
+    finally:
+        pub.stop(1)
+        q.close()
+
+
+def test_acl_denied_reading_is_counted_and_kept_aside_not_deleted(tmp_path, subscriber_factory,
+                                                                  caplog):
+    acl = "pattern write smartcity/v1/%u/#\nuser reader\ntopic read smartcity/v1/#\n"
+    broker = MosquittoServer(tmp_path / "mqtt", acl=acl,
+                             passwords={DEVICE: "pw-a", "dev-b": "pw-b", "reader": "pw-r"}).start()
+    try:
+        sub = subscriber_factory(broker.port, username="reader", password="pw-r")
+        q = DurableQueue(tmp_path / "q.db")
+        q.append("gps", reading("gps"))
+        q.append("gps", reading("gps", device="dev-b"))   # another device's topic: denied
+        q.append("gps", reading("gps"))
+        reg = Registry()
+        pub = MqttPublisher(q, settings(broker.port, username=DEVICE, password="pw-a"), reg).start()
+        try:
+            assert wait_until(lambda: q.depth() == 0, 10)
+            assert sub.wait_for(lambda ms: first_arrivals(ms).get("gps") == [1, 3], 5)
+            [(row, reason)] = q.rejected()
+            assert row.seq == 2 and row.topic == "smartcity/v1/dev-b/gps"
+            assert reason == "Not authorized"
+            assert reg.get("smartcity_mqtt_publish_rejected_total").get(reason="Not authorized") == 1
+            assert pub.m_acks.get() == 2
+            assert any(r.levelname == "ERROR" and "rejected" in r.message for r in caplog.records)
+            assert "pw-a" not in caplog.text
+        finally:
+            pub.stop(1)
+            q.close()
+    finally:
+        broker.stop()
+
+
+def test_wrong_password_is_refused_counted_and_retried(tmp_path):
+    broker = MosquittoServer(tmp_path / "mqtt", passwords={DEVICE: "right"}).start()
+    q = DurableQueue(tmp_path / "q.db")
+    q.append("gps", reading("gps"))
+    pub = MqttPublisher(q, settings(broker.port, username=DEVICE, password="wrong")).start()
+    try:
+        assert wait_until(lambda: pub.m_connect_failures.get() >= 2, 10), "retries with backoff"
+        assert not pub.connected and q.depth() == 1
+        assert "refused" in pub.last_error and "wrong" not in pub.last_error
+    finally:
+        pub.stop(1)
+        q.close()
+        broker.stop()
+
+
+def test_publisher_uses_a_persistent_session_from_the_first_connect(tmp_path, mosquitto):
+    q = DurableQueue(tmp_path / "q.db")
+    pub = MqttPublisher(q, settings(mosquitto.port, session_expiry_s=600)).start()
+    try:
+        assert wait_until(lambda: pub.connected, 5)
+    finally:
+        pub.stop(1)
+        q.close()
+    # Mosquitto logs "c1, k30, u''"; persistent session is "c0" (clean start off).
+    assert wait_until(lambda: f"as smartcity-edge-{DEVICE} (p5, c0" in mosquitto.log_path.read_text(), 2), \
+        mosquitto.log_tail()
+
+
+def test_drain_benchmark_publishes_a_backlog_until_every_row_is_acked(tmp_path):
+    result = drain_benchmark(n=5000, workdir=tmp_path)
+    assert result["left_in_queue"] == 0 and result["acks_total"] == 5000
+    assert result["readings_per_s"] > 0 and result["payload_bytes_avg"] > 250
