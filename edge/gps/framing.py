@@ -80,6 +80,10 @@ class NmeaFramer:
         else:
             buf.clear()
 
+    def reset(self) -> None:
+        """Forget a partial line (the port was closed; its continuation will never come)."""
+        self._buf.clear()
+
     def flush(self) -> list[str]:
         """End of stream: treat pending bytes as a final unterminated line."""
         if not self._buf:
