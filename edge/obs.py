@@ -253,8 +253,10 @@ def configure_logging(level: str | int = "WARNING", json: bool = True, stream=No
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json else TextFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._smartcity = True  # replace only our own handler: keep e.g. pytest's capture
     root = logging.getLogger()
     for h in list(root.handlers):
-        root.removeHandler(h)
+        if getattr(h, "_smartcity", False):
+            root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)

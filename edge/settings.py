@@ -61,10 +61,20 @@ def is_secret(field: dataclasses.Field) -> bool:
     return bool(field.metadata.get("secret")) or bool(_SECRET_RE.search(field.name))
 
 
+def _type_name(tp) -> str:
+    return {int: "an integer", float: "a number", bool: "a boolean (true/false)"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     def bad(expected: str) -> SettingsError:
         return SettingsError(f"{key}: expected {expected}, got {value!r} (from {source})")
 
+    # TOML values are typed: port = "1883" is a mistake worth reporting. Environment values and
+    # overrides (e.g. from a --set key=value flag) are strings and get parsed.
+    if isinstance(value, str) and source.startswith("file") and tp not in (str, Path) \
+            and typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        raise bad(_type_name(tp))
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
