@@ -1,0 +1,85 @@
+"""smartcity-bridge: forward MQTT (shared subscription) to Kafka, losslessly.
+
+    smartcity-bridge --config /etc/smartcity/bridge.toml
+    smartcity-bridge --mqtt-port 1883 --kafka-bootstrap 127.0.0.1:9092 --group smartcity-bridge
+
+Settings: defaults < TOML (--config or $SMARTCITY_BRIDGE_CONFIG) < SMARTCITY_BRIDGE_* environment
+(e.g. SMARTCITY_BRIDGE_MQTT__PASSWORD, SMARTCITY_BRIDGE_KAFKA__SASL_PASSWORD) < flags.
+Exit codes: 0 drained cleanly, 1 drain timed out (unacknowledged messages stay with the broker),
+2 bad settings, 3 fatal Kafka producer error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from edge.obs import configure_logging
+from edge.settings import SettingsError, load, redacted
+
+from .config import ENV_PREFIX, BridgeSettings
+from .service import Bridge, install_signal_handlers
+
+log = logging.getLogger("bridge")
+
+
+def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
+    p = argparse.ArgumentParser(prog="smartcity-bridge", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=os.environ.get(ENV_PREFIX + "CONFIG"), help="TOML settings file")
+    p.add_argument("--bridge-id")
+    p.add_argument("--mqtt-host")
+    p.add_argument("--mqtt-port", type=int)
+    p.add_argument("--mqtt-username")
+    p.add_argument("--mqtt-password-file")
+    p.add_argument("--group", help="shared subscription group")
+    p.add_argument("--max-inflight", type=int)
+    p.add_argument("--kafka-bootstrap")
+    p.add_argument("--dlq-topic")
+    p.add_argument("--route", action="append", dest="routes",
+                   help="'PATTERN -> TOPIC [-> KEY]' (repeatable; replaces the default route)")
+    p.add_argument("--max-payload-bytes", type=int)
+    p.add_argument("--http-host")
+    p.add_argument("--http-port", type=int, help="0 = any free port, -1 = none")
+    p.add_argument("--idle-degraded-s", type=float)
+    p.add_argument("--drain-timeout-s", type=float)
+    p.add_argument("--log-level")
+    p.add_argument("--log-text", action="store_true", default=None, help="key=value logs, not JSON")
+    a = p.parse_args(argv)
+    overrides = {
+        "bridge_id": a.bridge_id, "routes": a.routes, "max_payload_bytes": a.max_payload_bytes,
+        "http_host": a.http_host, "http_port": a.http_port, "idle_degraded_s": a.idle_degraded_s,
+        "drain_timeout_s": a.drain_timeout_s, "log_level": a.log_level,
+        "log_json": (False if a.log_text else None),
+        "mqtt.host": a.mqtt_host, "mqtt.port": a.mqtt_port, "mqtt.username": a.mqtt_username,
+        "mqtt.password_file": a.mqtt_password_file, "mqtt.group": a.group,
+        "mqtt.max_inflight": a.max_inflight,
+        "kafka.bootstrap_servers": a.kafka_bootstrap, "kafka.dlq_topic": a.dlq_topic,
+    }
+    return a.config, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, overrides = parse_args(argv)
+    try:
+        settings = load(BridgeSettings, config, ENV_PREFIX, overrides)
+    except (SettingsError, ValueError) as e:
+        print(f"smartcity-bridge: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, json=settings.log_json)
+    log.info("settings", extra={"settings": redacted(settings)})
+    try:
+        bridge = Bridge(settings)
+        install_signal_handlers(bridge)
+        bridge.start()
+    except (ValueError, OSError) as e:
+        print(f"smartcity-bridge: {e}", file=sys.stderr)
+        return 2
+    if bridge.http_port is not None:
+        log.info("http", extra={"port": bridge.http_port})
+    return bridge.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

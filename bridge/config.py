@@ -1,0 +1,155 @@
+"""Bridge settings: defaults < TOML file < SMARTCITY_BRIDGE_* environment < command-line flags.
+
+Secrets (MQTT password, Kafka SASL password) come from the environment or from files named in the
+settings (`password_file`, `sasl_password_file`), never from code; they are redacted in logs.
+
+Example TOML:
+
+    bridge_id = "bridge-a"
+    routes = ["smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"]
+    [mqtt]
+    host = "broker.internal"
+    port = 8883
+    tls = true
+    ca_file = "/etc/smartcity/ca.pem"
+    username = "bridge"
+    password_file = "/run/secrets/mqtt_password"
+    [kafka]
+    bootstrap_servers = "kafka-1:9093"
+    security_protocol = "SASL_SSL"
+    sasl_mechanism = "SCRAM-SHA-512"
+    sasl_username = "bridge"
+    sasl_password_file = "/run/secrets/kafka_password"
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_ROUTE, Router
+
+ENV_PREFIX = "SMARTCITY_BRIDGE_"
+
+
+@dataclass
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str | None = None           # default: smartcity-bridge-{bridge_id}
+    group: str = "smartcity-bridge"        # shared-subscription group: bridges in it split the load
+    shared: bool = True
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 86400      # the broker queues for us this long while we are away
+    # MQTT v5 receive maximum: the broker sends at most this many unacknowledged QoS 1 messages.
+    # We acknowledge only after Kafka confirms, so this is also the bound on in-flight messages
+    # while Kafka is down; the rest waits in the broker's queue for our session.
+    max_inflight: int = 2000
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+
+    def __post_init__(self):
+        if not 1 <= self.max_inflight <= 65535:
+            raise ValueError(f"mqtt.max_inflight must be 1..65535, got {self.max_inflight}")
+
+
+@dataclass
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"    # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    sasl_mechanism: str | None = None       # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    dlq_topic: str = "smartcity_dlq"
+    linger_ms: int = 5
+    compression: str = "lz4"
+    # Extra librdkafka properties, "name=value" each (not for secrets: use the fields above).
+    extra: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BridgeSettings:
+    bridge_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    routes: list[str] = field(default_factory=lambda: [DEFAULT_ROUTE])
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    dlq_max_bytes: int = 900_000            # DLQ copies of huge payloads are cut here (Kafka's 1 MB)
+    validate_contracts: bool = True
+    check_device_id: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 9108                   # 0 = any free port; -1 = no HTTP server
+    idle_degraded_s: float = 300.0          # /healthz degraded when nothing arrived this long (0: never)
+    drain_timeout_s: float = 30.0
+    log_level: str = "WARNING"
+    log_json: bool = True
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+    def __post_init__(self):
+        Router(self.routes)  # fail at load time, with the route named, not on the first message
+        if self.max_payload_bytes <= 0:
+            raise ValueError("max_payload_bytes must be > 0")
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"smartcity-bridge-{self.bridge_id}"
+
+
+def _read_secret(path: Path | None, value: str | None, what: str) -> str | None:
+    if path is None:
+        return value
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read secret file {path}: {e.strerror}") from None
+
+
+def mqtt_password(s: MqttSettings) -> str | None:
+    return _read_secret(s.password_file, s.password, "mqtt.password_file")
+
+
+def kafka_config(s: KafkaSettings) -> dict[str, Any]:
+    """librdkafka producer configuration. Lossless settings are not overridable by `extra`."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": s.bootstrap_servers,
+        "security.protocol": s.security_protocol,
+        "linger.ms": s.linger_ms,
+        "compression.type": s.compression,
+        "client.id": "smartcity-bridge",
+    }
+    if s.sasl_mechanism:
+        conf["sasl.mechanism"] = s.sasl_mechanism
+    if s.sasl_username:
+        conf["sasl.username"] = s.sasl_username
+    pw = _read_secret(s.sasl_password_file, s.sasl_password, "kafka.sasl_password_file")
+    if pw:
+        conf["sasl.password"] = pw
+    for key, p in (("ssl.ca.location", s.ssl_ca_file), ("ssl.certificate.location", s.ssl_cert_file),
+                   ("ssl.key.location", s.ssl_key_file)):
+        if p:
+            conf[key] = str(p)
+    for item in s.extra:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"kafka.extra: {item!r} is not name=value")
+        conf[k.strip()] = v.strip()
+    conf.update({
+        "acks": "all",
+        "enable.idempotence": True,       # retries cannot reorder or duplicate within a session
+        # Never give up on a message: while Kafka is down it waits in the producer (bounded by the
+        # MQTT receive maximum) and is not acknowledged to the broker.
+        "message.timeout.ms": 0,
+    })
+    return conf

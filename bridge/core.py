@@ -1,0 +1,196 @@
+"""Pure parts of the bridge: topic routing, payload inspection, the ordered acknowledgement window.
+
+Nothing here touches a socket, so each rule is testable on its own and the hot path stays cheap:
+one regex match per distinct MQTT topic (cached), one json.loads and one contract check per
+message.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.schema import BY_NAME
+from contracts.validate import violations
+
+DEFAULT_ROUTE = "smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+# DLQ reasons (header dlq.reason); a closed set so dashboards can count them.
+TOO_LARGE = "too_large"
+NOT_JSON = "not_json"
+CONTRACT = "contract_invalid"
+SPOOFED = "device_id_mismatch"
+UNMAPPED = "unmapped_topic"
+NO_CONTRACT = "no_contract"
+KAFKA_REJECTED = "kafka_rejected"
+DLQ_REASONS = (TOO_LARGE, NOT_JSON, CONTRACT, SPOOFED, UNMAPPED, NO_CONTRACT, KAFKA_REJECTED)
+
+_SEGMENT_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class RouteError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Route:
+    """MQTT topic pattern with named single-level segments -> Kafka topic and key templates.
+
+    "smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"
+    """
+    pattern: str
+    topic: str
+    key: str | None
+    regex: re.Pattern
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> "Route":
+        parts = [p.strip() for p in spec.split("->")]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise RouteError(f"route {spec!r}: expected 'PATTERN -> TOPIC [-> KEY]'")
+        pattern, topic = parts[0], parts[1]
+        key = parts[2] if len(parts) == 3 else None
+        names: list[str] = []
+        rx = []
+        for seg in pattern.split("/"):
+            m = _SEGMENT_RE.match(seg)
+            if m:
+                if m.group(1) in names:
+                    raise RouteError(f"route {spec!r}: segment {{{m.group(1)}}} used twice")
+                names.append(m.group(1))
+                rx.append(f"(?P<{m.group(1)}>[^/]+)")
+            elif any(c in seg for c in "{}+#"):
+                raise RouteError(f"route {spec!r}: segment {seg!r} must be literal or a whole {{name}}")
+            else:
+                rx.append(re.escape(seg))
+        for tmpl in (topic, key) if key else (topic,):
+            for used in re.findall(r"\{([^}]*)\}", tmpl):
+                if used not in names:
+                    raise RouteError(f"route {spec!r}: {{{used}}} is not a segment of the pattern")
+        return cls(pattern, topic, key, re.compile("^" + "/".join(rx) + "$"), tuple(names))
+
+    @property
+    def mqtt_filter(self) -> str:
+        """The subscription filter that covers this pattern: named segments become +."""
+        return "/".join("+" if _SEGMENT_RE.match(s) else s for s in self.pattern.split("/"))
+
+
+@dataclass(frozen=True)
+class Target:
+    topic: str
+    key: bytes | None
+    device_id: str | None
+
+
+class Router:
+    """First matching route wins. Results are cached per MQTT topic: a fleet has few distinct
+    topics (devices x streams) and the regex + format would otherwise run per message."""
+
+    def __init__(self, routes: list[str] | tuple[str, ...] = (DEFAULT_ROUTE,), cache_size: int = 100_000):
+        if not routes:
+            raise RouteError("at least one route is required")
+        self.routes = tuple(Route.parse(r) for r in routes)
+        self._cache: dict[str, Target | None] = {}
+        self._cache_size = cache_size
+
+    def route(self, mqtt_topic: str) -> Target | None:
+        try:
+            return self._cache[mqtt_topic]
+        except KeyError:
+            pass
+        target = None
+        for r in self.routes:
+            m = r.regex.match(mqtt_topic)
+            if m:
+                g = m.groupdict()
+                target = Target(r.topic.format(**g), r.key.format(**g).encode() if r.key else None,
+                                g.get("device_id"))
+                break
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[mqtt_topic] = target
+        return target
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+def inspect(payload: bytes, target: Target | None, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+            check_contract: bool = True, check_device: bool = True) -> Rejection | None:
+    """None when the message may go to its topic, else why it goes to the dead-letter topic.
+    Order matters: the cheapest and most telling check first, spoofing before contract detail."""
+    if target is None:
+        return Rejection(UNMAPPED, "no route matches the MQTT topic")
+    n = len(payload)
+    if n > max_bytes:
+        return Rejection(TOO_LARGE, f"{n} bytes > limit {max_bytes}")
+    try:
+        record: Any = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as e:
+        return Rejection(NOT_JSON, f"{type(e).__name__}: {e}"[:300])
+    if check_device and target.device_id is not None and isinstance(record, dict):
+        claimed = record.get("device_id")
+        if claimed is not None and claimed != target.device_id:
+            return Rejection(SPOOFED, f"payload device_id {str(claimed)[:80]!r} != topic device "
+                                      f"{target.device_id!r}")
+    if check_contract:
+        rt = BY_NAME.get(target.topic)
+        if rt is None:
+            return Rejection(NO_CONTRACT, f"no contract for topic {target.topic!r}")
+        v = violations(rt, record)
+        if v:
+            return Rejection(CONTRACT, "; ".join(str(x) for x in v)[:1000])
+    return None
+
+
+class AckWindow:
+    """Messages in arrival order; each is acknowledged to MQTT only when it and every message that
+    arrived before it are confirmed by Kafka. Thread-safe: the MQTT thread adds, the Kafka
+    delivery thread completes and pops.
+
+    An entry is [mid, qos, done]; a plain list keeps the per-message cost at one allocation."""
+
+    __slots__ = ("_q", "_lock")
+
+    def __init__(self):
+        self._q: deque[list] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, mid: int, qos: int) -> list:
+        entry = [mid, qos, False]
+        with self._lock:
+            self._q.append(entry)
+        return entry
+
+    @staticmethod
+    def complete(entry: list) -> None:
+        entry[2] = True
+
+    def pop_ready(self) -> list[tuple[int, int]]:
+        """(mid, qos) of the completed prefix, oldest first, removed from the window."""
+        out = []
+        with self._lock:
+            q = self._q
+            while q and q[0][2]:
+                e = q.popleft()
+                out.append((e[0], e[1]))
+        return out
+
+    def reset(self) -> int:
+        """Forget every pending entry (a new MQTT connection: their packet ids are void); returns
+        how many. Their Kafka confirmations still arrive but complete entries no one reads."""
+        with self._lock:
+            n = len(self._q)
+            self._q = deque()
+        return n
+
+    def __len__(self) -> int:
+        return len(self._q)
