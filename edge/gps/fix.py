@@ -49,7 +49,7 @@ class Fix:
 class _Cycle:
     __slots__ = ("tod_us", "date", "n_timed", "lat", "lon", "valid", "alt_m", "speed_kn",
                  "track_deg", "sats_used", "gsa_sats", "gga_hdop", "other_hdop", "gsa_3d", "keys",
-                 "has_data", "ender_seen", "last_pos_key", "pos_ender_seen", "emitted")
+                 "has_data", "ender_seen", "pos_len", "emitted")
 
     def __init__(self) -> None:
         self.tod_us: int | None = None
@@ -65,8 +65,7 @@ class _Cycle:
         self.keys: list[tuple[str, int]] = []   # sentence order, for learning the cycle ender
         self.has_data = False
         self.ender_seen = False
-        self.last_pos_key: tuple[str, int] | None = None   # last timed position sentence
-        self.pos_ender_seen = False
+        self.pos_len = 0        # sentences up to and including the last timed position one
         self.emitted: Fix | None = None
 
 
@@ -94,9 +93,8 @@ class FixBuilder:
         self._date: date | None = None       # last date from a valid RMC or a ZDA
         self._date_tod: int | None = None    # latest time of day seen since that date
         self._enders: set[tuple[str, int]] = set()
-        # last timed position sentence of a cycle: once it was seen, a cycle cut off before
-        # its trailing sentences (VTG, GSA, ...) still has its position and time complete
-        self._pos_enders: set[tuple[str, int]] = set()
+        self._usual_keys: list[tuple[str, int]] = []   # sentence order of the last full cycle
+        self._usual_pos_len = 0
         self.fixes = 0
         self.cycles_incomplete = 0
         self.cycles_reemitted = 0
@@ -128,17 +126,18 @@ class FixBuilder:
                     self._close(out, learn=False)
                     cyc = self._cyc
                     break
+        self._apply(cyc, s)
+        if kind == "Zda":
+            # a date source only: it neither orders the cycle nor ends it
+            return out
         n = 1
         for k in cyc.keys:
             if k[0] == kind:
                 n += 1
         key = (kind, n)
         cyc.keys.append(key)
-        self._apply(cyc, s)
         if tod is not None and kind in _POSITION_KINDS:
-            cyc.last_pos_key = key
-            if key in self._pos_enders:
-                cyc.pos_ender_seen = True
+            cyc.pos_len = len(cyc.keys)
         if key in self._enders and cyc.has_data:
             cyc.ender_seen = True
             self._emit(cyc, out)
@@ -163,19 +162,23 @@ class FixBuilder:
     def _close(self, out: list[Fix], learn: bool) -> None:
         cyc = self._cyc
         if cyc.has_data:
-            if (not self._enders or cyc.ender_seen or cyc.pos_ender_seen
-                    or cyc.tod_us is None):
-                self._emit(cyc, out)
-            else:
+            keys, usual = cyc.keys, self._usual_keys
+            # A cycle that is the beginning of the receiver's usual cycle and stops before the
+            # usual last position sentence (bytes lost, receiver reset, end of input) is
+            # incomplete: gpsd does not report it either.
+            cut_off = (not cyc.ender_seen and cyc.tod_us is not None
+                       and len(keys) < self._usual_pos_len and usual[:len(keys)] == keys)
+            if cut_off:
                 self.cycles_incomplete += 1
-            if learn and cyc.keys and not cyc.ender_seen:
-                if len(self._enders) >= _MAX_ENDERS:
-                    self._enders.clear()
-                self._enders.add(cyc.keys[-1])
-            if learn and cyc.last_pos_key is not None and not cyc.pos_ender_seen:
-                if len(self._pos_enders) >= _MAX_ENDERS:
-                    self._pos_enders.clear()
-                self._pos_enders.add(cyc.last_pos_key)
+            else:
+                self._emit(cyc, out)
+                if learn and cyc.tod_us is not None:
+                    self._usual_keys = keys
+                    self._usual_pos_len = cyc.pos_len
+                    if not cyc.ender_seen:
+                        if len(self._enders) >= _MAX_ENDERS:
+                            self._enders.clear()
+                        self._enders.add(keys[-1])
         self._cyc = _Cycle()
 
     def _carried_date(self, tod: int) -> date | None:
