@@ -103,8 +103,12 @@ class CallbackGauge(_Metric):
     """Value computed at scrape time: fn() -> number, or {label-values tuple: number}."""
     kind = "gauge"
 
-    def __init__(self, name, help, fn: Callable[[], float | Mapping[tuple, float]], labelnames=()):
+    def __init__(self, name, help, fn: Callable[[], float | Mapping[tuple, float]], labelnames=(),
+                 kind: str = "gauge"):
         super().__init__(name, help, labelnames)
+        if not callable(fn):
+            raise TypeError(f"{name}: fn must be callable, got {fn!r}")
+        self.kind = kind
         self._fn = fn
         self._values.clear()
 
@@ -144,6 +148,10 @@ class Registry:
 
     def gauge_fn(self, name: str, help: str, fn, labelnames: Iterable[str] = ()) -> CallbackGauge:
         return self._register(CallbackGauge(self.prefix + name, help, fn, labelnames))
+
+    def counter_fn(self, name: str, help: str, fn, labelnames: Iterable[str] = ()) -> CallbackGauge:
+        """A counter kept elsewhere (e.g. persisted in the queue), read at scrape time."""
+        return self._register(CallbackGauge(self.prefix + name, help, fn, labelnames, kind="counter"))
 
     def get(self, name: str) -> _Metric:
         return self._metrics[self.prefix + name] if self.prefix + name in self._metrics \

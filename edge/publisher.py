@@ -154,23 +154,28 @@ class MqttPublisher:
     # thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         attempt = 0
-        try:
-            while not self._stop_evt.is_set():
-                if not self._connect():
-                    attempt += 1
-                    delay = backoff_delay(attempt, self.settings.reconnect_min_s,
-                                          self.settings.reconnect_max_s, self._rng)
-                    log.info("mqtt reconnect scheduled", extra={"delay_s": round(delay, 2),
-                                                                "attempt": attempt})
-                    self._stop_evt.wait(delay)
+        while not self._stop_evt.is_set():
+            try:
+                if self._connect():
+                    attempt = 0
+                    self._pump()
+                    self._teardown(graceful=self._stop_evt.is_set())
                     continue
-                attempt = 0
-                self._pump()
-                self._teardown(graceful=self._stop_evt.is_set())
-        except Exception:  # never die silently: the agent's health check sees connected=0
-            log.exception("mqtt publisher thread crashed")
-            self.last_error = "publisher thread crashed"
-            self._teardown(graceful=False)
+            except Exception as e:
+                # A bug or a disk error must not kill delivery for good: log, drop the connection
+                # (rows stay queued), back off, try again. Health shows connected=0 meanwhile.
+                log.exception("mqtt publisher error; reconnecting")
+                self.last_error = f"{type(e).__name__}: {e}"
+                try:
+                    self._teardown(graceful=False)
+                except Exception:
+                    log.exception("mqtt publisher teardown failed")
+                    self._client, self._connected = None, False
+            attempt += 1
+            delay = backoff_delay(attempt, self.settings.reconnect_min_s,
+                                  self.settings.reconnect_max_s, self._rng)
+            log.info("mqtt reconnect scheduled", extra={"delay_s": round(delay, 2), "attempt": attempt})
+            self._stop_evt.wait(delay)
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings

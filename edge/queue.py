@@ -190,7 +190,7 @@ class DurableQueue:
 
     def _log_drops(self, dropped: dict[str, int]) -> None:
         log.warning("queue bound exceeded: dropped oldest readings",
-                    extra={"dropped": dropped, "dropped_total": self.dropped_total,
+                    extra={"dropped": dropped, "dropped_total": self.dropped_total(),
                            "max_bytes": self.max_bytes, "max_age_s": self.max_age_s})
 
     def _recount_locked(self) -> None:
@@ -294,13 +294,13 @@ class DurableQueue:
             r = self._db.execute("SELECT enqueued_at FROM readings ORDER BY rowid LIMIT 1").fetchone()
         return max(0.0, self._clock() - r[0]) if r else 0.0
 
-    @property
     def dropped_total(self) -> int:
+        """Rows evicted by the size/age bounds since the queue file was created."""
         with self._lock:
             return self._db.execute("SELECT value FROM meta WHERE key='dropped_total'").fetchone()[0]
 
-    @property
     def rejected_total(self) -> int:
+        """Rows the broker refused that sit in the rejected table."""
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
 

@@ -29,7 +29,7 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str = "smartcity/v1/#", host: str = "127.0.0.1",
                  username: str | None = None, password: str | None = None,
-                 client_id: str | None = None):
+                 client_id: str | None = None, tls: dict | None = None):
         self.messages: list[mqtt.MQTTMessage] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -39,6 +39,8 @@ class Subscriber:
                                   protocol=mqtt.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(**tls)  # ca_certs=, certfile=, keyfile=
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

@@ -63,11 +63,15 @@ def test_callback_gauges_are_evaluated_at_scrape_time():
     reg = Registry()
     reg.gauge_fn("smartcity_queue_depth", "Rows waiting", lambda: depth[0])
     reg.gauge_fn("smartcity_sensor_up", "Sensor alive", lambda: {("gps",): 1, ("obd",): 0}, ["sensor"])
+    reg.counter_fn("smartcity_queue_dropped_total", "Dropped", lambda: depth[0] * 10)
     assert parse_exposition(reg.render())["smartcity_queue_depth"]["samples"] == {"": 3}
     depth[0] = 7
     parsed = parse_exposition(reg.render())
     assert parsed["smartcity_queue_depth"]["samples"] == {"": 7}
     assert parsed["smartcity_sensor_up"]["samples"] == {'{sensor="gps"}': 1, '{sensor="obd"}': 0}
+    assert parsed["smartcity_queue_dropped_total"] == {"type": "counter", "samples": {"": 70}}
+    with pytest.raises(TypeError, match="callable"):
+        reg.gauge_fn("smartcity_not_callable", "x", 5)   # e.g. passing q.depth() instead of q.depth
 
 
 def test_a_failing_callback_is_skipped_not_fatal_to_the_scrape():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from deploy.local.mosquitto import MosquittoServer
+from deploy.local.mosquitto import MosquittoServer, TlsFiles, make_test_pki
 from edge.obs import Registry
 from edge.publisher import MqttPublisher, MqttSettings, backoff_delay, drain_benchmark
 from edge.queue import DurableQueue
@@ -180,6 +180,35 @@ def test_acl_denied_reading_is_counted_and_kept_aside_not_deleted(tmp_path, subs
             pub.stop(1)
             q.close()
     finally:
+        broker.stop()
+
+
+def test_tls_with_client_certificates(tmp_path, subscriber_factory):
+    pki = make_test_pki(tmp_path / "pki", client_names=(DEVICE, "reader"))
+    broker = MosquittoServer(tmp_path / "mqtt", tls=TlsFiles(
+        pki["ca"], pki["server_cert"], pki["server_key"], require_certificate=True)).start()
+    q = DurableQueue(tmp_path / "q.db")
+    pubs = []
+    try:
+        sub = subscriber_factory(broker.port, tls={"ca_certs": str(pki["ca"]),
+                                                   "certfile": str(pki["reader_cert"]),
+                                                   "keyfile": str(pki["reader_key"])})
+        for _ in range(5):
+            q.append("gps", reading("gps"))
+        no_cert = MqttPublisher(q, settings(broker.port, tls=True, ca_file=pki["ca"]))
+        pubs.append(no_cert.start())
+        assert wait_until(lambda: no_cert.m_connect_failures.get() >= 1, 5)
+        assert not no_cert.connected and q.depth() == 5, "the broker requires a client cert"
+        no_cert.stop(0.5)
+        pub = MqttPublisher(q, settings(broker.port, tls=True, ca_file=pki["ca"],
+                                        cert_file=pki[f"{DEVICE}_cert"], key_file=pki[f"{DEVICE}_key"]))
+        pubs.append(pub.start())
+        assert wait_until(lambda: q.depth() == 0, 10), pub.last_error
+        assert sub.wait_for(lambda ms: first_arrivals(ms).get("gps") == [1, 2, 3, 4, 5], 5)
+    finally:
+        for p in pubs:
+            p.stop(0.5)
+        q.close()
         broker.stop()
 
 

@@ -80,9 +80,9 @@ def test_drop_oldest_when_over_the_size_bound_is_counted(tmp_path, caplog):
         assert q.bytes() <= 1000
         seqs = [r.seq for r in q.peek(100)]
         assert seqs == list(range(6, 16))  # the newest ten survive
-        assert q.dropped_total == 5
+        assert q.dropped_total() == 5
     with DurableQueue(tmp_path / "q.db", max_bytes=1000) as q:
-        assert q.dropped_total == 5, "the drop counter is persisted"
+        assert q.dropped_total() == 5, "the drop counter is persisted"
     assert any("dropped oldest" in r.message for r in caplog.records)
 
 
@@ -96,7 +96,7 @@ def test_drop_oldest_by_age_is_counted(tmp_path):
         now[0] += 45          # the first three are 75 s old now, the fourth 45 s
         assert q.enforce_bounds() == {"age": 3}
         assert [r.seq for r in q.peek(10)] == [4]
-        assert q.dropped_total == 3
+        assert q.dropped_total() == 3
 
 
 def test_concurrent_appends_from_sensor_threads_get_unique_consecutive_seqs(tmp_path):
@@ -156,9 +156,9 @@ def test_rejected_rows_are_moved_aside_kept_and_can_be_requeued(tmp_path):
         rows = q.peek(10)
         assert q.reject(rows[1].rowid, "Not authorized")
         assert [r.seq for r in q.peek(10)] == [1, 3]
-        assert q.rejected_total == 1
+        assert q.rejected_total() == 1
         [(row, reason)] = q.rejected()
         assert (row.seq, reason) == (2, "Not authorized")
         assert q.requeue_rejected() == 1
         assert [r.seq for r in q.peek(10)] == [1, 3, 2]  # back at the end, seq kept
-        assert q.rejected_total == 0 and q.depth() == 3
+        assert q.rejected_total() == 0 and q.depth() == 3

@@ -68,6 +68,36 @@ class TlsFiles:
     require_certificate: bool = False
 
 
+def make_test_pki(out_dir: str | os.PathLike, client_names: tuple[str, ...] = ("client",),
+                  days: int = 2) -> dict[str, Path]:
+    """A throwaway CA, a server cert for 127.0.0.1/localhost and one client cert per name
+    (CN = name), with openssl. Test use only: keys are unencrypted. Returns paths:
+    ca, server_cert, server_key, and {name}_cert / {name}_key per client."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise MosquittoError("openssl not found (apt-get install openssl)")
+
+    def run(*args: str) -> None:
+        r = subprocess.run([openssl, *args], capture_output=True, text=True, cwd=out)
+        if r.returncode != 0:
+            raise MosquittoError(f"openssl {args[0]} failed: {r.stderr.strip()}")
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
+        "-subj", "/CN=smartcity-test-ca")
+    paths = {"ca": out / "ca.crt"}
+    (out / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, ext in [("server", "server.ext")] + [(c, None) for c in client_names]:
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", str(days),
+            *(("-extfile", ext) if ext else ()))
+        paths[f"{name}_cert"], paths[f"{name}_key"] = out / f"{name}.crt", out / f"{name}.key"
+    return paths
+
+
 class MosquittoServer:
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, host: str = "127.0.0.1",
                  persistence: bool = True, passwords: dict[str, str] | None = None,
