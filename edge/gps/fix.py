@@ -49,7 +49,7 @@ class Fix:
 class _Cycle:
     __slots__ = ("tod_us", "date", "n_timed", "lat", "lon", "valid", "alt_m", "speed_kn",
                  "track_deg", "sats_used", "gsa_sats", "gga_hdop", "other_hdop", "gsa_3d", "keys",
-                 "has_data", "ender_seen", "pos_len", "emitted")
+                 "has_data", "ender_seen", "pos_len", "emitted", "counts", "dirty")
 
     def __init__(self) -> None:
         self.tod_us: int | None = None
@@ -67,6 +67,8 @@ class _Cycle:
         self.ender_seen = False
         self.pos_len = 0        # sentences up to and including the last timed position one
         self.emitted: Fix | None = None
+        self.counts: dict[str, int] = {}
+        self.dirty = False      # sentences applied since the last report of this cycle
 
 
 def _hdop(v: float | None) -> float | None:
@@ -120,20 +122,17 @@ class FixBuilder:
                 cyc.date = self._carried_date(tod)
             cyc.n_timed += 1
         elif cyc.tod_us is None and kind in _POSITION_KINDS and cyc.has_data:
-            for k in cyc.keys:
-                if k[0] == kind:
-                    # no times at all: a repeated GGA/RMC/... is the next cycle
-                    self._close(out, learn=False)
-                    cyc = self._cyc
-                    break
+            if kind in cyc.counts:
+                # no times at all: a repeated GGA/RMC/... is the next cycle
+                self._close(out, learn=False)
+                cyc = self._cyc
         self._apply(cyc, s)
+        cyc.dirty = True
         if kind == "Zda":
             # a date source only: it neither orders the cycle nor ends it
             return out
-        n = 1
-        for k in cyc.keys:
-            if k[0] == kind:
-                n += 1
+        n = cyc.counts.get(kind, 0) + 1
+        cyc.counts[kind] = n
         key = (kind, n)
         cyc.keys.append(key)
         if tod is not None and kind in _POSITION_KINDS:
@@ -151,6 +150,9 @@ class FixBuilder:
 
     # -- cycle handling ---------------------------------------------------------------------
     def _emit(self, cyc: _Cycle, out: list[Fix]) -> None:
+        if not cyc.dirty:
+            return
+        cyc.dirty = False
         fix = self._make_fix(cyc)
         if fix != cyc.emitted:
             if cyc.emitted is not None:
