@@ -1,0 +1,148 @@
+"""The simulation backend: a deterministic Bangkok -> Pattaya trip, presented at the wire.
+
+The trip drives three fake devices that look exactly like hardware to the agent:
+- a GPS receiver writing real NMEA bytes to a pseudo-terminal (the real GPS driver reads it),
+- an ELM327 adapter answering AT/OBD commands on a pseudo-terminal (the real OBD driver asks it),
+- a DHT22 object with the adafruit driver's interface (the real DHT reader logic polls it).
+Roadside cameras and city incidents are not vehicle sensors, so they arrive as callbacks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import tty
+from datetime import datetime, timezone
+from typing import Callable
+
+from sim.cameras import CameraNetwork
+from sim.clock import SimClock
+from sim.dht import SimulatedDhtDevice
+from sim.incidents import IncidentSimulator
+from sim.nmea import nmea_cycle
+from sim.trip import TripSimulator, VehicleState
+from sim.weather import WeatherModel
+
+log = logging.getLogger("smartcity.sim")
+
+DEFAULT_START_UTC = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)  # 08:00 in Bangkok
+DEFAULT_VIN = "MR0FZ29G801234567"
+
+
+class NmeaPty:
+    """The simulated receiver's serial line: a pty whose slave end the GPS driver opens."""
+
+    def __init__(self):
+        self.master_fd, self.slave_fd = os.openpty()
+        tty.setraw(self.slave_fd)
+        self.path = os.ttyname(self.slave_fd)
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.master_fd, view)
+            view = view[n:]
+        self.bytes_written += len(data)
+
+    def close(self) -> None:
+        for fd in (self.master_fd, self.slave_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class SimWorld:
+    """Runs the trip on the simulated clock and feeds the fake devices.
+
+    `gps_rate_hz` is in simulated time; with `speedup` 10 and 10 Hz the pty sees 100 cycles per
+    wall second and every fix still carries the simulated time.
+    """
+
+    def __init__(self, seed: int = 7, speedup: float = 1.0, gps_rate_hz: float = 1.0,
+                 start_utc: datetime = DEFAULT_START_UTC, vin: str = DEFAULT_VIN,
+                 on_traffic: Callable[[dict, datetime], None] | None = None,
+                 on_emergency: Callable[[dict, datetime], None] | None = None,
+                 dht_error_rate: float = 0.05, obd: bool = True):
+        self.trip = TripSimulator(seed=seed, start_utc=start_utc)
+        self.clock = SimClock(start_utc, speedup)
+        self.dt_s = 1.0 / gps_rate_hz
+        self.weather = WeatherModel(seed)
+        self.cameras = CameraNetwork(self.trip.route, seed)
+        self.incidents = IncidentSimulator(self.trip.route, seed)
+        self.on_traffic = on_traffic or (lambda fields, ts: None)
+        self.on_emergency = on_emergency or (lambda fields, ts: None)
+        self.state: VehicleState = self.trip.state
+        self.gps_pty = NmeaPty()
+        self.elm = None
+        if obd:
+            from sim.elm327 import Elm327Emulator
+            self.elm = Elm327Emulator(self._obd_values, vin=vin)
+        self.obd_path: str | None = None
+        self.dht = SimulatedDhtDevice(self.weather, self.now_and_position, seed=seed,
+                                      error_rate=dht_error_rate)
+        self.finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def gps_path(self) -> str:
+        return self.gps_pty.path
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def now_and_position(self):
+        s = self.state
+        return self.clock.now(), s.lat, s.lon
+
+    def _obd_values(self) -> dict:
+        s = self.state
+        return {"speed_kmh": s.speed_kmh, "rpm": s.rpm, "coolant_c": s.coolant_c,
+                "throttle_pct": s.throttle_pct, "engine_load_pct": s.engine_load_pct,
+                "fuel_level_pct": s.fuel_level_pct, "battery_v": s.battery_v}
+
+    def weather_extras(self) -> dict:
+        """What the simulator knows beyond a DHT: rain, wind, air quality, condition."""
+        s = self.state
+        w = self.weather.at(self.clock.now(), s.lat, s.lon)
+        return {k: w[k] for k in ("precipitation_mm", "wind_speed_kmh", "air_quality_index",
+                                  "weather_condition")}
+
+    def start(self) -> None:
+        if self.elm:
+            self.obd_path = self.elm.start()
+        self._thread = threading.Thread(target=self._run, name="sim-world", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        if self.elm:
+            self.elm.stop()
+        self.gps_pty.close()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                state = self.trip.advance(self.dt_s)
+                self.clock.sleep_until(state.ts, self._stop)
+                self.state = state
+                self.gps_pty.write(nmea_cycle(
+                    utc=state.ts, lat=state.lat, lon=state.lon, alt_m=state.alt_m,
+                    speed_kmh=state.speed_kmh, heading_deg=state.heading_deg,
+                    sats_used=state.sats_used, hdop=state.hdop, fix=True))
+                for obs in self.cameras.observe(state):
+                    self.on_traffic(obs, state.ts)
+                for upd in self.incidents.updates(state):
+                    self.on_emergency(upd, state.ts)
+                if state.finished:
+                    log.info("trip finished", extra={"odometer_m": state.odometer_m})
+                    self.finished.set()
+                    return
+        except Exception:  # the world thread dying must be loud; the agent's health shows it
+            log.exception("simulation thread failed")
+            self.finished.set()
+            raise
