@@ -38,12 +38,15 @@ def test_gns_gll_vtg_gsa_zda_are_decoded():
     gll = d.decode(nmea("GPGLL,4916.45,N,12311.12,W,225444,A,A"))
     assert isinstance(gll, Gll) and gll.valid and gll.tod_us == (22 * 3600 + 54 * 60 + 44) * 10**6
     vtg = d.decode(nmea("GPVTG,054.7,T,034.4,M,005.5,N,010.2,K,A"))
-    assert isinstance(vtg, Vtg) and vtg.track_deg == 54.7 and vtg.speed_kn == 5.5
+    # km/h is taken as sent (the knots field is rounded independently by the receiver)
+    assert isinstance(vtg, Vtg) and vtg.track_deg == 54.7 and vtg.speed_kmh == 10.2
+    vtg = d.decode(nmea("GPVTG,054.7,T,034.4,M,005.5,N,,K,A"))
+    assert vtg.speed_kmh == pytest.approx(5.5 * 1.852)
     gsa = d.decode(nmea("GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1"))
     assert isinstance(gsa, Gsa) and gsa.fix_type == 3 and gsa.sats_used == 5 and gsa.hdop == 1.3
     zda = d.decode(nmea("GPZDA,160012.71,11,03,2004,-1,00"))
     assert isinstance(zda, Zda) and zda.date == date(2004, 3, 11)
-    assert d.sentences_ok == 5 and d.field_errors == 0
+    assert d.sentences_ok == 6 and d.field_errors == 0
 
 
 @pytest.mark.parametrize("talker", ["GP", "GN", "GL", "GA", "BD", "GB", "QZ"])

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             # a replay never fails on content; an unreadable file is reported, not raised
             log.error("cannot read %s: %s", args.file, e)
             return 0
+        except Exception:  # a parser bug: report it, keep the fixes printed so far
+            log.exception("replay of %s aborted", args.file)
+            return 0
         log.info("replay %s: %s", args.file, stats)
         return 0
     read(args.port, args.baud)

@@ -47,7 +47,7 @@ class Fix:
 
 
 class _Cycle:
-    __slots__ = ("tod_us", "date", "n_timed", "lat", "lon", "valid", "alt_m", "speed_kn",
+    __slots__ = ("tod_us", "date", "n_timed", "lat", "lon", "valid", "alt_m", "speed_kmh",
                  "track_deg", "sats_used", "gsa_sats", "gga_hdop", "other_hdop", "gsa_3d", "keys",
                  "has_data", "ender_seen", "pos_len", "emitted", "counts", "dirty")
 
@@ -57,7 +57,7 @@ class _Cycle:
         self.n_timed = 0                  # sentences with a time of day seen in this cycle
         self.lat = self.lon = None
         self.valid = False
-        self.alt_m = self.speed_kn = self.track_deg = None
+        self.alt_m = self.speed_kmh = self.track_deg = None
         self.sats_used: int | None = None
         self.gsa_sats: int | None = None
         self.gga_hdop = self.other_hdop = None
@@ -227,15 +227,15 @@ class FixBuilder:
                 return
             self._position(cyc, s.lat, s.lon)
             if s.speed_kn is not None:
-                cyc.speed_kn = s.speed_kn
+                cyc.speed_kmh = s.speed_kn * KNOTS_TO_KMH
             if s.track_deg is not None:
                 cyc.track_deg = s.track_deg
         elif isinstance(s, Vtg):
             if not s.valid:
                 return
             cyc.has_data = True
-            if s.speed_kn is not None:
-                cyc.speed_kn = s.speed_kn
+            if s.speed_kmh is not None:
+                cyc.speed_kmh = s.speed_kmh
             if s.track_deg is not None:
                 cyc.track_deg = s.track_deg
         elif isinstance(s, Gsa):
@@ -286,7 +286,7 @@ class FixBuilder:
         if not cyc.valid:
             return Fix(ts, 1, sats_used=sats, hdop=hdop)
         mode = 3 if cyc.gsa_3d or (cyc.alt_m is not None and (sats or 0) >= 4) else 2
-        speed = cyc.speed_kn * KNOTS_TO_KMH if cyc.speed_kn is not None else None
+        speed = cyc.speed_kmh
         if speed is not None and not 0.0 <= speed <= 2000.0:
             speed = None
         track = cyc.track_deg

@@ -46,6 +46,7 @@ class GpsStats:
     fixes: int = 0
     cycles_incomplete: int = 0
     callback_errors: int = 0
+    internal_errors: int = 0
     bytes_read: int = 0
     connected: bool = False
     last_fix_monotonic: float | None = None   # time.monotonic() of the last fix with a position
@@ -184,7 +185,12 @@ class GpsReader:
                 return got_data
             if data:
                 got_data = True
-                self.process(data)
+                try:
+                    self.process(data)
+                except Exception:  # a parser bug must cost these bytes, not the GPS thread
+                    self.stats.internal_errors += 1
+                    self._framer.reset()
+                    log.exception("gps: failed to process %d bytes", len(data))
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + PATH_CHECK_S

@@ -71,7 +71,7 @@ class Vtg:
     talker: str
     valid: bool                 # FAA mode not N/E
     track_deg: float | None
-    speed_kn: float | None
+    speed_kmh: float | None
 
 
 @dataclass(slots=True)
@@ -248,13 +248,16 @@ def _dec_vtg(talker: str, f: _Fields) -> Vtg:
     d = f.data
     if len(d) > 2 and d[1] != "T" and d[1] != "":
         # NMEA 1.x VTG: track, magnetic track, knots, km/h without unit letters
-        return Vtg(talker, True, f.get(_num, _get(d, 0)), f.get(_num, _get(d, 2)))
+        kn = f.get(_num, _get(d, 2))
+        return Vtg(talker, True, f.get(_num, _get(d, 0)),
+                   kn * KNOTS_TO_KMH if kn is not None else None)
     mode = _get(d, 8)
-    speed_kn = f.get(_num, _get(d, 4))
-    if speed_kn is None:
-        kmh = f.get(_num, _get(d, 6))
-        speed_kn = kmh / KNOTS_TO_KMH if kmh is not None else None
-    return Vtg(talker, mode not in ("N", "E"), f.get(_num, _get(d, 0)), speed_kn)
+    # the km/h field is the receiver's own value; knots converted would add rounding
+    kmh = f.get(_num, _get(d, 6))
+    if kmh is None:
+        kn = f.get(_num, _get(d, 4))
+        kmh = kn * KNOTS_TO_KMH if kn is not None else None
+    return Vtg(talker, mode not in ("N", "E"), f.get(_num, _get(d, 0)), kmh)
 
 
 def _dec_gsa(talker: str, f: _Fields) -> Gsa:
