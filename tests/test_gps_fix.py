@@ -233,3 +233,23 @@ def test_replay_cli_never_crashes_on_garbage_or_missing_files(tmp_path):
         out = subprocess.run([sys.executable, "-m", "edge.gps", "replay", str(path)], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout == "", out.stderr
+
+
+def test_receiver_without_time_reports_one_no_fix_per_cycle():
+    empty = ["GPRMC,,V,,,,,,,,,,N", "GPVTG,,,,,,,,,N", "GPGGA,,,,,,0,00,99.99,,,,,,",
+             "GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99", "GPGLL,,,,,,V,N", "GPZDA,,,,,00,00"]
+    fixes = run(*(empty * 3))
+    assert len(fixes) == 3
+    assert all(f.fix_mode == 1 and f.ts is None and f.lat is None and f.hdop is None
+               for f in fixes)
+
+
+def test_cycle_that_began_before_any_date_stays_undated_once_the_order_is_known():
+    # no-fix cycles teach the order (GGA last timed); the first fix's RMC comes after its GGA
+    void = lambda t: [gga(t=t, q="0", sats="00"), rmc(t=t, status="V")]   # noqa: E731
+    good = lambda t: [gga(t=t), rmc(t=t, date="010126")]                  # noqa: E731
+    fixes = run(*(void("100000.00") + void("100001.00") + good("100002.00") + good("100003.00")))
+    dated = [(f.ts.second if f.ts else None, f.fix_mode) for f in fixes if f.fix_mode >= 2]
+    # gpsd reports 10:00:02 at its GGA, before the RMC brought the date: no time for it
+    assert dated[0] == (None, 3)
+    assert dated[-1] == (3, 3)

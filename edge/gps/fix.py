@@ -4,8 +4,8 @@ A receiver sends several sentences per cycle (GGA, RMC, GSA, VTG, ...), each wit
 picture. Like gpsd, sentences that share one time of day form a cycle; the cycle's fix merges
 them (the last valid position wins, altitude from GGA/GNS, speed and track from RMC/VTG, DOP and
 satellites from GGA/GNS/GSA). A fix is completed when a sentence with a new time of day starts
-the next cycle, or earlier, as soon as the sentence that ended the previous cycle arrives again
-(the receiver's cycle order is learnt, so a 1 Hz receiver is not reported a second late).
+the next cycle, or earlier, as soon as the sentence that ends the receiver's cycles arrives
+(the cycle order is learnt, so a 1 Hz receiver is not reported a second late).
 
 No-fix rules (from gpsd): RMC status V, GGA quality 0, GLL status V, GNS mode N ignore their
 position; a GP/GN GGA with fewer than 3 satellites is no fix; HDOP outside 0.01..89.99 is
@@ -80,14 +80,20 @@ _POSITION_KINDS = frozenset({"Rmc", "Gga", "Gns", "Gll"})
 
 
 class FixBuilder:
-    """Sentences in, fixes out; one fix per reporting cycle (occasionally an updated second
-    one for the same time, when data of that cycle arrived after its learnt end).
+    """Sentences in, fixes out: one fix per reporting cycle (rarely a corrected second one
+    with the same ts, when sentences of that cycle arrive after its learnt end and change it).
 
-    Cycle ends are learnt the way gpsd does it: the last sentence of a cycle (by type and
-    occurrence, e.g. the second GSA) is an "ender"; once enders are known the fix is reported as
-    soon as one arrives. A cycle that is cut off before any ender (bytes lost, receiver reset,
-    end of stream) is incomplete and not reported (counted in `cycles_incomplete`); its last
-    sentence is learnt as an additional ender, so a changed sentence order costs one cycle.
+    Cycle ends are learnt as gpsd does: the last sentence of a complete cycle (by type and
+    occurrence, e.g. the second GSA) becomes an "ender", and once enders are known a cycle's fix
+    is reported as soon as one arrives. Before that, a cycle is reported when the next starts.
+    A cycle that is the beginning of the receiver's usual cycle but stops before its usual last
+    position sentence (bytes lost, receiver reset, end of input) was cut off: not reported,
+    counted in `cycles_incomplete`. A cycle of a new shape is reported and its last sentence
+    learnt as another ender, so a changed sentence order costs at most a late report.
+
+    Dates (gpsd's rules): only a valid RMC or a ZDA sets the date; time-only cycles use the last
+    date, moved on at midnight. Once enders are known, a cycle that began before any date stays
+    without ts even if its own RMC brings one later, because gpsd reports it at the ender.
     """
 
     def __init__(self) -> None:
