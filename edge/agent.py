@@ -73,6 +73,7 @@ class SimSettings:
     speedup: float = 1.0
     gps_rate_hz: float = 1.0
     dht_error_rate: float = 0.05
+    nmea_corruption_rate: float = 0.0
     exit_at_trip_end: bool = True
 
 
@@ -106,6 +107,10 @@ class AgentSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
 
 
+def nan_if_none(v: float | None) -> float:
+    return float("nan") if v is None else v
+
+
 SIM_VEHICLE = VehicleSettings(make="Toyota", model="Hilux Revo", year=2022, fuel_type="diesel")
 
 
@@ -125,6 +130,7 @@ class Agent:
                                   gps_rate_hz=settings.sim.gps_rate_hz,
                                   dht_error_rate=settings.sim.dht_error_rate,
                                   obd=settings.obd.enabled,
+                                  nmea_corruption_rate=settings.sim.nmea_corruption_rate,
                                   on_traffic=self._on_traffic, on_emergency=self._on_emergency)
             now = lambda: (self.world.now(), "sim")  # noqa: E731
             source = "sim"
@@ -138,7 +144,6 @@ class Agent:
         self.publisher = MqttPublisher(self.queue, settings.mqtt, self.metrics)
         self.crash = CrashDetector()
         self.last_position: tuple[float | None, float | None] = (None, None)
-        self.last_fix_monotonic: float | None = None
         self.vin: str | None = settings.vehicle.vin
         self.threads: list[threading.Thread] = []
         self.gps_reader = self.obd_reader = self.dht_reader = None
@@ -146,7 +151,6 @@ class Agent:
 
     # --- readings -> records -------------------------------------------------------------
     def _on_fix(self, fix) -> None:
-        self.last_fix_monotonic = time.monotonic()
         clock = "sim" if self.world else "gps"
         ts = fix.ts
         if ts is not None and not self.world:
@@ -229,13 +233,15 @@ class Agent:
                                                           obd_interval))
         if self.s.dht.enabled:
             from edge.dht import DhtReader, hardware_device
-            if self.world:
-                factory = lambda: self.world.dht  # noqa: E731
-                clock = lambda: self.world.clock.elapsed_s()  # noqa: E731  (rate limit in sim time)
+            if self.world:  # rate limits and retry waits run on simulated time
+                speedup = self.s.sim.speedup
+                self.dht_reader = DhtReader(lambda: self.world.dht, model="dht22",
+                                            clock=self.world.clock.elapsed_s,
+                                            sleep=lambda s: self.stop_event.wait(s / speedup))
             else:
-                factory = lambda: hardware_device(self.s.dht.model, self.s.dht.pin)  # noqa: E731
-                clock = time.monotonic
-            self.dht_reader = DhtReader(factory, model=self.s.dht.model, clock=clock)
+                self.dht_reader = DhtReader(
+                    lambda: hardware_device(self.s.dht.model, self.s.dht.pin),
+                    model=self.s.dht.model, sleep=self.stop_event.wait)
             self._spawn("dht", self._dht_loop)
         if self.s.http.port:
             self.http = obs.serve_http(self.s.http.host, self.s.http.port, self.metrics,
@@ -250,9 +256,9 @@ class Agent:
                     "last_fix_age_s": self._last_fix_age()}
 
     def _last_fix_age(self) -> float | None:
-        if self.last_fix_monotonic is None:
-            return None
-        return round(time.monotonic() - self.last_fix_monotonic, 3)
+        """Seconds since the last fix with a position (no-fix reports do not count)."""
+        last = self.gps_reader.last_fix_monotonic if self.gps_reader else None
+        return None if last is None else round(time.monotonic() - last, 3)
 
     def _register_metrics(self) -> None:
         m = self.metrics
@@ -263,7 +269,7 @@ class Agent:
         m.gauge_fn("smartcity_edge_queue_dropped_total", "Readings dropped by the size/age bound",
                    self.queue.dropped_total)
         m.gauge_fn("smartcity_edge_last_fix_age_seconds", "Seconds since the last GPS fix",
-                   lambda: self._last_fix_age() if self.last_fix_monotonic else float("nan"))
+                   lambda: nan_if_none(self._last_fix_age()))
         m.gauge_fn("smartcity_edge_records_total", "Records queued, by stream",
                    lambda: {(k,): v for k, v in self.recorder.records_total.items()}, ["stream"])
         m.gauge_fn("smartcity_edge_records_invalid_total", "Readings rejected by the contract",

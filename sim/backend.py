@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import tty
 from datetime import datetime, timezone
@@ -64,7 +65,8 @@ class SimWorld:
                  start_utc: datetime = DEFAULT_START_UTC, vin: str = DEFAULT_VIN,
                  on_traffic: Callable[[dict, datetime], None] | None = None,
                  on_emergency: Callable[[dict, datetime], None] | None = None,
-                 dht_error_rate: float = 0.05, obd: bool = True):
+                 dht_error_rate: float = 0.05, obd: bool = True,
+                 nmea_corruption_rate: float = 0.0):
         self.trip = TripSimulator(seed=seed, start_utc=start_utc)
         self.clock = SimClock(start_utc, speedup)
         self.dt_s = 1.0 / gps_rate_hz
@@ -80,8 +82,12 @@ class SimWorld:
             from sim.elm327 import Elm327Emulator
             self.elm = Elm327Emulator(self._obd_values, vin=vin)
         self.obd_path: str | None = None
+        # The sensor's own 2 s limit runs on simulated time, like everything else here.
         self.dht = SimulatedDhtDevice(self.weather, self.now_and_position, seed=seed,
-                                      error_rate=dht_error_rate)
+                                      error_rate=dht_error_rate, monotonic=self.clock.elapsed_s)
+        # Real serial lines flip bits and drop bytes; this lets a run exercise the driver's rejects.
+        self.nmea_corruption_rate = nmea_corruption_rate
+        self._noise = random.Random(f"{seed}:nmea-noise")
         self.finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -124,16 +130,27 @@ class SimWorld:
             self.elm.stop()
         self.gps_pty.close()
 
+    def _corrupt(self, data: bytes) -> bytes:
+        if not self.nmea_corruption_rate or self._noise.random() >= self.nmea_corruption_rate:
+            return data
+        buf = bytearray(data)
+        i = self._noise.randrange(len(buf))
+        if self._noise.random() < 0.5:
+            buf[i] ^= 1 << self._noise.randrange(7)   # a flipped bit: the checksum must catch it
+        else:
+            buf[i:i] = bytes(self._noise.randrange(256) for _ in range(8))  # line noise
+        return bytes(buf)
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 state = self.trip.advance(self.dt_s)
                 self.clock.sleep_until(state.ts, self._stop)
                 self.state = state
-                self.gps_pty.write(nmea_cycle(
+                self.gps_pty.write(self._corrupt(nmea_cycle(
                     utc=state.ts, lat=state.lat, lon=state.lon, alt_m=state.alt_m,
                     speed_kmh=state.speed_kmh, heading_deg=state.heading_deg,
-                    sats_used=state.sats_used, hdop=state.hdop, fix=True))
+                    sats_used=state.sats_used, hdop=state.hdop, fix=True)))
                 for obs in self.cameras.observe(state):
                     self.on_traffic(obs, state.ts)
                 for upd in self.incidents.updates(state):

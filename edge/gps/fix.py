@@ -41,9 +41,14 @@ class Fix:
     def to_fields(self) -> dict:
         """The gps_data payload fields of contracts.schema.GPS (the envelope, ts included, is
         the publisher's business)."""
-        return {"lat": self.lat, "lon": self.lon, "alt_m": self.alt_m,
-                "speed_kmh": self.speed_kmh, "heading_deg": self.heading_deg,
+        # ddmm.mmmmmm -> degrees leaves binary noise (13.762424649999998); 9 decimals is 0.1 mm.
+        return {"lat": _round(self.lat, 9), "lon": _round(self.lon, 9), "alt_m": self.alt_m,
+                "speed_kmh": _round(self.speed_kmh, 4), "heading_deg": self.heading_deg,
                 "fix_mode": self.fix_mode, "sats_used": self.sats_used, "hdop": self.hdop}
+
+
+def _round(v: float | None, ndigits: int) -> float | None:
+    return None if v is None else round(v, ndigits)
 
 
 class _Cycle:
