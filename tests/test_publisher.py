@@ -244,3 +244,19 @@ def test_drain_benchmark_publishes_a_backlog_until_every_row_is_acked(tmp_path):
     result = drain_benchmark(n=5000, workdir=tmp_path)
     assert result["left_in_queue"] == 0 and result["acks_total"] == 5000
     assert result["readings_per_s"] > 0 and result["payload_bytes_avg"] > 250
+
+
+def test_stop_returns_promptly_when_the_broker_is_unreachable_and_rows_stay_queued(tmp_path):
+    from deploy.local.mosquitto import free_port
+
+    q = DurableQueue(tmp_path / "q.db")
+    q.append("gps", reading("gps"))
+    pub = MqttPublisher(q, settings(free_port())).start()   # nobody listens there
+    try:
+        assert wait_until(lambda: pub.m_connect_failures.get() >= 1, 5)
+        t0 = time.monotonic()
+        pub.stop(2)
+        assert time.monotonic() - t0 < 2.5
+        assert q.depth() == 1 and "ConnectionRefusedError" in pub.last_error
+    finally:
+        q.close()
