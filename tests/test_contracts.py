@@ -97,3 +97,10 @@ def test_mqtt_topic_layout_round_trips_and_rejects_wildcards():
             c.parse_mqtt_topic(bad)
     with pytest.raises(ValueError):
         c.mqtt_topic("a/b", "gps")
+
+
+def test_docs_contracts_md_is_generated_from_the_contracts():
+    from contracts.__main__ import markdown
+    committed = (ROOT / "docs/contracts.md").read_text()
+    assert committed.strip() == markdown().strip(), \
+        "regenerate with: python -m contracts docs > docs/contracts.md"
