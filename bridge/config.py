@@ -6,7 +6,8 @@ settings (`password_file`, `sasl_password_file`), never from code; they are reda
 Example TOML:
 
     bridge_id = "bridge-a"
-    routes = ["smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"]
+    routes = ["smartcity/v1/{device_id}/status -> device_status -> {device_id}",
+              "smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"]
     [mqtt]
     host = "broker.internal"
     port = 8883
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_ROUTE, Router
+from .core import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RAW_TOPICS, DEFAULT_ROUTES, Router
 
 ENV_PREFIX = "SMARTCITY_BRIDGE_"
 
@@ -83,7 +84,9 @@ class KafkaSettings:
 @dataclass
 class BridgeSettings:
     bridge_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    routes: list[str] = field(default_factory=lambda: [DEFAULT_ROUTE])
+    # First match wins: 'PATTERN -> TOPIC [-> KEY]' with {name} segments.
+    routes: list[str] = field(default_factory=lambda: list(DEFAULT_ROUTES))
+    raw_topics: list[str] = field(default_factory=lambda: list(DEFAULT_RAW_TOPICS))
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     dlq_max_bytes: int = 900_000            # DLQ copies of huge payloads are cut here (Kafka's 1 MB)
     validate_contracts: bool = True
@@ -98,7 +101,7 @@ class BridgeSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self):
-        Router(self.routes)  # fail at load time, with the route named, not on the first message
+        Router(self.routes, raw_topics=self.raw_topics)  # fail at load time, with the route named, not on the first message
         if self.max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be > 0")
 

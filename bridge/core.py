@@ -17,6 +17,11 @@ from contracts.schema import BY_NAME
 from contracts.validate import violations
 
 DEFAULT_ROUTE = "smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"
+# The agent's retained online/offline presence (its MQTT will) is not a record: it goes to its own
+# compacted topic, unvalidated, instead of filling the DLQ with "no contract".
+STATUS_ROUTE = "smartcity/v1/{device_id}/status -> device_status -> {device_id}"
+DEFAULT_ROUTES = (STATUS_ROUTE, DEFAULT_ROUTE)
+DEFAULT_RAW_TOPICS = ("device_status",)
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 # DLQ reasons (header dlq.reason); a closed set so dashboards can count them.
@@ -80,21 +85,34 @@ class Route:
         return "/".join("+" if _SEGMENT_RE.match(s) else s for s in self.pattern.split("/"))
 
 
+def covering_filters(filters) -> list[str]:
+    """Drop filters another one already covers: overlapping subscriptions would make the broker
+    deliver a message once per matching subscription."""
+    def covers(b: str, a: str) -> bool:
+        la, lb = a.split("/"), b.split("/")
+        return len(la) == len(lb) and all(y == "+" or x == y for x, y in zip(la, lb))
+    fs = sorted(set(filters))
+    return [a for a in fs if not any(b != a and covers(b, a) for b in fs)]
+
+
 @dataclass(frozen=True)
 class Target:
     topic: str
     key: bytes | None
     device_id: str | None
+    raw: bool = False       # forwarded as-is (size limit only): not a contract record
 
 
 class Router:
     """First matching route wins. Results are cached per MQTT topic: a fleet has few distinct
     topics (devices x streams) and the regex + format would otherwise run per message."""
 
-    def __init__(self, routes: list[str] | tuple[str, ...] = (DEFAULT_ROUTE,), cache_size: int = 100_000):
+    def __init__(self, routes: list[str] | tuple[str, ...] = DEFAULT_ROUTES, cache_size: int = 100_000,
+                 raw_topics: list[str] | tuple[str, ...] = DEFAULT_RAW_TOPICS):
         if not routes:
             raise RouteError("at least one route is required")
         self.routes = tuple(Route.parse(r) for r in routes)
+        self.raw_topics = frozenset(raw_topics)
         self._cache: dict[str, Target | None] = {}
         self._cache_size = cache_size
 
@@ -108,8 +126,9 @@ class Router:
             m = r.regex.match(mqtt_topic)
             if m:
                 g = m.groupdict()
-                target = Target(r.topic.format(**g), r.key.format(**g).encode() if r.key else None,
-                                g.get("device_id"))
+                topic = r.topic.format(**g)
+                target = Target(topic, r.key.format(**g).encode() if r.key else None,
+                                g.get("device_id"), topic in self.raw_topics)
                 break
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
@@ -132,6 +151,8 @@ def inspect(payload: bytes, target: Target | None, *, max_bytes: int = DEFAULT_M
     n = len(payload)
     if n > max_bytes:
         return Rejection(TOO_LARGE, f"{n} bytes > limit {max_bytes}")
+    if target.raw:
+        return None
     try:
         record: Any = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as e:

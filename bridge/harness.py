@@ -49,8 +49,14 @@ def shared_kafka(partitions: int = 3) -> KafkaServer:
             _kafka = KafkaServer(d)
             _kafka.start()
             _kafka.create_topics(partitions=partitions)
-            atexit.register(_kafka.stop)
+            atexit.register(_stop_and_remove, _kafka, d)
         return _kafka
+
+
+def _stop_and_remove(k: KafkaServer, d: Path) -> None:
+    import shutil
+    k.stop()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # records ------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.obs import Registry, serve_http
 
 from .config import BridgeSettings, kafka_config, mqtt_password
-from .core import DLQ_REASONS, KAFKA_REJECTED, AckWindow, Rejection, Router, inspect
+from .core import DLQ_REASONS, KAFKA_REJECTED, AckWindow, Rejection, Router, covering_filters, inspect
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _B0, _B1 = b"0", b"1"
 class Bridge:
     def __init__(self, settings: BridgeSettings, registry: Registry | None = None):
         self.s = settings
-        self.router = Router(settings.routes)
+        self.router = Router(settings.routes, raw_topics=settings.raw_topics)
         self.window = AckWindow()
         self.registry = registry or Registry()
         self._bid = settings.bridge_id.encode()
@@ -164,7 +164,7 @@ class Bridge:
 
     @property
     def subscription(self) -> list[str]:
-        filters = sorted({r.mqtt_filter for r in self.router.routes})
+        filters = covering_filters(r.mqtt_filter for r in self.router.routes)
         if self.s.mqtt.shared:
             return [f"$share/{self.s.mqtt.group}/{f}" for f in filters]
         return filters
@@ -218,10 +218,18 @@ class Bridge:
         else:
             self._produce_dlq(payload, target.key if target else None, headers, entry, rejection)
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list, entry: list) -> None:
-        def delivered(err, m, entry=entry):
-            self._on_delivery(err, m, entry, False)
-        self._produce_raw(topic, value, key, headers, delivered)
+    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list, entry: list,
+                 dlq_reason: str | None = None) -> None:
+        # The delivery report carries neither our headers nor the entry: the closure keeps what a
+        # retry or a dead-lettering needs.
+        def delivered(err, m):
+            self._on_delivery(err, m, entry, topic, value, key, headers, dlq_reason)
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                return
+            except BufferError:  # local queue full: the poll thread frees room as Kafka confirms
+                time.sleep(0.01)
 
     def _produce_dlq(self, payload: bytes, key: bytes | None, headers: list, entry: list,
                      rejection: Rejection) -> None:
@@ -232,32 +240,21 @@ class Bridge:
             headers.append(("dlq.truncated", _B1))
         log.info("dead-lettered", extra={"reason": rejection.reason, "detail": rejection.detail[:200],
                                          "mqtt_topic": headers[0][1]})
-
-        def delivered(err, m, entry=entry):
-            self._on_delivery(err, m, entry, True)
-        self._produce_raw(self.s.kafka.dlq_topic, payload, key, headers, delivered)
-
-    def _produce_raw(self, topic, value, key, headers, cb) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
-                return
-            except BufferError:  # local queue full: the poll thread frees room as Kafka confirms
-                time.sleep(0.01)
+        self._produce(self.s.kafka.dlq_topic, payload, key, headers, entry, rejection.reason)
 
     # Kafka delivery thread -------------------------------------------------------------------
-    def _on_delivery(self, err, m, entry: list, dlq: bool) -> None:
+    def _on_delivery(self, err, m, entry: list, topic: str, value: bytes, key: bytes | None,
+                     headers: list, dlq_reason: str | None) -> None:
         if err is None:
             lat = m.latency()
             if lat is not None:
                 self._latencies.append(lat)
                 self.m_lat_sum.inc(lat)
                 self.m_lat_count.inc()
-            if dlq:
-                reason = next((v for k, v in (m.headers() or ()) if k == "dlq.reason"), b"?")
-                self.m_dlq.inc(reason=reason.decode() if isinstance(reason, bytes) else reason)
+            if dlq_reason is not None:
+                self.m_dlq.inc(reason=dlq_reason)
             else:
-                self.m_forwarded.inc(topic=m.topic())
+                self.m_forwarded.inc(topic=topic)
             if not self._kafka_up:
                 self._set_kafka_up(True)
             AckWindow.complete(entry)
@@ -265,21 +262,18 @@ class Bridge:
         self.m_kafka_errors.inc(code=err.name())
         if err.retriable() or err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT):
             self.m_retries.inc()
-            cb = (lambda e, mm: self._on_delivery(e, mm, entry, dlq))
-            self._produce_raw(m.topic(), m.value(), m.key(), m.headers(), cb)
-        elif not dlq:
+            self._produce(topic, value, key, headers, entry, dlq_reason)
+        elif dlq_reason is None:
             # Kafka refused it for good (too big for the broker, unknown topic...): keep it in the DLQ.
-            log.error("kafka rejected a message; dead-lettering", extra={"topic": m.topic(),
-                                                                          "error": err.str()})
-            headers = [(k, v) for k, v in (m.headers() or ())]
-            self._produce_dlq(m.value() or b"", m.key(), headers, entry,
-                              Rejection(KAFKA_REJECTED, f"{m.topic()}: {err.str()}"[:500]))
+            log.error("kafka rejected a message; dead-lettering", extra={"topic": topic, "error": err.str()})
+            self._produce_dlq(value, key, headers, entry,
+                              Rejection(KAFKA_REJECTED, f"{topic}: {err.str()}"[:500]))
         else:
-            # Even the DLQ refuses it: never acknowledge, retry later; an operator must look.
+            # Even the DLQ refuses it: never acknowledge, retry; an operator must look.
             log.error("dead-letter write failed; retrying", extra={"error": err.str()})
             time.sleep(1.0)
-            cb = (lambda e, mm: self._on_delivery(e, mm, entry, True))
-            self._produce_raw(m.topic(), m.value(), m.key(), m.headers(), cb)
+            self.m_retries.inc()
+            self._produce(topic, value, key, headers, entry, dlq_reason)
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.m_kafka_errors.inc(code=err.name())

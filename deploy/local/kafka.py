@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 DATA_TOPICS = ("vehicle_data", "gps_data", "traffic_data", "weather_data", "emergency_data")
 DLQ_TOPIC = "smartcity_dlq"
-ALL_TOPICS = DATA_TOPICS + (DLQ_TOPIC,)
+STATUS_TOPIC = "device_status"   # the agents' online/offline presence, latest per device (compacted)
+ALL_TOPICS = DATA_TOPICS + (DLQ_TOPIC, STATUS_TOPIC)
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 
@@ -313,9 +314,12 @@ def create_topics(bootstrap: str, topics: tuple[str, ...] = ALL_TOPICS, partitio
     todo = [t for t in topics if t not in existing]
     if not todo:
         return []
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=1,
-                    config={"retention.ms": str(dlq_retention_ms if t == DLQ_TOPIC else retention_ms)})
-           for t in todo]
+    def config(t: str) -> dict[str, str]:
+        if t == STATUS_TOPIC:
+            return {"cleanup.policy": "compact"}
+        return {"retention.ms": str(dlq_retention_ms if t == DLQ_TOPIC else retention_ms)}
+
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=1, config=config(t)) for t in todo]
     created = []
     for name, fut in admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s).items():
         try:
