@@ -107,6 +107,24 @@ class AgentSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
 
 
+class RateMeter:
+    """Per-second rate of a growing total over a sliding window, for a dashboard without PromQL."""
+
+    def __init__(self, total, window_s: float = 10.0, monotonic=time.monotonic):
+        self._total, self._window_s, self._monotonic = total, window_s, monotonic
+        self._samples: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            now, total = self._monotonic(), self._total()
+            self._samples.append((now, total))
+            while len(self._samples) > 2 and now - self._samples[1][0] >= self._window_s:
+                self._samples.pop(0)
+            t0, v0 = self._samples[0]
+            return 0.0 if now <= t0 else (total - v0) / (now - t0)
+
+
 def nan_if_none(v: float | None) -> float:
     return float("nan") if v is None else v
 
@@ -252,6 +270,7 @@ class Agent:
         oldest = self.queue.oldest_age_s()
         ok = not dead and (self.publisher.connected or oldest < 60)
         return ok, {"dead_threads": dead, "mqtt_connected": self.publisher.connected,
+                    "queue_dropped_total": self.queue.dropped_total(),
                     "queue_depth": self.queue.depth(), "oldest_queued_age_s": round(oldest, 3),
                     "last_fix_age_s": self._last_fix_age()}
 
@@ -268,6 +287,9 @@ class Agent:
                    self.queue.oldest_age_s)
         m.gauge_fn("smartcity_edge_queue_dropped_total", "Readings dropped by the size/age bound",
                    self.queue.dropped_total)
+        m.gauge_fn("smartcity_edge_published_per_second",
+                   "Readings acknowledged by the broker per second, over the last ~10 s",
+                   RateMeter(self.publisher.m_acks.get))
         m.gauge_fn("smartcity_edge_last_fix_age_seconds", "Seconds since the last GPS fix",
                    lambda: nan_if_none(self._last_fix_age()))
         m.gauge_fn("smartcity_edge_records_total", "Records queued, by stream",

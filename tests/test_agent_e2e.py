@@ -193,7 +193,8 @@ def test_metrics_and_healthz_describe_the_agent(tmp_path, mosquitto):
     assert status == 200 and hstatus == 200
     for name in ("smartcity_edge_queue_depth", "smartcity_edge_queue_oldest_age_seconds",
                  "smartcity_edge_last_fix_age_seconds", "smartcity_edge_queue_dropped_total",
-                 "smartcity_mqtt_publish_acks_total", "smartcity_edge_sensor_errors_total"):
+                 "smartcity_mqtt_publish_acks_total", "smartcity_edge_sensor_errors_total",
+                 "smartcity_edge_published_per_second"):
         assert f"\n{name}" in "\n" + text, name
     h = json.loads(health)
     assert h["healthy"] is True and h["mqtt_connected"] is True and h["last_fix_age_s"] < 5

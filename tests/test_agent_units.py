@@ -1,0 +1,47 @@
+"""Small pieces of the agent that need no process: the rate gauge and the recorder."""
+import json
+from datetime import datetime, timezone
+
+import contracts
+from edge.agent import RateMeter
+from edge.queue import DurableQueue
+from edge.recorder import Recorder
+
+TS = datetime(2026, 11, 28, 1, 2, 3, 456000, tzinfo=timezone.utc)
+
+
+def test_rate_meter_reports_the_recent_rate_not_the_lifetime_average():
+    clock, total = [0.0], [0.0]
+    meter = RateMeter(lambda: total[0], window_s=10, monotonic=lambda: clock[0])
+    assert meter() == 0.0
+    for _ in range(30):           # 30 s at 100/s
+        clock[0] += 1
+        total[0] += 100
+        meter()
+    for _ in range(20):           # then 20 s at 10/s
+        clock[0] += 1
+        total[0] += 10
+        rate = meter()
+    assert 9.0 <= rate <= 11.0
+
+
+def test_recorder_stores_a_valid_record_with_a_deterministic_event_id(tmp_path):
+    q = DurableQueue(tmp_path / "q.db")
+    rec = Recorder(q, "bus-1", "hw", lambda: (TS, "system"), boot_id="0badcafe")
+    seq = rec.emit("weather", {"temperature_c": 31.5, "humidity_pct": 60.0})
+    (row,) = q.peek(10)
+    doc = json.loads(row.payload)
+    assert row.topic == "smartcity/v1/bus-1/weather"
+    assert doc["event_id"] == f"bus-1:0badcafe:{seq}" and doc["seq"] == seq
+    assert doc["ts"] == "2026-11-28T01:02:03.456Z" and doc["clock"] == "system"
+    contracts.validate("weather", doc)
+
+
+def test_recorder_rejects_a_reading_that_breaks_the_contract_without_burning_a_seq(tmp_path):
+    q = DurableQueue(tmp_path / "q.db")
+    rec = Recorder(q, "bus-1", "hw", lambda: (TS, "system"), boot_id="0badcafe")
+    assert rec.emit("weather", {"temperature_c": 500.0}) is None
+    assert rec.invalid_total["weather"] == 1 and q.depth() == 0
+    first = rec.emit("weather", {"temperature_c": 30.0})
+    second = rec.emit("weather", {"temperature_c": 30.1})
+    assert second == first + 1
