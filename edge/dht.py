@@ -12,7 +12,10 @@ Why each rule exists:
   sooner, so a faster retry would only re-read stale data;
 - retries: a single bit-banged read on a Linux Pi fails often (the kernel preempts the timing);
 - range and step filters: a read that passes the checksum can still be garbage (a flipped high
-  bit); a real cabin does not change 5 degC or 15 %RH within a few seconds.
+  bit); a real cabin does not change 5 degC or 15 %RH within a few seconds. With no recent
+  accepted reading to compare with (start-up, after a long run of failures) a read is only
+  accepted once a second read agrees with it (`confirm_first`), so a spike cannot be the first
+  value published.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class DhtStats:
     implausible: int = 0      # physical reads rejected by the range or step filter
     retries: int = 0          # extra attempts after a failed or rejected read
     cached: int = 0           # read() calls answered from the cache (inside min_interval_s)
+    unconfirmed: int = 0      # reads held back until a second read agrees (no recent reference)
     failed: int = 0           # read() calls that ended without any plausible value
     reinits: int = 0          # device re-created after an unexpected error
 
@@ -98,7 +102,7 @@ class DhtReader:
                  sleep: Callable[[float], None] = time.sleep,
                  stats: DhtStats | None = None, max_step_c: float = 5.0,
                  max_step_pct: float = 15.0, step_window_s: float = 10.0,
-                 max_cache_age_s: float = 60.0):
+                 max_cache_age_s: float = 60.0, confirm_first: bool = True):
         model = model.lower()
         if model not in RANGES:
             raise ValueError(f"model must be one of {sorted(RANGES)}, got {model!r}")
@@ -110,6 +114,8 @@ class DhtReader:
         self.retries = retries
         self.stats = stats if stats is not None else DhtStats()
         self.max_cache_age_s = max_cache_age_s
+        self.confirm_first = confirm_first
+        self._pending: DhtReading | None = None
         self._filter = _Filter(*RANGES[model], max_step_c, max_step_pct, step_window_s)
         self._factory = device_factory
         self._clock = clock
@@ -178,14 +184,27 @@ class DhtReader:
             self.stats.read_errors += 1
             log.debug("dht read returned no value")
             return None
-        why = plausibility(temperature, humidity, self._last_ok, now, self._filter)
+        window = self._filter.step_window_s
+        ref = self._last_ok
+        if ref is not None and now - ref.read_at_s > window:
+            ref = None
+        why = plausibility(temperature, humidity, ref, now, self._filter)
         if why is not None:
             self.stats.implausible += 1
             log.info("dht read rejected: %s", why)
             return None
+        reading = DhtReading(float(temperature), float(humidity), now)
+        if ref is None and self.confirm_first:
+            pending, self._pending = self._pending, reading
+            if pending is None or now - pending.read_at_s > window or \
+                    plausibility(temperature, humidity, pending, now, self._filter) is not None:
+                self.stats.unconfirmed += 1
+                log.debug("dht read held back until a second read agrees")
+                return None
+        self._pending = None
         self.stats.reads_ok += 1
-        self._last_ok = DhtReading(float(temperature), float(humidity), now)
-        return self._last_ok
+        self._last_ok = reading
+        return reading
 
     def _exit_device(self) -> None:
         dev, self._device = self._device, None
