@@ -297,15 +297,18 @@ class KafkaServer:
     # topics ----------------------------------------------------------------------------------
     def create_topics(self, topics: tuple[str, ...] = ALL_TOPICS, partitions: int = 3,
                       retention_ms: int = SEVEN_DAYS_MS, dlq_retention_ms: int = THIRTY_DAYS_MS,
-                      timeout_s: float = 30.0) -> list[str]:
+                      timeout_s: float = 30.0, extra_config: dict[str, str] | None = None) -> list[str]:
         """Create the topics that are missing; returns the ones created. Idempotent."""
         return create_topics(self.bootstrap, topics, partitions=partitions, retention_ms=retention_ms,
-                             dlq_retention_ms=dlq_retention_ms, timeout_s=timeout_s)
+                             dlq_retention_ms=dlq_retention_ms, timeout_s=timeout_s,
+                             extra_config=extra_config)
 
 
 def create_topics(bootstrap: str, topics: tuple[str, ...] = ALL_TOPICS, partitions: int = 3,
                   retention_ms: int = SEVEN_DAYS_MS, dlq_retention_ms: int = THIRTY_DAYS_MS,
-                  timeout_s: float = 30.0) -> list[str]:
+                  timeout_s: float = 30.0, extra_config: dict[str, str] | None = None) -> list[str]:
+    """extra_config applies to every topic created (e.g. message.timestamp.type=LogAppendTime,
+    which the benchmark uses to time MQTT publish -> Kafka append)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -316,8 +319,10 @@ def create_topics(bootstrap: str, topics: tuple[str, ...] = ALL_TOPICS, partitio
         return []
     def config(t: str) -> dict[str, str]:
         if t == STATUS_TOPIC:
-            return {"cleanup.policy": "compact"}
-        return {"retention.ms": str(dlq_retention_ms if t == DLQ_TOPIC else retention_ms)}
+            conf = {"cleanup.policy": "compact"}
+        else:
+            conf = {"retention.ms": str(dlq_retention_ms if t == DLQ_TOPIC else retention_ms)}
+        return {**conf, **(extra_config or {})}
 
     new = [NewTopic(t, num_partitions=partitions, replication_factor=1, config=config(t)) for t in todo]
     created = []

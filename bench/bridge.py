@@ -1,0 +1,205 @@
+"""python -m bench bridge [--devices 20] [--seconds 10]: MQTT -> bridge -> Kafka throughput.
+
+Starts its own Mosquitto and Kafka on free loopback ports, then runs three phases with the same
+load, each with fresh device ids and a fresh shared-subscription group:
+
+1. raw: a bare paho subscriber (QoS 1, automatic acks, does nothing): the ceiling Python MQTT
+   allows here;
+2. one bridge process;
+3. two bridge processes in one shared group.
+
+Load: publisher processes (one per 10 devices, max 2) publish contract-valid records at QoS 1 as
+fast as the broker acknowledges for --seconds. Rates are counted where the data lands (the raw
+subscriber's receive times; Kafka's LogAppendTime of the bridged records, topics are created with
+it) over the span from first to last arrival. Latency is MQTT publish -> Kafka append, which on a
+single-node broker with acks=all is when the bridge's acknowledgement is sent. CPU is the bridge
+processes' user+system time per 1,000 records forwarded. Lost = published (PUBACKed by the broker)
+and never seen in Kafka; duplicates = seen more than once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / CLK_TCK
+    except (OSError, IndexError):
+        return 0.0
+
+
+def _pctl(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+# child processes ---------------------------------------------------------------------------
+def publisher_main(port: int, devices: list[str], seconds: float, out: str) -> None:
+    from bridge.harness import FleetPublisher
+    pub = FleetPublisher(port, devices, max_inflight=1000)
+    pub.publish_for(seconds)
+    pub.wait_acked(60)
+    with open(out, "w") as fh:
+        for s in pub.sent:
+            fh.write(f"{s.event_id} {s.t_sent:.6f}\n")
+    pub.close()
+
+
+def raw_subscriber_main(port: int, group: str, out: str) -> None:
+    """The bare minimum a bridge must also do: persistent session, shared subscription, QoS 1."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    stats = {"n": 0, "first": None, "last": None}
+
+    def on_message(client, userdata, msg):
+        now = time.time()
+        if stats["first"] is None:
+            stats["first"] = now
+        stats["last"] = now
+        stats["n"] += 1
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{group}", protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    c.on_connect = lambda cl, *a: cl.subscribe(f"$share/{group}/smartcity/v1/+/+", qos=1)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 2000
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    c.loop_start()
+    while not stop:
+        time.sleep(0.05)
+    c.loop_stop()
+    Path(out).write_text(json.dumps(stats))
+
+
+# phases ------------------------------------------------------------------------------------
+def _spawn(fn: str, *args) -> subprocess.Popen:
+    code = f"import sys, json; from bench.bridge import {fn}; {fn}(*json.loads(sys.argv[1]))"
+    return subprocess.Popen([sys.executable, "-c", code, json.dumps(list(args))], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _publish(port: int, devices: list[str], seconds: float, tmp: Path) -> dict[str, float]:
+    chunks = [devices[i::min(2, max(1, len(devices) // 10))] for i in range(min(2, max(1, len(devices) // 10)))]
+    procs, outs = [], []
+    for i, ds in enumerate(chunks):
+        out = tmp / f"pub-{uuid.uuid4().hex[:6]}-{i}.txt"
+        outs.append(out)
+        procs.append(_spawn("publisher_main", port, ds, seconds, str(out)))
+    for p in procs:
+        p.wait(seconds + 120)
+    sent = {}
+    for out in outs:
+        for line in out.read_text().splitlines():
+            eid, t = line.split()
+            sent[eid] = float(t)
+    return sent
+
+
+def phase_raw(port: int, n_devices: int, seconds: float, tmp: Path) -> dict:
+    run = uuid.uuid4().hex[:6]
+    out = tmp / f"raw-{run}.json"
+    sub = _spawn("raw_subscriber_main", port, f"raw{run}", str(out))
+    time.sleep(1.0)
+    sent = _publish(port, [f"raw{i}-{run}" for i in range(n_devices)], seconds, tmp)
+    time.sleep(2.0)  # let the subscriber drain what the broker still holds
+    sub.send_signal(signal.SIGTERM)
+    sub.wait(30)
+    st = json.loads(out.read_text())
+    span = (st["last"] or 0) - (st["first"] or 0)
+    return {"published": len(sent), "received": st["n"],
+            "msgs_per_s": round(st["n"] / span, 1) if span > 0 else None}
+
+
+def phase_bridges(port: int, bootstrap: str, n_devices: int, seconds: float, n_bridges: int,
+                  tmp: Path) -> dict:
+    from bridge.harness import BridgeProcess, Collector
+    from deploy.local.kafka import DATA_TOPICS
+    run = uuid.uuid4().hex[:6]
+    bridges = [BridgeProcess(port, bootstrap, tmp, bridge_id=f"bench{i}-{run}", group=f"g{run}",
+                             extra_args=["--log-level", "WARNING"]).start() for i in range(n_bridges)]
+    col = Collector(bootstrap, list(DATA_TOPICS))
+    cpu0 = sum(_cpu_s(b.proc.pid) for b in bridges)
+    sent = _publish(port, [f"dev{i}-{run}" for i in range(n_devices)], seconds, tmp)
+    mine = (lambda m: m.key is not None and m.key.endswith(run.encode()))
+    col.wait_for(lambda ms: len(ms) >= len(sent), 120, pred=mine)
+    time.sleep(1.0)  # duplicates, if any, arrive after the last original
+    cpu = sum(_cpu_s(b.proc.pid) for b in bridges) - cpu0
+    got = col.snapshot(mine)
+    col.close()
+    for b in bridges:
+        b.terminate()
+    seen: dict[str, int] = {}
+    lat_ms = []
+    for m in got:
+        eid = json.loads(m.value)["event_id"]
+        seen[eid] = seen.get(eid, 0) + 1
+        if seen[eid] == 1 and eid in sent:
+            lat_ms.append(m.ts_ms - sent[eid] * 1000.0)
+    ts = [m.ts_ms for m in got]
+    span_s = (max(ts) - min(ts)) / 1000.0 if len(ts) > 1 else 0
+    return {"published": len(sent), "forwarded": len(got),
+            "msgs_per_s": round(len(got) / span_s, 1) if span_s > 0 else None,
+            "lost": len(set(sent) - set(seen)), "duplicates": sum(c - 1 for c in seen.values()),
+            "latency_p50_ms": round(_pctl(lat_ms, 0.50), 1) if lat_ms else None,
+            "latency_p99_ms": round(_pctl(lat_ms, 0.99), 1) if lat_ms else None,
+            "cpu_ms_per_1k_msgs": round(cpu * 1000 / (len(got) / 1000), 1) if got else None}
+
+
+def run(args: list[str]) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench bridge")
+    ap.add_argument("--devices", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--partitions", type=int, default=3)
+    a = ap.parse_args(args)
+    from deploy.local.kafka import KafkaServer
+    from deploy.local.mosquitto import MosquittoServer
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    kafka = KafkaServer(tmp / "kafka").start()
+    kafka.create_topics(partitions=a.partitions,
+                        extra_config={"message.timestamp.type": "LogAppendTime"})
+    broker = MosquittoServer(tmp / "mosquitto").start()
+    try:
+        raw = phase_raw(broker.port, a.devices, a.seconds, tmp)
+        one = phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 1, tmp)
+        two = phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 2, tmp)
+    finally:
+        broker.stop()
+        kafka.stop()
+    res = {k: one[k] for k in ("msgs_per_s", "lost", "duplicates", "latency_p50_ms", "latency_p99_ms",
+                               "cpu_ms_per_1k_msgs", "published", "forwarded")}
+    res.update(raw_subscriber_msgs_per_s=raw["msgs_per_s"], raw_subscriber_received=raw["received"],
+               raw_subscriber_published=raw["published"],
+               two_bridges_msgs_per_s=two["msgs_per_s"], two_bridges_lost=two["lost"],
+               two_bridges_duplicates=two["duplicates"],
+               two_bridges_cpu_ms_per_1k_msgs=two["cpu_ms_per_1k_msgs"],
+               devices=a.devices, seconds=a.seconds, partitions=a.partitions, cores=os.cpu_count())
+    if raw["msgs_per_s"] and one["msgs_per_s"]:
+        res["bridge_vs_raw"] = round(one["msgs_per_s"] / raw["msgs_per_s"], 3)
+    if one["msgs_per_s"] and two["msgs_per_s"]:
+        res["two_vs_one"] = round(two["msgs_per_s"] / one["msgs_per_s"], 3)
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1:]), sort_keys=True))
