@@ -1,0 +1,105 @@
+"""deploy/docker-compose.yml and bridge/Dockerfile, checked without Docker: the compose file must
+validate against the Compose Specification schema, pin every image, health-check every
+long-running service and keep secrets out of the file."""
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = json.loads((REPO / "tests/data/compose-spec.json").read_text())
+COMPOSE_PATH = REPO / "deploy/docker-compose.yml"
+DOCKERFILE = (REPO / "bridge/Dockerfile").read_text()
+ONE_SHOT = {"mosquitto-init", "kafka-init"}
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(COMPOSE_PATH.read_text())
+
+
+def validator():
+    cls = jsonschema.validators.validator_for(SCHEMA)
+    cls.check_schema(SCHEMA)
+    return cls(SCHEMA)
+
+
+def test_compose_file_is_valid_against_the_compose_specification(compose):
+    errors = sorted(validator().iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_the_schema_check_does_catch_mistakes(compose):
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["kafka"]["healthcheck"]["intervall"] = "10s"
+    assert list(validator().iter_errors(broken))
+
+
+def test_every_service_of_the_issue_is_there(compose):
+    assert {"mosquitto", "kafka", "bridge", "spark-master", "spark-worker", "s3", "postgres"} <= \
+        set(compose["services"])
+
+
+def test_every_image_is_pinned_to_a_version(compose):
+    for name, svc in compose["services"].items():
+        image = svc["image"]
+        tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
+        assert re.match(r"^\d+\.\d+", tag), f"{name}: image {image!r} is not pinned to a version"
+    base = re.search(r"^FROM\s+(\S+)", DOCKERFILE, re.M).group(1)
+    assert re.match(r"^python:3\.11\.\d+-slim", base), base
+
+
+def test_long_running_services_have_health_checks_and_dependents_wait_for_them(compose):
+    services = compose["services"]
+    for name, svc in services.items():
+        if name in ONE_SHOT:
+            continue
+        has_own = "healthcheck" in svc and not svc["healthcheck"].get("disable")
+        from_image = name == "bridge" and "HEALTHCHECK" in DOCKERFILE
+        assert has_own or from_image, f"{name} has no health check"
+        test = svc.get("healthcheck", {}).get("test", ["CMD"])
+        assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test must be CMD/CMD-SHELL"
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if cond["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}, which has no health check"
+            if cond["condition"] == "service_completed_successfully":
+                assert dep in ONE_SHOT
+
+
+def test_no_secret_is_written_in_the_compose_file():
+    text = COMPOSE_PATH.read_text()
+    found = 0
+    for m in re.finditer(r"^\s*([A-Z_]*(?:PASSWORD|SECRET|ACCESS_KEY)[A-Z_]*):\s*(\S+)", text, re.M):
+        found += 1
+        assert m.group(2).startswith("${"), f"literal secret for {m.group(1)}"
+    for m in re.finditer(r'"(accessKey|secretKey)":\s*"([^"]*)"', text):
+        found += 1
+        assert m.group(2).startswith("${"), f"literal secret for {m.group(1)}"
+    assert found >= 5
+
+
+def test_broker_in_compose_keeps_the_same_no_drop_queue_policy_as_the_local_stack(compose):
+    conf = compose["configs"]["mosquitto-conf"]["content"]
+    assert "max_queued_messages 0" in conf and "persistence true" in conf
+    assert "allow_anonymous false" in conf
+    acl = compose["configs"]["mosquitto-acl"]["content"]
+    assert "pattern write smartcity/v1/%u/#" in acl
+
+
+def test_bridge_image_runs_as_non_root_with_the_pinned_client_libraries():
+    user = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.M)
+    assert user and user[-1] not in ("root", "0")
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for pin in extras["bridge"]:
+        assert f'"{pin}"' in DOCKERFILE, f"Dockerfile does not install {pin} like pyproject's bridge extra"
+    for path in re.findall(r"^COPY\s+(.+?)\s+/app/", DOCKERFILE, re.M):
+        for src in path.split():
+            assert (REPO / src).exists(), f"Dockerfile copies missing {src}"
