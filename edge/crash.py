@@ -72,7 +72,7 @@ class CrashDetector:
         self.moving_for_s = moving_for_s
         self.resolve_after_s = resolve_after_s
         self.id_prefix = id_prefix
-        self._hist: deque[tuple[datetime, float]] = deque()
+        self._hist: deque[tuple[float, float]] = deque()  # (unix s, km/h)
         self._candidate: _Candidate | None = None
         self._active: _Active | None = None
         self._last_ts: datetime | None = None
@@ -106,19 +106,26 @@ class CrashDetector:
                 self.counters["dismissed"] += 1      # it drove on: a glitch, not a crash
                 log.info("crash candidate dismissed: speed back to %.0f km/h", speed_kmh)
                 self._candidate = None
-            elif (ts - c.ts).total_seconds() >= self.confirm_s:
+            elif (ts - c.ts).total_seconds() < self.confirm_s:
+                c.v_after_kmh = min(c.v_after_kmh, speed_kmh)   # delta-v is to where it ended
+                return None
+            else:
+                c.v_after_kmh = min(c.v_after_kmh, speed_kmh)
                 self._candidate = None
                 self._hist.clear()
                 return self._raise(c)
-            else:
-                return None
 
-        self._hist.append((ts, speed_kmh))
+        now_s = ts.timestamp()
+        hist = self._hist
+        hist.append((now_s, speed_kmh))
         horizon = self.window_s * 1.5  # tolerate sample spacing around the window
-        while len(self._hist) > 1 and (ts - self._hist[0][0]).total_seconds() > horizon:
-            self._hist.popleft()
-        for t0, v0 in self._hist:
-            dt = (ts - t0).total_seconds()
+        while len(hist) > 1 and now_s - hist[0][0] > horizon:
+            hist.popleft()
+        # cheap test first: no drop in the window can reach the threshold even over min_dt_s
+        if (max(v for _, v in hist) - speed_kmh) / 3.6 <= self.threshold_ms2 * self.min_dt_s:
+            return None
+        for t0, v0 in hist:
+            dt = now_s - t0
             if dt <= 0 or v0 < self.min_speed_kmh:
                 continue
             decel = (v0 - speed_kmh) / 3.6 / max(dt, self.min_dt_s)
