@@ -272,3 +272,16 @@ def test_importing_the_driver_layer_does_not_import_the_hardware_libraries():
     code = ("import sys, edge.dht; "
             "assert 'adafruit_dht' not in sys.modules and 'board' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_simulated_sensor_counts_its_interval_on_simulated_time():
+    sim_s = [0.0]
+    now = lambda: (START + timedelta(seconds=sim_s[0]), 13.75, 100.55)  # noqa: E731
+    dev = SimulatedDhtDevice(WeatherModel(1), now, error_rate=0.0, spike_rate=0.0)
+    dev.temperature
+    sim_s[0] += 1.0
+    dev.temperature
+    assert dev.measurements == 1
+    sim_s[0] += 1.5                    # 2.5 simulated seconds later, however little wall time
+    dev.temperature
+    assert dev.measurements == 2
