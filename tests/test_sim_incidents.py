@@ -62,7 +62,8 @@ def test_incidents_become_known_as_the_vehicle_approaches(lifecycle):
 def test_same_seed_same_incidents_other_seed_other_incidents():
     route = TripSimulator(seed=1, start_utc=START).route
     assert IncidentSimulator(route, 11).incidents == IncidentSimulator(route, 11).incidents
-    plan = lambda seed: [(i.type, i.lat, i.lon) for i in IncidentSimulator(route, seed).incidents]  # noqa: E731
+    def plan(seed):
+        return [(i.type, i.lat, i.lon) for i in IncidentSimulator(route, seed).incidents]
     assert plan(11) != plan(12)
 
 
