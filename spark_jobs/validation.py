@@ -1,0 +1,122 @@
+"""Contract validation as Spark column expressions, generated from `contracts/`.
+
+The JSON value is parsed once into a VARIANT, which keeps the JSON type of every field: that is what
+lets Spark apply the same rules as `contracts.validate` (a string "5" is not an int, 1.0 is not an
+int, true is not a number, unknown fields are violations) instead of from_json's lenient coercion
+and silent nulls. Everything runs in the JVM; no Python UDF touches a row.
+
+Messages follow `contracts.Violation`: "field=value: rule", joined with "; ".
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from contracts import RecordType, record_type
+from contracts import schema as cs
+
+INT_KINDS = ("TINYINT", "SMALLINT", "INT", "BIGINT")
+TS_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
+INT32 = (-(2 ** 31), 2 ** 31 - 1)
+
+
+def parse(value: Column) -> Column:
+    """Kafka value (binary) -> VARIANT, or null when it is not valid JSON."""
+    return F.try_parse_json(value.cast("string"))
+
+
+def _field(v: Column, name: str) -> Column:
+    # Missing field -> SQL NULL; JSON null -> a VARIANT whose kind is VOID.
+    return F.try_variant_get(v, f"$.{name}", "variant")
+
+
+def _kind(x: Column) -> Column:
+    return F.schema_of_variant(x)
+
+
+def _pytype(kind: Column) -> Column:
+    """The Python type name json.loads would give, so messages read like contracts' own."""
+    return (F.when(kind.isin(*INT_KINDS), "int")
+            .when(kind.startswith("DECIMAL") | kind.isin("DOUBLE", "FLOAT"), "float")
+            .when(kind == "STRING", "str")
+            .when(kind == "BOOLEAN", "bool")
+            .when(kind.startswith("OBJECT"), "dict")
+            .when(kind.startswith("ARRAY"), "list")
+            .otherwise(F.lower(kind)))
+
+
+def _num_text(x: float | int) -> str:
+    return str(x)
+
+
+def field_violation(f: cs.Field, v: Column) -> Column:
+    """One message (or null) for field `f`: the first rule it breaks, in contracts' order."""
+    x = _field(v, f.name)
+    kind = _kind(x)
+    shown = F.substring(F.to_json(x), 1, 80)
+
+    def msg(rule: str | Column) -> Column:
+        return F.concat(F.lit(f"{f.name}="), shown, F.lit(": "),
+                        rule if isinstance(rule, Column) else F.lit(rule))
+
+    chain = F.when(x.isNull(), F.lit(None if f.nullable else f"{f.name}=None: required field is missing"))
+    chain = chain.when(kind == "VOID",
+                       F.lit(None if f.nullable else f"{f.name}=None: required, must not be null"))
+    t = f.type
+    if t in (cs.STRING, cs.TIMESTAMP):
+        val = F.try_variant_get(x, "$", "string")
+        chain = chain.when(kind != "STRING", msg(F.concat(F.lit("must be a string, got "), _pytype(kind))))
+        if t == cs.TIMESTAMP:
+            chain = chain.when(~val.rlike(TS_REGEX),
+                               msg("must be UTC ISO-8601 with milliseconds and Z (YYYY-MM-DDTHH:MM:SS.sssZ)"))
+            chain = chain.when(F.try_to_timestamp(val, F.lit(TS_FORMAT)).isNull(),
+                               msg("not a valid calendar date/time"))
+        if f.max_length is not None:
+            chain = chain.when(F.length(val) > f.max_length, msg(f"longer than {f.max_length} characters"))
+        if f.pattern is not None:
+            chain = chain.when(~val.rlike(f.pattern), msg(f"must match {f.pattern}"))
+    elif t in (cs.INT, cs.LONG):
+        val = F.try_variant_get(x, "$", "bigint")
+        chain = chain.when(~kind.isin(*INT_KINDS), msg(F.concat(F.lit("must be an integer, got "), _pytype(kind))))
+        if t == cs.INT:
+            # Python ints are unbounded; the lake column is 32-bit, so say so rather than overflow.
+            chain = chain.when((val < INT32[0]) | (val > INT32[1]), msg("out of range for a 32-bit int"))
+    elif t == cs.DOUBLE:
+        val = F.try_variant_get(x, "$", "double")
+        numeric = kind.isin(*INT_KINDS, "DOUBLE", "FLOAT") | kind.startswith("DECIMAL")
+        chain = chain.when(~numeric, msg(F.concat(F.lit("must be a number, got "), _pytype(kind))))
+        chain = chain.when(F.isnan(val) | (F.abs(val) == float("inf")), msg("must be finite"))
+    else:
+        raise ValueError(f"no Spark validation for logical type {t!r} of field {f.name}")
+    if f.enum is not None:
+        chain = chain.when(~val.isin(*f.enum), msg(f"must be one of {list(f.enum)}"))
+    if f.minimum is not None:
+        chain = chain.when(val < f.minimum, msg(f"must be >= {_num_text(f.minimum)}"))
+    if f.maximum is not None:
+        chain = chain.when(val > f.maximum, msg(f"must be <= {_num_text(f.maximum)}"))
+    return chain
+
+
+def violations(rt: RecordType | str, v: Column) -> Column:
+    """array<string> of every violation of record type `rt` by the parsed value `v` (empty = valid).
+    `v` must be a JSON object (see `error_kind`)."""
+    rt = record_type(rt) if isinstance(rt, str) else rt
+    per_field = F.array(*[field_violation(f, v) for f in rt.fields])
+    keys = F.map_keys(F.try_variant_get(v, "$", "map<string,variant>"))
+    known = F.array(*[F.lit(n) for n in rt.field_names])
+    unknown = F.transform(F.array_except(keys, known), lambda k: F.concat(k, F.lit(": unknown field")))
+    return F.concat(F.filter(per_field, lambda m: m.isNotNull()), F.coalesce(unknown, F.array().cast("array<string>")))
+
+
+def typed_value(f: cs.Field, v: Column) -> Column:
+    """The field's value in its lake type (call only on valid rows)."""
+    if f.type == cs.TIMESTAMP:
+        return F.try_to_timestamp(F.try_variant_get(v, f"$.{f.name}", "string"), F.lit(TS_FORMAT))
+    from .schemas import spark_type
+    return F.try_variant_get(v, f"$.{f.name}", spark_type(f).simpleString())
+
+
+def typed_columns(rt: RecordType | str, v: Column) -> list[Column]:
+    rt = record_type(rt) if isinstance(rt, str) else rt
+    return [typed_value(f, v).alias(f.name) for f in rt.fields]
