@@ -19,8 +19,11 @@ twice, never a partial file, and never an orphan that is not also in the manifes
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 
@@ -59,6 +62,23 @@ def plan_moves(staged_rel: list[str], query_tag: str, batch_id: int) -> list[tup
             out.append((rel, f"quarantine/{m['topic']}/{m['dt']}/{final}"))
         k += 1
     return out
+
+
+@contextlib.contextmanager
+def lake_lock(lake: str):
+    """Exclusive lock between the stream's file moves and compaction's folder swap (local lakes).
+    S3 has no locks; compaction refuses S3 lakes."""
+    if not lake.startswith("file://"):
+        yield
+        return
+    d = lake[len("file://"):] + "/_locks"
+    os.makedirs(d, exist_ok=True)
+    with open(d + "/commit.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class HadoopFS:
@@ -135,6 +155,19 @@ class HadoopFS:
             stream.close()
 
 
+def _fault_point(moves_done: int) -> None:
+    """Test hook for the crash test: SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES=N makes the first commit
+    that reaches N moves announce itself (a file named by SMARTCITY_LAKE_TEST_PAUSE_FILE) and hang,
+    so the test can kill -9 the driver at exactly that point. Unset in production."""
+    n = os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES")
+    flag = os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_FILE")
+    if n and flag and moves_done == int(n) and not os.path.exists(flag):
+        with open(flag, "w") as fh:
+            fh.write(str(os.getpid()))
+        import time
+        time.sleep(3600)
+
+
 class BatchCommitter:
     """Runs steps 2-4 above and the restart cases. `lake_fs` and `log_fs` may be different
     filesystems (e.g. a local checkpoint with an S3 lake); staging must be on the lake's."""
@@ -167,11 +200,13 @@ class BatchCommitter:
         return manifest
 
     def _roll_forward(self, manifest: dict) -> None:
-        for src, dst in manifest["moves"]:
-            if self.lake_fs.exists(src):
-                self.lake_fs.rename(src, dst)
-            elif not self.lake_fs.exists(dst):
-                raise RuntimeError(f"batch {manifest['batch_id']}: neither {src} nor {dst} exists")
+        with lake_lock(self.lake):
+            for i, (src, dst) in enumerate(manifest["moves"]):
+                if self.lake_fs.exists(src):
+                    self.lake_fs.rename(src, dst)
+                elif not self.lake_fs.exists(dst):
+                    raise RuntimeError(f"batch {manifest['batch_id']}: neither {src} nor {dst} exists")
+                _fault_point(i + 1)
         b = manifest["batch_id"]
         self.log_fs.rename(self._marker(b, "pending"), self._marker(b, "done"))
         self.lake_fs.delete(manifest["staging"])

@@ -1,0 +1,92 @@
+"""smartcity-lake: the Spark side of smartcity.
+
+  smartcity-lake stream  [--bootstrap H:P] [--lake DIR|URI] [--trigger-s S] [--max-offsets N] ...
+  smartcity-lake compact --topic T (--dt YYYY-MM-DD --hour HH | --all) [--lake ...]
+  smartcity-lake ddl     [--lake URI] [--dialect athena|redshift|all]
+
+Settings: defaults < --config TOML < SMARTCITY_LAKE_* environment < flags (see settings.py).
+On a standalone cluster: spark-submit --master spark://HOST:7077 --jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" \
+    -m spark_jobs stream ...   (see docs/lake.md)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from .settings import load
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--lake", help="lake folder or URI (file://, s3a://bucket/prefix)")
+    p.add_argument("--checkpoint", help="checkpoint URI (default {lake}/_checkpoints/lake-stream)")
+    p.add_argument("--master", help="Spark master (default local[2]; spark-submit's --master wins)")
+    p.add_argument("--s3-endpoint", dest="s3_endpoint")
+    p.add_argument("--s3-path-style", dest="s3_path_style", action="store_true", default=None)
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _settings(a: argparse.Namespace):
+    ov = {"lake": a.lake, "checkpoint": a.checkpoint, "master": a.master,
+          "s3.endpoint": a.s3_endpoint, "s3.path_style": a.s3_path_style}
+    for k in ("bootstrap", "trigger_s", "max_offsets_per_trigger", "starting_offsets", "dedup_window_s"):
+        if hasattr(a, k):
+            ov[k] = getattr(a, k)
+    if getattr(a, "topics", None):
+        ov["topics"] = a.topics.split(",")
+    return load(a.config, ov)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="smartcity-lake", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("stream", help="run the Kafka -> lake streaming job")
+    _common(st)
+    st.add_argument("--bootstrap")
+    st.add_argument("--topics", help="comma-separated (default: all five)")
+    st.add_argument("--trigger-s", dest="trigger_s", type=float)
+    st.add_argument("--max-offsets", dest="max_offsets_per_trigger", type=int)
+    st.add_argument("--starting-offsets", dest="starting_offsets")
+    st.add_argument("--dedup-window-s", dest="dedup_window_s", type=int)
+    st.add_argument("--duration-s", type=float, help="stop after this long (default: run until signalled)")
+    co = sub.add_parser("compact", help="rewrite hour partitions into fewer files")
+    _common(co)
+    co.add_argument("--topic", required=True)
+    co.add_argument("--dt")
+    co.add_argument("--hour")
+    co.add_argument("--all", action="store_true", help="every hour partition of the topic")
+    dd = sub.add_parser("ddl", help="print Athena/Glue and Redshift DDL generated from contracts")
+    _common(dd)
+    dd.add_argument("--dialect", choices=("athena", "redshift", "all"), default="all")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    s = _settings(a)
+    if a.cmd == "ddl":
+        from .ddl import render
+        sys.stdout.write(render(s.lake, a.dialect))
+        return 0
+    if a.cmd == "stream":
+        from .lake import run
+        # SIGTERM -> KeyboardInterrupt so the query stops between batches (a kill -9 is also safe).
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        totals = run(s, a.duration_s)
+        print(json.dumps({"totals": totals}, sort_keys=True))
+        return 0
+    from .compact import compact_hour, hours
+    from .session import build_session
+    spark = build_session(s, "smartcity-lake-compact")
+    todo = hours(s, a.topic) if a.all else [(a.dt, a.hour)]
+    if not a.all and not (a.dt and a.hour):
+        ap.error("compact needs --dt and --hour, or --all")
+    for dt, hour in todo:
+        print(json.dumps(compact_hour(spark, s, a.topic, dt, hour), sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
