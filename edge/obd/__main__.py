@@ -1,0 +1,46 @@
+"""python -m edge.obd probe PORT [--baud N]: connect, read once, print one JSON object."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .elm327 import AdapterError
+from .reader import ObdReader
+
+log = logging.getLogger("edge.obd")
+
+
+def probe(port: str, baud: int, timeout_s: float) -> dict:
+    r = ObdReader(port, baud, timeout_s)
+    try:
+        reading = r.read_once()
+    finally:
+        r.close()
+    log.info("probe counters: %s", r.stats.as_dict())
+    return reading
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edge.obd", description=__doc__)
+    ap.add_argument("-v", "--verbose", action="store_true", help="log the adapter dialogue")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("probe", help="read every field once and print JSON")
+    p.add_argument("port")
+    p.add_argument("--baud", type=int, default=38400)
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each prompt")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        reading = probe(args.port, args.baud, args.timeout)
+    except AdapterError as e:
+        print(f"edge.obd: cannot reach the OBD adapter: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(reading, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
