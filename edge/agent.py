@@ -285,7 +285,7 @@ class Agent:
                    self.queue.depth)
         m.gauge_fn("smartcity_edge_queue_oldest_age_seconds", "Age of the oldest queued reading",
                    self.queue.oldest_age_s)
-        m.gauge_fn("smartcity_edge_queue_dropped_total", "Readings dropped by the size/age bound",
+        m.counter_fn("smartcity_edge_queue_dropped_total", "Readings dropped by the size/age bound",
                    self.queue.dropped_total)
         m.gauge_fn("smartcity_edge_published_per_second",
                    "Readings acknowledged by the broker per second, over the last ~10 s",
@@ -304,7 +304,7 @@ class Agent:
         "gps": ("checksum_errors", "garbage_lines", "unknown_sentences", "field_errors",
                 "reopen_count", "callback_errors"),
         "dht": ("read_errors", "implausible", "failed", "reinits"),
-        "obd": ("no_data", "timeouts", "reconnects", "errors"),
+        "obd": ("no_data", "timeouts", "reconnects", "errors_by_kind", "callback_errors"),
     }
 
     def _sensor_errors(self) -> dict[tuple[str, str], float]:
