@@ -13,7 +13,7 @@ log = logging.getLogger("edge.obd")
 
 
 def probe(port: str, baud: int, timeout_s: float) -> dict:
-    r = ObdReader(port, baud, timeout_s)
+    r = ObdReader(port, baud, timeout_s, reset_timeout_s=max(timeout_s, 1.0))
     try:
         reading = r.read_once()
     finally:
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("probe", help="read every field once and print JSON")
     p.add_argument("port")
     p.add_argument("--baud", type=int, default=38400)
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each prompt")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each prompt (ATZ at least 1 s, the first "
+                   "request, which may search protocols, at least 15 s)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
