@@ -1,0 +1,55 @@
+"""Spark-free parts of the lake: commit planning, DDL and schema generation from contracts."""
+from __future__ import annotations
+
+import pytest
+
+from contracts import RECORD_TYPES
+from spark_jobs.commit import plan_moves
+from spark_jobs.ddl import render
+from spark_jobs.schemas import LINEAGE, data_struct
+from spark_jobs.settings import LakeSettings, load
+
+
+def test_staged_files_get_deterministic_names_from_query_and_batch():
+    staged = ["data/gps_data/dt=2026-01-01/hour=07/part-00001-aaa.c000.snappy.parquet",
+              "data/gps_data/dt=2026-01-01/hour=07/.part-00001-aaa.c000.snappy.parquet.crc",
+              "data/gps_data/_SUCCESS",
+              "quarantine/q_topic=gps_data/dt=2026-01-02/part-00000-bbb.c000.snappy.parquet"]
+    moves = plan_moves(staged, "q1", 42)
+    assert moves == plan_moves(list(reversed(staged)), "q1", 42)
+    assert moves == [
+        (staged[0], "data/gps_data/dt=2026-01-01/hour=07/part-q1-b0000000042-0000.snappy.parquet"),
+        (staged[3], "quarantine/gps_data/dt=2026-01-02/part-q1-b0000000042-0001.snappy.parquet"),
+    ]
+
+
+def test_an_unknown_staged_layout_is_an_error_not_a_silent_drop():
+    with pytest.raises(ValueError, match="matches no lake layout"):
+        plan_moves(["data/gps_data/part-0.parquet"], "q", 1)
+
+
+def test_data_schema_is_the_contract_plus_lineage():
+    for rt in RECORD_TYPES:
+        names = data_struct(rt).fieldNames()
+        assert names == list(rt.field_names) + [n for n, _, _ in LINEAGE]
+        assert dict((f.name, f.dataType.simpleString()) for f in data_struct(rt).fields)["ts"] == "timestamp"
+
+
+def test_ddl_has_every_contract_column_for_every_dialect():
+    sql = render("s3a://bucket/lake")
+    for rt in RECORD_TYPES:
+        assert f"`smartcity`.`{rt.name}`" in sql and f"smartcity_lake.{rt.name}" in sql
+        assert f"LOCATION 's3://bucket/lake/data/{rt.name}/'" in sql
+        for f in rt.fields:
+            assert f"`{f.name}`" in sql
+    assert "storage.location.template" in sql and "s3a://" not in sql
+
+
+def test_settings_resolve_paths_and_default_the_checkpoint_next_to_the_lake(tmp_path):
+    s = load(None, {"lake": str(tmp_path / "lake"), "trigger_s": 2},
+             environ={"SMARTCITY_LAKE_MAX_OFFSETS_PER_TRIGGER": "1000"})
+    assert s.lake == f"file://{tmp_path}/lake"
+    assert s.checkpoint == f"file://{tmp_path}/lake/_checkpoints/lake-stream"
+    assert (s.trigger_s, s.max_offsets_per_trigger) == (2.0, 1000)
+    with pytest.raises(ValueError, match="unknown topics"):
+        LakeSettings(topics=["nope"])
