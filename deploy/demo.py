@@ -1,0 +1,265 @@
+"""The main job on embedded defaults: the whole pipeline on this machine, end to end.
+
+    python -m deploy.demo [--speedup 60] [--run-dir run/demo] [--keep-running]
+
+Starts the local stack (Mosquitto with passwords and ACL, Kafka with topics), the MQTT -> Kafka
+bridge and the Spark Kafka -> lake job, then drives the agent in --simulate through a
+time-compressed Bangkok -> Pattaya trip. It waits until every event_id the agent published is in
+the lake (read as Athena would: Parquet files only, no Spark metadata), prints a summary computed
+from the Parquet files, stops what it started and says where the data is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE = "demo-bus-01"
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+class Proc:
+    """A child service with its log in the run folder."""
+
+    def __init__(self, name: str, args: list[str], run_dir: Path, env: dict | None = None):
+        self.name = name
+        self.log_path = run_dir / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.p = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def check(self) -> None:
+        if not self.alive():
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise SystemExit(f"{self.name} exited with {self.p.returncode}; last log lines "
+                             f"({self.log_path}):\n" + "\n".join(tail))
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+        self.log.close()
+        return self.p.returncode
+
+
+class PublishedIds:
+    """Every event_id the broker accepted from the device, per stream (a plain subscriber as the
+    bridge user: the ground truth the lake is compared with)."""
+
+    def __init__(self, port: int, password: str):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        self.ids: dict[str, set[str]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-audit", protocol=mqtt.MQTTv5)
+        c.username_pw_set("bridge", password)
+        c.on_connect = lambda cl, *a: cl.subscribe(f"smartcity/v1/{DEVICE}/+", qos=1)
+        c.on_subscribe = lambda *a: self._ready.set()
+        c.on_message = self._on_message
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+        if not self._ready.wait(10):
+            raise SystemExit("audit subscriber could not subscribe to Mosquitto")
+
+    def _on_message(self, client, userdata, msg):
+        stream = msg.topic.rsplit("/", 1)[1]
+        if stream == "status":
+            return
+        try:
+            eid = json.loads(msg.payload)["event_id"]
+        except (ValueError, KeyError):
+            return
+        with self._lock:
+            self.ids[f"{stream}_data"].add(eid)
+
+    def snapshot(self) -> dict[str, set[str]]:
+        with self._lock:
+            return {k: set(v) for k, v in self.ids.items()}
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def lake_ids(lake: str, topic: str) -> list[str]:
+    from spark_jobs.reader import read_table
+    t = read_table(lake, "data", topic, columns=["event_id"])
+    return [] if t is None else t.column("event_id").to_pylist()
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> float:
+    r = 6371.0088
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(a))
+
+
+def summary(lake: str) -> dict:
+    """Computed from the Parquet files alone, as an analyst's query would."""
+    from spark_jobs.reader import read_table, visible_files
+    import contracts
+    out: dict = {"records": {}, "files": {}}
+    for rt in contracts.RECORD_TYPES:
+        t = read_table(lake, "data", rt.name, columns=["event_id"])
+        out["records"][rt.name] = 0 if t is None else t.num_rows
+        out["files"][rt.name] = len(visible_files(lake, "data", rt.name))
+    gps = read_table(lake, "data", "gps_data", columns=["ts", "lat", "lon", "speed_kmh"])
+    if gps is not None and gps.num_rows:
+        rows = sorted((r for r in gps.to_pylist() if r["lat"] is not None), key=lambda r: r["ts"])
+        dist = sum(haversine_km(a["lat"], a["lon"], b["lat"], b["lon"])
+                   for a, b in zip(rows, rows[1:]))
+        out["trip_distance_km"] = round(dist, 1)
+        out["trip_start"], out["trip_end"] = (f"{rows[i]['ts']:%Y-%m-%d %H:%M:%S}" for i in (0, -1))
+        out["trip_duration_min"] = round((rows[-1]["ts"] - rows[0]["ts"]).total_seconds() / 60, 1)
+        out["max_speed_kmh"] = round(max(r["speed_kmh"] or 0 for r in rows), 1)
+    em = read_table(lake, "data", "emergency_data", columns=["incident_id", "type", "status"])
+    if em is not None:
+        rows = em.to_pylist()
+        out["incidents"] = len({r["incident_id"] for r in rows})
+        out["incidents_by_type"] = dict(Counter(t for _, t in {(r["incident_id"], r["type"])
+                                                                for r in rows}))
+        out["incidents_resolved"] = len({r["incident_id"] for r in rows
+                                         if r["status"] == "Resolved"})
+    out["quarantined"] = sum((read_table(lake, "quarantine", rt.name, columns=None) or
+                              _empty()).num_rows for rt in contracts.RECORD_TYPES)
+    return out
+
+
+class _empty:
+    num_rows = 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m deploy.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run-dir", type=Path, default=ROOT / "run" / "demo")
+    ap.add_argument("--speedup", type=float, default=60.0,
+                    help="simulated seconds per wall second (the trip is ~100 simulated minutes)")
+    ap.add_argument("--gps-rate-hz", type=float, default=1.0)
+    ap.add_argument("--trigger-s", type=float, default=5.0)
+    ap.add_argument("--lake-timeout-s", type=float, default=300.0)
+    ap.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    a = ap.parse_args(argv)
+
+    from deploy.local.mosquitto import free_port
+    from deploy.local.stack import Stack
+
+    run_dir = a.run_dir.resolve()
+    if a.fresh and run_dir.exists():
+        Stack(run_dir).down()
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lake = str(run_dir / "lake")
+    stack = Stack(run_dir)
+    procs: list[Proc] = []
+    audit = None
+    try:
+        say("starting Mosquitto and Kafka on loopback (first start formats Kafka storage) ...")
+        st = stack.up(mqtt_port=free_port(), kafka_port=free_port(),
+                      kafka_controller_port=free_port(), devices=[DEVICE], with_s3=False)
+        creds = stack.credentials([DEVICE])
+        mqtt_port, bootstrap = st["mosquitto"]["port"], st["kafka"]["bootstrap"]
+        say(f"stack up: mqtt 127.0.0.1:{mqtt_port}, kafka {bootstrap}")
+
+        bridge = Proc("bridge", [sys.executable, "-m", "bridge", "--mqtt-port", str(mqtt_port),
+                                 "--mqtt-username", "bridge", "--kafka-bootstrap", bootstrap,
+                                 "--http-port", "-1"], run_dir,
+                      env={"SMARTCITY_BRIDGE_MQTT__PASSWORD": creds["mqtt"]["bridge"]})
+        procs.append(bridge)
+        say("starting the Spark job (Kafka -> lake); Spark takes a while to start ...")
+        spark = Proc("spark", [sys.executable, "-m", "spark_jobs", "stream", "--lake", lake,
+                               "--bootstrap", bootstrap, "--trigger-s", str(a.trigger_s)], run_dir)
+        procs.append(spark)
+        audit = PublishedIds(mqtt_port, creds["mqtt"]["bridge"])
+
+        say(f"agent --simulate: Bangkok -> Pattaya at {a.speedup:g}x ...")
+        agent = Proc("agent", [sys.executable, "-m", "edge.agent", "--simulate",
+                               "--device-id", DEVICE, "--data-dir", str(run_dir / "edge"),
+                               "--mqtt-port", str(mqtt_port), "--speedup", str(a.speedup),
+                               "--gps-rate-hz", str(a.gps_rate_hz), "--http-port", "0"], run_dir,
+                     env={"SMARTCITY_EDGE_MQTT__USERNAME": DEVICE,
+                          "SMARTCITY_EDGE_MQTT__PASSWORD": creds["mqtt"][DEVICE]})
+        procs.append(agent)
+        last = 0.0
+        while agent.alive():
+            for p in (bridge, spark):
+                p.check()
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                pub = audit.snapshot()
+                landed = sum(len(lake_ids(lake, t)) for t in pub)
+                say(f"trip running: {sum(map(len, pub.values()))} records published, "
+                    f"{landed} in the lake")
+            time.sleep(0.5)
+        if agent.p.returncode != 0:
+            agent.check()
+        say("trip finished (Pattaya); waiting until every published event_id is in the lake ...")
+
+        deadline = time.monotonic() + a.lake_timeout_s
+        while True:
+            pub = audit.snapshot()
+            missing = {t: ids - set(lake_ids(lake, t)) for t, ids in pub.items()}
+            n_missing = sum(map(len, missing.values()))
+            if not n_missing:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out: {n_missing} published records not in the lake "
+                                 f"({ {t: len(m) for t, m in missing.items() if m} })")
+            for p in (bridge, spark):
+                p.check()
+            say(f"{n_missing} records still on their way to the lake ...")
+            time.sleep(5)
+        published = sum(map(len, pub.values()))
+        say(f"all {published} published records are in the lake, each exactly once")
+
+        s = summary(lake)
+        dup = {t: n - len(pub.get(t, ())) for t, n in s["records"].items() if n != len(pub.get(t, ()))}
+        print()
+        print("=== Bangkok -> Pattaya, from the Parquet files ===")
+        for t, n in s["records"].items():
+            print(f"  {t:<15} {n:>7} records in {s['files'][t]} files")
+        if "trip_distance_km" in s:
+            print(f"  trip            {s['trip_distance_km']} km in {s['trip_duration_min']} min "
+                  f"({s['trip_start']} -> {s['trip_end']} UTC), max speed {s['max_speed_kmh']} km/h")
+        print(f"  incidents       {s.get('incidents', 0)} ({s.get('incidents_resolved', 0)} resolved): "
+              f"{s.get('incidents_by_type', {})}")
+        print(f"  quarantined     {s['quarantined']} records")
+        if dup:
+            print(f"  WARNING: lake row counts differ from published ids: {dup}")
+        print(f"\nlake:  {lake}/data/<topic>/dt=YYYY-MM-DD/hour=HH/*.parquet"
+              f"\nlogs:  {run_dir}/*.log   DDL for Athena/Redshift: python -m spark_jobs ddl")
+        return 1 if dup else 0
+    finally:
+        if audit:
+            audit.close()
+        for p in reversed(procs):
+            p.stop()
+        stack.down()
+        say("stopped everything the demo started")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
