@@ -177,13 +177,36 @@ def test_error_reply_is_counted_and_the_reader_keeps_running(emu, reply, counter
         assert run.reader.stats.reconnects == 0 and run.reader.stats.timeouts == 0
 
 
-def test_no_data_is_counted_and_that_field_is_none(emu):
+def test_adapter_that_reset_itself_is_reinitialised(emu):
     with Running(emu.path) as run:
-        before = run.reader.stats.no_data
-        emu.inject("NO DATA")      # the next request is 010D, first in the cycle
-        assert wait_until(lambda: run.reader.stats.no_data == before + 1)
-        assert any(r["speed_kmh"] is None and r["rpm"] == 2150.5 for r in run.readings)
+        emu.inject("LV RESET")
+        assert wait_until(lambda: run.reader.stats.reconnects == 1), run.reader.stats
+        assert run.reader.stats.errors_by_kind.get("adapter_reset") == 1
         assert run.more(2)[-1]["speed_kmh"] == 88.0
+
+
+def test_vin_request_hit_by_a_bus_error_is_retried_next_cycle(emu):
+    r = ObdReader(emu.path, **FAST)
+    r.connect()
+    emu.inject("SEARCHING...\r41 00 BE 1F A8 12")   # 0100: 04 05 0C 0D 11, no chain bit
+    emu.inject("CAN ERROR", times=6)  # 010D 010C 0111 0104 0105, then 0902
+    first = r.read_once()
+    assert first["vin"] is None and r.stats.errors_by_kind["can_error"] == 6
+    assert r.read_once()["vin"] == VIN
+    assert len(emu.received("0902")) == 2
+    r.close()
+
+
+def test_no_data_is_counted_and_only_that_field_is_none(emu):
+    r = ObdReader(emu.path, **FAST)
+    r.read_once()                  # connects, discovers, reads the VIN
+    emu.inject("NO DATA")          # the next request: 010D, first of the cycle
+    reading = r.read_once()
+    assert r.stats.no_data == 1
+    assert reading["speed_kmh"] is None
+    assert all(reading[k] is not None for k in DRIVING if k != "speed_kmh")
+    assert r.read_once()["speed_kmh"] == 88.0
+    r.close()
 
 
 def test_silent_adapter_times_out_and_is_reinitialised(emu):
@@ -222,6 +245,8 @@ def test_ignition_off_backs_off_and_ignition_on_resumes(emu):
         time.sleep(0.9)
         polls = [t for t in emu.received("010D") if t > asleep_at]
         assert len(polls) <= 4        # at 0.02 s it would have been ~40
+        # once known asleep, a cycle stops at the first unanswered request
+        assert not [t for t in emu.received("010C") if t > asleep_at]
         last = run.readings[-1]
         assert last["rpm"] is None and last["battery_v"] == 12.3   # ATRV, ECU asleep
         assert run.reader.stats.no_data > 0

@@ -94,6 +94,11 @@ class NotAnElm(AdapterError):
     kind = "not_elm"
 
 
+class AdapterWasReset(AdapterError):
+    """The adapter reset itself (LV RESET, ACT ALERT, ERRnn): its settings are gone."""
+    kind = "adapter_reset"
+
+
 # Whole-line replies that mean "no data, and why". Checked in this order, on the upper-cased
 # line with spaces removed (ATS0 also squeezes the adapter's own messages on some clones).
 _ERROR_LINES: tuple[tuple[str, type[ElmError], str], ...] = (

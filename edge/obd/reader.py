@@ -24,11 +24,11 @@ import logging
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from . import pids
-from .elm327 import (AdapterError, BusInitError, Elm327, ElmError, NoData, UnableToConnect)
+from .elm327 import AdapterError, AdapterReset, AdapterWasReset, Elm327, ElmError, NoData
 from .pids import DecodeError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ ASLEEP_BELOW_V = 12.8
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 10.0
 IDLE_MAX_S = 30.0
-_SILENT_KINDS = (NoData, UnableToConnect, BusInitError)
+VIN_ATTEMPTS = 3   # per connection, when the VIN request fails for a transient reason
 
 
 @dataclass
@@ -58,7 +58,9 @@ class ObdStats:
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        # built field by field: asdict() iterates errors_by_kind in Python, which races with the
+        # reader thread adding a kind; dict() copies it in one step under the GIL
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["errors_by_kind"] = dict(self.errors_by_kind)
         return d
 
@@ -90,6 +92,8 @@ class ObdReader:
         self.supported: set[int] | None = None   # None: not discovered yet (ECU asleep)
         self.vin: str | None = None
         self._vin_done = False
+        self._vin_attempts = 0
+        self._last_error: ElmError | None = None
         self.last_ecu_silent = False
         self.current_interval_s: float | None = None
         self._answers = 0   # OBD requests the ECU answered in the current cycle
@@ -108,7 +112,7 @@ class ObdReader:
         except AdapterError:
             self.close()
             raise
-        self.supported, self.vin, self._vin_done = None, None, False
+        self.supported, self.vin, self._vin_done, self._vin_attempts = None, None, False, 0
         self.stats.connected = True
         log.info("obd: %s on %s at %d baud", banner, self.port, self.baud)
 
@@ -119,13 +123,19 @@ class ObdReader:
     # -- one cycle -----------------------------------------------------------------------------
     def _query(self, command: str) -> list[bytes] | None:
         """Send one OBD request; ECU-level errors are counted and give None."""
+        self._last_error = None
         try:
             msgs = self.elm.query(command)
             self._answers += 1
             return msgs
-        except NoData:
+        except NoData as e:
+            self._last_error = e
             self.stats.no_data += 1
+        except AdapterReset as e:
+            self.close()
+            raise AdapterWasReset(f"OBD adapter reset itself ({e}); re-initialising") from e
         except ElmError as e:
+            self._last_error = e
             self.stats.error(e.kind)
             log.debug("obd: %s -> %s", command, e)
         return None
@@ -174,6 +184,8 @@ class ObdReader:
                     continue
                 msgs = self._query(pid.command)
                 if msgs is None:
+                    if self._answers == 0 and self.last_ecu_silent:
+                        break  # still asleep: one request per cycle is enough to know
                     continue
                 try:
                     out[pid.field] = pids.decode(pid, msgs)
@@ -196,12 +208,15 @@ class ObdReader:
         return out
 
     def _read_vin(self) -> None:
-        # Only asked while the ECU answers, so NO DATA here means "no VIN on this car": one
-        # attempt per connection, not one per cycle.
-        self._vin_done = True
+        # Only asked while the ECU answers, so NO DATA here means "no VIN on this car" and ends
+        # the attempts for this connection; a bus error gets VIN_ATTEMPTS tries.
+        self._vin_attempts += 1
         msgs = self._query(pids.VIN_COMMAND)
         if msgs is None:
+            if isinstance(self._last_error, NoData) or self._vin_attempts >= VIN_ATTEMPTS:
+                self._vin_done = True
             return
+        self._vin_done = True
         try:
             self.vin = pids.decode_vin(msgs)
             self.stats.reads_ok += 1
