@@ -93,7 +93,8 @@ VEHICLE = RecordType("vehicle_data", "vehicle", "OBD-II readings plus static veh
     Field("fuel_level_pct", DOUBLE, "Fuel tank level (PID 2F), percent", True, 0, 100),
     Field("throttle_pct", DOUBLE, "Throttle position (PID 11), percent", True, 0, 100),
     Field("engine_load_pct", DOUBLE, "Calculated engine load (PID 04), percent", True, 0, 100),
-    Field("battery_v", DOUBLE, "Control module voltage (PID 42), volts", True, 0, 65.535),
+    Field("battery_v", DOUBLE, "Control module voltage (PID 42), or the adapter's supply voltage (ATRV) "
+          "where PID 42 is unsupported: both are the battery as the car sees it; volts", True, 0, 65.535),
     _lat(nullable=True),
     _lon(nullable=True),
 ))
