@@ -96,7 +96,14 @@ def raw_subscriber_main(port: int, group: str, out: str) -> None:
 def _spawn(fn: str, *args) -> subprocess.Popen:
     code = f"import sys, json; from bench.bridge import {fn}; {fn}(*json.loads(sys.argv[1]))"
     return subprocess.Popen([sys.executable, "-c", code, json.dumps(list(args))], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _wait(p: subprocess.Popen, timeout_s: float, what: str) -> None:
+    _, err = p.communicate(timeout=timeout_s)
+    if p.returncode != 0:
+        raise RuntimeError(f"{what} failed rc={p.returncode}: {err.decode(errors='replace')[-1500:]}")
 
 
 def _publish(port: int, devices: list[str], seconds: float, tmp: Path) -> dict[str, float]:
@@ -107,7 +114,7 @@ def _publish(port: int, devices: list[str], seconds: float, tmp: Path) -> dict[s
         outs.append(out)
         procs.append(_spawn("publisher_main", port, ds, seconds, str(out)))
     for p in procs:
-        p.wait(seconds + 120)
+        _wait(p, seconds + 120, "publisher")
     sent = {}
     for out in outs:
         for line in out.read_text().splitlines():
@@ -120,11 +127,15 @@ def phase_raw(port: int, n_devices: int, seconds: float, tmp: Path) -> dict:
     run = uuid.uuid4().hex[:6]
     out = tmp / f"raw-{run}.json"
     sub = _spawn("raw_subscriber_main", port, f"raw{run}", str(out))
-    time.sleep(1.0)
-    sent = _publish(port, [f"raw{i}-{run}" for i in range(n_devices)], seconds, tmp)
-    time.sleep(2.0)  # let the subscriber drain what the broker still holds
-    sub.send_signal(signal.SIGTERM)
-    sub.wait(30)
+    try:
+        time.sleep(1.0)
+        sent = _publish(port, [f"raw{i}-{run}" for i in range(n_devices)], seconds, tmp)
+        time.sleep(2.0)  # let the subscriber drain what the broker still holds
+        sub.send_signal(signal.SIGTERM)
+        _wait(sub, 30, "raw subscriber")
+    finally:
+        if sub.poll() is None:
+            sub.kill()
     st = json.loads(out.read_text())
     span = (st["last"] or 0) - (st["first"] or 0)
     return {"published": len(sent), "received": st["n"],
@@ -139,16 +150,19 @@ def phase_bridges(port: int, bootstrap: str, n_devices: int, seconds: float, n_b
     bridges = [BridgeProcess(port, bootstrap, tmp, bridge_id=f"bench{i}-{run}", group=f"g{run}",
                              extra_args=["--log-level", "WARNING"]).start() for i in range(n_bridges)]
     col = Collector(bootstrap, list(DATA_TOPICS))
-    cpu0 = sum(_cpu_s(b.proc.pid) for b in bridges)
-    sent = _publish(port, [f"dev{i}-{run}" for i in range(n_devices)], seconds, tmp)
-    mine = (lambda m: m.key is not None and m.key.endswith(run.encode()))
-    col.wait_for(lambda ms: len(ms) >= len(sent), 120, pred=mine)
-    time.sleep(1.0)  # duplicates, if any, arrive after the last original
-    cpu = sum(_cpu_s(b.proc.pid) for b in bridges) - cpu0
-    got = col.snapshot(mine)
-    col.close()
-    for b in bridges:
-        b.terminate()
+    try:
+        cpu0 = sum(_cpu_s(b.proc.pid) for b in bridges)
+        sent = _publish(port, [f"dev{i}-{run}" for i in range(n_devices)], seconds, tmp)
+        mine = (lambda m: m.key is not None and m.key.endswith(run.encode()))
+        col.wait_for(lambda ms: len(ms) >= len(sent), 120, pred=mine)
+        time.sleep(1.0)  # duplicates, if any, arrive after the last original
+        cpu = sum(_cpu_s(b.proc.pid) for b in bridges) - cpu0
+        got = col.snapshot(mine)
+    finally:
+        col.close()
+        for b in bridges:
+            b.terminate(10)
+            b.kill()
     seen: dict[str, int] = {}
     lat_ms = []
     for m in got:

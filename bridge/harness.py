@@ -89,6 +89,7 @@ class FleetPublisher:
                  max_inflight: int = 500, client_id: str | None = None,
                  username: str | None = None, password: str | None = None):
         self.devices = list(devices)
+        self.window = max_inflight
         self.boot_id = uuid.uuid4().hex[:8]
         self.seq = {d: 0 for d in self.devices}
         self.sent: list[Sent] = []
@@ -117,6 +118,10 @@ class FleetPublisher:
             self._acked_cv.notify_all()
 
     def publish_one(self, device_id: str, stream: str) -> Sent:
+        # Flow control: at most `window` unacknowledged publishes, like the agent's publisher.
+        with self._acked_cv:
+            while len(self.sent) - self.acked >= self.window:
+                self._acked_cv.wait(1.0)
         seq = self.seq[device_id]
         self.seq[device_id] = seq + 1
         rec = record(stream, device_id, self.boot_id, seq)
