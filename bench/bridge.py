@@ -131,6 +131,7 @@ def phase_raw(port: int, n_devices: int, seconds: float, tmp: Path) -> dict:
         time.sleep(1.0)
         sent = _publish(port, [f"raw{i}-{run}" for i in range(n_devices)], seconds, tmp)
         time.sleep(2.0)  # let the subscriber drain what the broker still holds
+        cpu_s = _cpu_s(sub.pid)
         sub.send_signal(signal.SIGTERM)
         _wait(sub, 30, "raw subscriber")
     finally:
@@ -139,6 +140,7 @@ def phase_raw(port: int, n_devices: int, seconds: float, tmp: Path) -> dict:
     st = json.loads(out.read_text())
     span = (st["last"] or 0) - (st["first"] or 0)
     return {"published": len(sent), "received": st["n"],
+            "cpu_ms_per_1k_msgs": round(cpu_s * 1000 / (st["n"] / 1000), 1) if st["n"] else None,
             "msgs_per_s": round(st["n"] / span, 1) if span > 0 else None}
 
 
@@ -185,6 +187,8 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--skip-raw", action="store_true")
+    ap.add_argument("--skip-two", action="store_true")
     a = ap.parse_args(args)
     from deploy.local.kafka import KafkaServer
     from deploy.local.mosquitto import MosquittoServer
@@ -194,15 +198,18 @@ def run(args: list[str]) -> dict:
                         extra_config={"message.timestamp.type": "LogAppendTime"})
     broker = MosquittoServer(tmp / "mosquitto").start()
     try:
-        raw = phase_raw(broker.port, a.devices, a.seconds, tmp)
+        empty = {"msgs_per_s": None, "received": None, "cpu_ms_per_1k_msgs": None, "lost": None,
+                 "duplicates": None}
+        raw = empty if a.skip_raw else phase_raw(broker.port, a.devices, a.seconds, tmp)
         one = phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 1, tmp)
-        two = phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 2, tmp)
+        two = empty if a.skip_two else phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 2, tmp)
     finally:
         broker.stop()
         kafka.stop()
     res = {k: one[k] for k in ("msgs_per_s", "lost", "duplicates", "latency_p50_ms", "latency_p99_ms",
                                "cpu_ms_per_1k_msgs", "published", "forwarded")}
     res.update(raw_subscriber_msgs_per_s=raw["msgs_per_s"], raw_subscriber_received=raw["received"],
+               raw_subscriber_cpu_ms_per_1k_msgs=raw["cpu_ms_per_1k_msgs"],
                raw_subscriber_published=raw["published"],
                two_bridges_msgs_per_s=two["msgs_per_s"], two_bridges_lost=two["lost"],
                two_bridges_duplicates=two["duplicates"],
