@@ -137,12 +137,11 @@ class Bridge:
         conf = kafka_config(self.s.kafka)
         conf.update(error_cb=self._on_kafka_error, logger=logging.getLogger("bridge.librdkafka"))
         self.producer = Producer(conf)
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
-        self._poller.start()
         if self.s.http_port >= 0:
             self.http = serve_http(self.s.http_host, self.s.http_port, self.registry, self.health)
         self.client = self._mqtt_client()
-        self.client.loop_start()
+        self._poller = threading.Thread(target=self._loop, name="bridge-loop", daemon=True)
+        self._poller.start()
         log.info("bridge started", extra={"bridge_id": self.s.bridge_id, "client_id": self.s.client_id,
                                           "mqtt": f"{self.s.mqtt.host}:{self.s.mqtt.port}",
                                           "kafka": self.s.kafka.bootstrap_servers})
@@ -311,15 +310,36 @@ class Bridge:
             self._kafka_down_since = time.monotonic()
             log.warning("kafka unreachable; holding acknowledgements", extra={"inflight": len(self.window)})
 
-    def _poll_loop(self) -> None:
-        producer, window, ack_lock = self.producer, self.window, self._ack_lock
+    def _loop(self) -> None:
+        """One thread does all the I/O: read one MQTT packet (paho's loop), serve Kafka delivery
+        reports, send the PUBACKs that became due. A single thread avoids GIL hand-offs per
+        message, and a PUBACK queued from paho's own thread is written at once instead of waking
+        a network thread through its socketpair (measured: docs/benchmarks.md)."""
+        producer, window, ack_lock, client = self.producer, self.window, self._ack_lock, self.client
+        m = self.s.mqtt
+        backoff = m.reconnect_min_s
         next_probe = 0.0
+        ok = mqtt.MQTT_ERR_SUCCESS
         while not self._poll_stop:
-            producer.poll(0.005)
+            rc = client.loop(timeout=0.005)
+            if rc != ok and not self._poll_stop:
+                # Not connected (first start, broker restart, network): reconnect with backoff,
+                # while still serving Kafka so nothing stalls.
+                self._connected = False
+                t_retry = time.monotonic() + backoff
+                while time.monotonic() < t_retry and not self._poll_stop:
+                    producer.poll(0.05)
+                try:
+                    client.reconnect()
+                    backoff = m.reconnect_min_s
+                except (OSError, ValueError) as e:
+                    log.debug("mqtt reconnect failed", extra={"error": str(e)})
+                    backoff = min(backoff * 2, m.reconnect_max_s)
+                continue
+            producer.poll(0)
             with ack_lock:
                 ready = window.pop_ready()
                 if ready:
-                    client = self.client
                     for mid, qos in ready:
                         if qos:
                             client.ack(mid, qos)
@@ -328,7 +348,7 @@ class Bridge:
                 # Idle bridges get no delivery to tell them Kafka is back; ask for metadata.
                 next_probe = time.monotonic() + 2.0
                 try:
-                    if producer.list_topics(timeout=1.0).brokers:
+                    if producer.list_topics(timeout=0.5).brokers:
                         self._set_kafka_up(True)
                 except Exception:  # noqa: BLE001 - still down
                     pass
@@ -346,20 +366,20 @@ class Bridge:
         self._draining = True
         drained = True
         if self._fatal is None:
+            # The loop thread keeps serving Kafka and sending PUBACKs until the window is empty.
             deadline = time.monotonic() + self.s.drain_timeout_s
-            self.producer.flush(max(0.0, self.s.drain_timeout_s))
-            while len(self.window) and time.monotonic() < deadline:
+            while len(self.window) and time.monotonic() < deadline and self._poller.is_alive():
                 time.sleep(0.02)
             drained = len(self.window) == 0
-            time.sleep(0.1)  # let the network thread write the last PUBACKs before DISCONNECT
+            time.sleep(0.05)  # one more loop turn writes the last PUBACKs
         self._poll_stop = True
+        if self._poller:
+            self._poller.join(5)
         if self.client is not None:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = self.s.mqtt.session_expiry_s
-            self.client.disconnect(properties=props)
-            self.client.loop_stop()
-        if self._poller:
-            self._poller.join(5)
+            self.client.disconnect(properties=props)  # no loop thread: paho writes it at once
+            self.producer.flush(5)
         if self.http:
             self.http.shutdown()
         log.warning("bridge stopped", extra={"drained": drained, "inflight_left": len(self.window),
