@@ -323,3 +323,14 @@ def test_simulated_agent_to_kafka_every_seq_arrives_in_order(broker, kafka, coll
                     if m.topic == topic]
         assert in_topic == sorted(in_topic), f"{topic}: out of seq order"
     assert not [m for m in collector.snapshot(is_dev) if m.topic == DLQ_TOPIC]
+
+
+def test_healthz_turns_degraded_when_nothing_arrives_for_the_configured_time(
+        broker, kafka, bridges, tmp_path, run_id):
+    b = start_bridge(bridges, broker, kafka, tmp_path, run_id, extra_args=["--idle-degraded-s", "1"])
+    time.sleep(1.5)
+    status, body = b.http_get("/healthz")
+    doc = json.loads(body)
+    assert status == 503 and doc["status"] == "degraded"
+    assert any("no message" in p for p in doc["problems"])
+    assert b.metrics()["bridge_mqtt_connected"] == 1 and b.metrics()["bridge_kafka_up"] == 1
