@@ -18,6 +18,15 @@ JAVA17 = "/usr/lib/jvm/java-17-openjdk-amd64"
 S3_JARS = ("hadoop-aws-", "bundle-", "analyticsaccelerator-s3-", "wildfly-openssl-")
 
 
+# hdfs (Spark's default) writes state through output streams and works on every store; rocksdb
+# keeps large dedup state off the heap but uploads files in a way some S3-compatible servers
+# reject (Expect: 100-continue), so it is opt-in.
+STATE_STORES = {
+    "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
+    "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+}
+
+
 class SparkSetupError(RuntimeError):
     pass
 
@@ -60,8 +69,7 @@ def spark_conf(settings: LakeSettings) -> dict[str, str]:
         # ms is the contract's precision; INT64 millis reads in Athena, Glue, Redshift and pyarrow.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MILLIS",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
-        "spark.sql.streaming.stateStore.providerClass":
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[settings.state_store],
     }
     if needs_s3(settings):
         s3 = settings.s3
@@ -69,6 +77,8 @@ def spark_conf(settings: LakeSettings) -> dict[str, str]:
             conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
             conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(s3.endpoint.startswith("https")).lower()
         conf["spark.hadoop.fs.s3a.path.style.access"] = str(s3.path_style).lower()
+        # Some S3-compatible servers answer "Expect: 100-continue" badly (status 100 as an error).
+        conf["spark.hadoop.fs.s3a.connection.expect.continue"] = str(s3.expect_continue).lower()
         if s3.region:
             conf["spark.hadoop.fs.s3a.endpoint.region"] = s3.region
         conf["spark.hadoop.fs.s3a.impl"] = "org.apache.hadoop.fs.s3a.S3AFileSystem"

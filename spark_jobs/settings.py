@@ -21,6 +21,7 @@ class S3:
     endpoint: str | None = None      # e.g. http://127.0.0.1:9000 for an S3-compatible server
     path_style: bool = False         # True for most S3-compatible servers (no bucket DNS names)
     region: str | None = None
+    expect_continue: bool = False    # True is AWS's default; off works with every local server
 
 
 @dataclass
@@ -41,6 +42,7 @@ class LakeSettings:
     # Event times further than this ahead of the ingest time go to quarantine (future_ts).
     future_tolerance_s: int = 300
     target_rows_per_file: int = 1_000_000
+    state_store: str = "hdfs"        # hdfs | rocksdb (see session.STATE_STORES)
     shuffle_partitions: int = 2
     driver_memory: str = "1g"
     ui: bool = False
@@ -54,6 +56,8 @@ class LakeSettings:
             raise ValueError(f"unknown topics {sorted(unknown)}; known: {[r.name for r in RECORD_TYPES]}")
         self.lake = to_uri(self.lake)
         self.checkpoint = to_uri(self.checkpoint) if self.checkpoint else join(self.lake, "_checkpoints", "lake-stream")
+        if self.state_store not in ("hdfs", "rocksdb"):
+            raise ValueError(f"state_store must be hdfs or rocksdb, not {self.state_store!r}")
         if self.trigger_s <= 0:
             raise ValueError("trigger_s must be > 0")
 

@@ -243,3 +243,67 @@ def test_driver_kill_9_mid_commit_then_restart_leaves_every_event_exactly_once(k
         for f in visible_files(f"file://{lake}", "data", t):
             assert f"file://{f}" in listed, f"orphan file {f}"
     assert not list((lake / "_staging").rglob("*.parquet"))
+
+
+def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path):
+    """The same job with an s3a:// lake and checkpoint against the project's S3-compatible server;
+    credentials reach Spark only through the standard AWS environment variables."""
+    boto3 = pytest.importorskip("boto3")
+    from deploy.local.s3 import S3Server
+    if not S3Server.available():
+        pytest.skip("no S3-compatible server (deploy/setup.d/40-s3.sh builds one)")
+    topics = ["weather_data"]
+    now = datetime.now(timezone.utc)
+    sent = [record("weather_data", now - timedelta(hours=k % 2), device="s3dev") for k in range(25)]
+    produce(kafka.bootstrap, [("weather_data", json.dumps(r).encode()) for r in sent])
+    with S3Server(tmp_path / "s3") as s3:
+        client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                              aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+        client.create_bucket(Bucket="lake")
+        env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+               "AWS_REGION": "us-east-1", "SMARTCITY_LAKE_S3__REGION": "us-east-1",
+               "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "spark_jobs", "stream", "--lake", "s3a://lake/city",
+               "--bootstrap", kafka.bootstrap, "--trigger-s", "1", "--topics", ",".join(topics),
+               "--s3-endpoint", s3.endpoint, "--s3-path-style"]
+        log = tmp_path / "s3run.log"
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "ab"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+        def keys(prefix):
+            out = []
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix):
+                out += [o["Key"] for o in page.get("Contents", [])]
+            return out
+
+        def mine():
+            ids = []
+            for k in keys("city/data/weather_data/"):
+                # Folder markers ("key/") are not files to any reader; hidden names are skipped as Athena does.
+                if k.endswith("/") or any(part.startswith(("_", ".")) for part in k.split("/")[3:]):
+                    continue
+                local = tmp_path / "dl" / k
+                local.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file("lake", k, str(local))
+                import pyarrow.parquet as pq
+                t = pq.read_table(local, columns=["event_id", "device_id"])
+                ids += [e for e, d in zip(*t.to_pydict().values()) if d == "s3dev"]
+            return ids
+
+        try:
+            wait_until(lambda: proc.poll() is not None or len(mine()) >= 25, 240, f"events in S3 ({log})")
+            assert proc.poll() is None, f"the job died: {log}"
+            time.sleep(3)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        got = mine()
+        assert sorted(got) == sorted(r["event_id"] for r in sent)
+        for k in keys("city/data/weather_data/"):
+            assert k.endswith("/") or ("/dt=" in k and "/hour=" in k and k.endswith(".parquet")), k
+        assert any(k.startswith("city/_checkpoints/lake-stream/offsets/") for k in keys("city/_checkpoints/"))
+        assert not [k for k in keys("city/_staging/") if k.endswith(".parquet")]
+        assert s3.secret_key not in log.read_text()
