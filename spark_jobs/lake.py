@@ -70,12 +70,12 @@ def classify(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataF
     future = F.col("event_ts") > F.col("ingest_ts") + F.make_dt_interval(secs=F.lit(future_tolerance_s))
     error_kind = (F.when(F.col("value").isNull() | F.col("v").isNull(), "bad_json")
                   .when(~is_obj, "not_object")
-                  .when(F.size("viol") > 0, "contract")
+                  .when(F.col("viol") != "", "contract")
                   .when(future, "future_ts"))
     reason = (F.when(F.col("value").isNull(), F.lit("empty Kafka value"))
               .when(F.col("v").isNull(), F.lit("not valid JSON"))
               .when(~is_obj, F.concat(F.lit("<record>="), F.lower(top), F.lit(": must be a JSON object")))
-              .when(F.size("viol") > 0, F.array_join("viol", "; "))
+              .when(F.col("viol") != "", F.col("viol"))
               .when(future, F.concat(F.lit("ts="), F.col("event_ts").cast("string"),
                                      F.lit(f": more than {future_tolerance_s} s after ingest time "),
                                      F.col("ingest_ts").cast("string"))))

@@ -98,15 +98,22 @@ def field_violation(f: cs.Field, v: Column) -> Column:
     return chain
 
 
-def violations(rt: RecordType | str, v: Column) -> Column:
-    """array<string> of every violation of record type `rt` by the parsed value `v` (empty = valid).
-    `v` must be a JSON object (see `error_kind`)."""
+def messages(rt: RecordType | str, v: Column) -> list[Column]:
+    """One column per field (null or its violation message), then one for unknown fields."""
     rt = record_type(rt) if isinstance(rt, str) else rt
-    per_field = F.array(*[field_violation(f, v) for f in rt.fields])
     keys = F.map_keys(F.try_variant_get(v, "$", "map<string,variant>"))
     known = F.array(*[F.lit(n) for n in rt.field_names])
-    unknown = F.transform(F.array_except(keys, known), lambda k: F.concat(k, F.lit(": unknown field")))
-    return F.concat(F.filter(per_field, lambda m: m.isNotNull()), F.coalesce(unknown, F.array().cast("array<string>")))
+    unknown = F.array_except(keys, known)
+    unknown_msg = F.when(F.size(unknown) > 0, F.concat(
+        F.array_join(unknown, ": unknown field; "), F.lit(": unknown field")))
+    return [field_violation(f, v) for f in rt.fields] + [unknown_msg]
+
+
+def violations(rt: RecordType | str, v: Column) -> Column:
+    """Every violation of record type `rt` by the parsed object `v`, joined with "; ";
+    "" when valid. Built without higher-order functions (filter/transform are evaluated
+    row by row outside code generation, which made validation ~10x slower)."""
+    return F.concat_ws("; ", *messages(rt, v))
 
 
 def typed_value(f: cs.Field, v: Column) -> Column:

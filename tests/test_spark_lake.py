@@ -93,13 +93,15 @@ def test_spark_validation_agrees_with_contracts_on_every_rule(spark):
     out = []
     for rt in RECORD_TYPES:
         sub = df.filter(F.col("topic") == rt.name)
-        out += sub.select("value", V.violations(rt, F.col("v")).alias("viol")).collect()
+        out += sub.select("value", F.array(*V.messages(rt, F.col("v"))).alias("viol")).collect()
     assert len(out) == len(cases)
-    by_value = {bytes(r["value"]): r["viol"] for r in out}
+    by_value = {bytes(r["value"]): [m for m in r["viol"] if m] for r in out}
     mismatches = []
     for topic, rec in cases:
         expected = sorted({v.field for v in violations(topic, rec)})
         got = sorted({m.split("=", 1)[0].split(":", 1)[0] for m in by_value[json.dumps(rec).encode()]})
+        if "surprise" in rec:
+            assert "surprise: unknown field" in by_value[json.dumps(rec).encode()]
         if expected != got:
             mismatches.append((topic, rec, expected, got))
     assert not mismatches, mismatches[:5]
