@@ -13,8 +13,6 @@ from .schemas import LINEAGE, PARTITIONS, QUARANTINE_FIELDS, QUARANTINE_PARTITIO
 from .settings import join
 
 _HIVE = {cs.STRING: "string", cs.INT: "int", cs.LONG: "bigint", cs.DOUBLE: "double", cs.TIMESTAMP: "timestamp"}
-_SPARK_TO_HIVE = {"string": "string", "int": "int", "bigint": "bigint", "timestamp": "timestamp",
-                  "double": "double"}
 
 
 def _q(s: str) -> str:
@@ -40,9 +38,8 @@ def _redshift(t: str, f: cs.Field | None = None) -> str:
 
 
 def _lineage_logical() -> list[tuple[str, str, str]]:
-    m = {"string": cs.STRING, "integer": cs.INT, "bigint": cs.LONG, "timestamp": cs.TIMESTAMP}
-    return [(n, m[t.simpleString().replace("int", "integer") if t.simpleString() == "int" else t.simpleString()], d)
-            for n, t, d in LINEAGE]
+    m = {"string": cs.STRING, "int": cs.INT, "bigint": cs.LONG, "timestamp": cs.TIMESTAMP}
+    return [(n, m[t.simpleString()], d) for n, t, d in LINEAGE]
 
 
 def _columns(rt: RecordType) -> list[tuple[str, str, str, cs.Field | None]]:
