@@ -108,6 +108,7 @@ def run(args: list[str]) -> dict:
             time.sleep(0.5)
         progress = [p for p in q.recentProgress if p["numInputRows"] > 0]
         q.stop()
+        out["batch_timings"] = q.lake_writer.timings
         steady = progress[1:] or progress
         rows = sum(p["numInputRows"] for p in steady)
         secs = sum(p["durationMs"]["triggerExecution"] for p in steady) / 1000

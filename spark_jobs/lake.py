@@ -130,6 +130,7 @@ class LakeWriter:
         self.log_fs = HadoopFS(spark, s.checkpoint)
         self.committer = BatchCommitter(self.lake_fs, self.log_fs, s.lake, join(s.checkpoint, "lake_commits"))
         self.totals: dict[str, int] = {}
+        self.timings: list[dict] = []  # per committed batch: where the time went
         self._tag: str | None = None
         self.last_batch: int | None = None
 
@@ -159,6 +160,7 @@ class LakeWriter:
         try:
             counts = {f"{r['kind']}/{r['kafka_topic']}": r["count"]
                       for r in batch.groupBy("kind", "kafka_topic").count().collect()}
+            t_count = time.monotonic()
             for t in self.s.topics:
                 n = counts.get(f"data/{t}", 0)
                 if n:
@@ -171,11 +173,15 @@ class LakeWriter:
                  .partitionBy("q_topic", "dt").parquet(join(staging, "quarantine")))
         finally:
             batch.unpersist()
+        t_write = time.monotonic()
         staged = [rel for rel, _ in self.lake_fs.list_files(staging)]
         moves = plan_moves(staged, self.query_tag(), batch_id)
         self.committer.commit(batch_id, staging, moves, {"counts": counts})
         self._count(counts)
         self.last_batch = batch_id
+        t_end = time.monotonic()
+        self.timings.append({"batch": batch_id, "classify_count_s": round(t_count - t0, 2),
+                             "write_s": round(t_write - t_count, 2), "commit_s": round(t_end - t_write, 2)})
         log.info("lake: batch %d committed: %s files, counts %s, %.2f s", batch_id, len(moves),
                  counts, time.monotonic() - t0)
         if nq:
