@@ -200,7 +200,8 @@ class KafkaServer:
         if not self.cluster_id_path.exists():
             self.cluster_id_path.write_text(new_cluster_id() + "\n")
         cid = self.cluster_id_path.read_text().strip()
-        cmd = self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.props_path),
+        # "=": a random id may start with "-", which argparse would take for an option.
+        cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(self.props_path),
                          "--ignore-formatted")
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
