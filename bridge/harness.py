@@ -290,17 +290,19 @@ class BridgeProcess:
         return out
 
     def wait_connected(self, timeout_s: float = 20.0) -> None:
+        """Until the broker granted the bridge's subscription: from then on nothing published is
+        lost even if the bridge dies."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited rc={self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if self.metrics().get("bridge_mqtt_connected") == 1:
+                if self.metrics().get("bridge_mqtt_subscribed") == 1:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"bridge not connected after {timeout_s}s:\n{self.log_tail()}")
+        raise RuntimeError(f"bridge not subscribed after {timeout_s}s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 40) -> str:
         try:

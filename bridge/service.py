@@ -60,6 +60,10 @@ class Bridge:
         self._stop = threading.Event()
         self._draining = False
         self._connected = False
+        # True once the broker granted the subscription on the current connection. Only from then
+        # on does the broker keep messages for this (persistent) session: what devices publish
+        # before a bridge group has ever subscribed has no one to be queued for.
+        self._subscribed = False
         self._kafka_up = True
         self._kafka_down_since: float | None = None
         self._fatal: str | None = None
@@ -108,6 +112,8 @@ class Bridge:
                    lambda: self._quantile(0.50))
         r.gauge_fn("bridge_mqtt_connected", "1 while connected to the MQTT broker",
                    lambda: int(self._connected))
+        r.gauge_fn("bridge_mqtt_subscribed", "1 once the broker granted the subscription on this connection",
+                   lambda: int(self._subscribed))
         r.gauge_fn("bridge_kafka_up", "0 while every Kafka broker is unreachable",
                    lambda: int(self._kafka_up))
         r.gauge_fn("bridge_seconds_since_last_message", "Seconds since the last MQTT message",
@@ -122,6 +128,8 @@ class Bridge:
         problems = []
         if not self._connected:
             problems.append("mqtt disconnected")
+        elif not self._subscribed:
+            problems.append("mqtt subscription not granted")
         if not self._kafka_up:
             problems.append("kafka unreachable")
         if self._fatal:
@@ -167,6 +175,7 @@ class Bridge:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = m.session_expiry_s
         props.ReceiveMaximum = m.max_inflight
@@ -197,8 +206,18 @@ class Bridge:
         log.info("mqtt connected", extra={"session_present": flags.session_present,
                                           "dropped_unacked": dropped})
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("mqtt subscription refused", extra={"filters": self.subscription,
+                                                          "reasons": refused})
+            return
+        self._subscribed = True
+        log.info("mqtt subscribed", extra={"filters": self.subscription})
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected = False
+        self._subscribed = False
         if not self._stop.is_set():
             log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason_code)})
 

@@ -104,6 +104,21 @@ class PublishedIds:
         self.client.loop_stop()
 
 
+def wait_subscribed(bridge: Proc, http_port: int, timeout_s: float = 60.0) -> None:
+    import urllib.request
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        bridge.check()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:
+                if "\nbridge_mqtt_subscribed 1" in r.read().decode():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the bridge did not subscribe within {timeout_s:.0f} s; see {bridge.log_path}")
+
+
 def lake_ids(lake: str, topic: str) -> list[str]:
     from spark_jobs.reader import read_table
     t = read_table(lake, "data", topic, columns=["event_id"])
@@ -184,11 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         mqtt_port, bootstrap = st["mosquitto"]["port"], st["kafka"]["bootstrap"]
         say(f"stack up: mqtt 127.0.0.1:{mqtt_port}, kafka {bootstrap}")
 
+        bridge_http = free_port()
         bridge = Proc("bridge", [sys.executable, "-m", "bridge", "--mqtt-port", str(mqtt_port),
                                  "--mqtt-username", "bridge", "--kafka-bootstrap", bootstrap,
-                                 "--http-port", "-1"], run_dir,
+                                 "--http-port", str(bridge_http)], run_dir,
                       env={"SMARTCITY_BRIDGE_MQTT__PASSWORD": creds["mqtt"]["bridge"]})
         procs.append(bridge)
+        # Mosquitto keeps messages only for subscriptions that exist: the agent must not publish
+        # before the bridge group's subscription is granted (afterwards its session holds them).
+        wait_subscribed(bridge, bridge_http)
+        say(f"bridge subscribed (metrics on http://127.0.0.1:{bridge_http}/metrics)")
         say("starting the Spark job (Kafka -> lake); Spark takes a while to start ...")
         spark = Proc("spark", [sys.executable, "-m", "spark_jobs", "stream", "--lake", lake,
                                "--bootstrap", bootstrap, "--trigger-s", str(a.trigger_s)], run_dir)

@@ -333,4 +333,5 @@ def test_healthz_turns_degraded_when_nothing_arrives_for_the_configured_time(
     doc = json.loads(body)
     assert status == 503 and doc["status"] == "degraded"
     assert any("no message" in p for p in doc["problems"])
-    assert b.metrics()["bridge_mqtt_connected"] == 1 and b.metrics()["bridge_kafka_up"] == 1
+    m = b.metrics()
+    assert m["bridge_mqtt_connected"] == 1 and m["bridge_mqtt_subscribed"] == 1 and m["bridge_kafka_up"] == 1
