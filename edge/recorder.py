@@ -6,7 +6,6 @@ a restart publishes the very same id, and downstream deduplicates on it.
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from datetime import datetime
@@ -53,7 +52,7 @@ class Recorder:
         def build(seq: int) -> tuple[str, bytes]:
             rec = {"event_id": event_id(self.device_id, self.boot_id, seq), "seq": seq,
                    **envelope, **fields}
-            return self._topics[stream], json.dumps(rec, separators=(",", ":")).encode()
+            return self._topics[stream], contracts.encode(rt, rec)
 
         seq = self.queue.append(stream, build)
         self.records_total[stream] += 1
