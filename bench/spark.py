@@ -25,17 +25,42 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _records(n: int, start: datetime, device: str, hours: int):
-    from contracts import example, format_ts
+def _template(rt) -> dict:
+    """A valid record with every nullable field filled (real readings mostly are), so the parse
+    does the work it does on the agent's records, not on a record of nulls."""
+    from contracts import example, violations
+    from contracts import schema as cs
+    r = example(rt.name)
+    for f in rt.fields:
+        if r.get(f.name) is not None:
+            continue
+        if f.enum:
+            v = f.enum[-1]
+        elif f.type == cs.DOUBLE:
+            lo, hi = (f.minimum if f.minimum is not None else -1000.0), (f.maximum if f.maximum is not None else 1000.0)
+            v = round(lo + (hi - lo) * 0.3721, 6)
+        elif f.type in (cs.INT, cs.LONG):
+            v = int(f.minimum if f.minimum is not None else 0) + 1
+        else:
+            v = "bench"
+        if not violations(rt, {**r, f.name: v}):
+            r[f.name] = v
+    return r
+
+
+def _records(n: int, start: datetime, device: str, hours: int, canonical: bool = True):
+    from contracts import encode, format_ts
     from contracts.schema import RECORD_TYPES
-    topics = [rt.name for rt in RECORD_TYPES]
-    templates = {t: example(t) for t in topics}
+    templates = {rt.name: _template(rt) for rt in RECORD_TYPES}
+    topics = list(templates)
     for i in range(n):
         t = topics[i % len(topics)]
         r = dict(templates[t])
         r.update(event_id=f"{device}:0000beef:{i}", device_id=device, seq=i,
                  ts=format_ts(start + timedelta(seconds=(i * hours * 3600) // max(n, 1))))
-        yield t, json.dumps(r).encode()
+        # canonical: the agent's wire form (the lake job's fast path); else json.dumps' default
+        # spacing, as a third-party producer might write (the full VARIANT path for every row).
+        yield t, (encode(t, r) if canonical else json.dumps(r).encode())
 
 
 def _produce(bootstrap: str, items) -> int:
@@ -72,6 +97,8 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--max-offsets", type=int, default=200_000)
     ap.add_argument("--latency-s", type=float, default=45.0)
     ap.add_argument("--rate", type=float, default=200.0, help="records/s in the latency phase")
+    ap.add_argument("--encoding", choices=("canonical", "spaced"), default="canonical",
+                    help="canonical: the agent's wire form; spaced: json.dumps default (full path)")
     a = ap.parse_args(args)
     from deploy.local.kafka import KafkaServer
     from spark_jobs.compact import compact_hour, hours
@@ -81,12 +108,12 @@ def run(args: list[str]) -> dict:
     from spark_jobs.settings import LakeSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-spark-"))
-    out: dict = {"rows": a.rows}
+    out: dict = {"rows": a.rows, "encoding": a.encoding}
     with KafkaServer(tmp / "kafka") as kafka:
         kafka.create_topics(partitions=2)
         start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
         t = time.monotonic()
-        _produce(kafka.bootstrap, _records(a.rows, start, "bench", 3))
+        _produce(kafka.bootstrap, _records(a.rows, start, "bench", 3, a.encoding == "canonical"))
         out["produce_s"] = round(time.monotonic() - t, 2)
         s = LakeSettings(bootstrap=kafka.bootstrap, lake=str(tmp / "lake"), trigger_s=0.5,
                          max_offsets_per_trigger=a.max_offsets)
@@ -133,13 +160,13 @@ def run(args: list[str]) -> dict:
 
         def producer():
             from confluent_kafka import Producer
-            from contracts import example, format_ts
+            from contracts import encode, example, format_ts
             p = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 0})
             i = 0
             while not stop.is_set():
                 r = example("gps_data")
                 r.update(event_id=f"lat:0000cafe:{i}", device_id="lat", seq=i, ts=format_ts(time.time()))
-                p.produce("gps_data", json.dumps(r).encode())
+                p.produce("gps_data", encode("gps_data", r))
                 p.poll(0)
                 i += 1
                 time.sleep(1 / a.rate)

@@ -11,8 +11,13 @@ Layout (Hive style, so Athena/Glue/Redshift Spectrum and pyarrow read it directl
     {lake}/_checkpoints/lake-stream/                                  Kafka offsets, dedup state,
                                                                       commit manifests (lake_commits/)
 
-Deduplication: the bridge is at-least-once, so a reading can arrive twice. Rows are deduplicated on
-(topic, event_id) with Spark's dropDuplicatesWithinWatermark, and the watermark is on ingest time
+Validation has a fast path (`triage`: a typed parse proves canonical valid records, see
+validation.conforms) and the full path (`classify_full`, VARIANT, every rule with its reason) for
+the rest, run in the batch writer on those rows only.
+
+Deduplication: the bridge is at-least-once, so a reading can arrive twice. Proven rows are
+deduplicated on (topic, event_id), others on (topic, SHA-256 of the bytes), with Spark's
+dropDuplicatesWithinWatermark, and the watermark is on ingest time
 (the micro-batch timestamp), not on event time. Spark drops rows that are late for a stateful
 operator's watermark without telling anyone; with an ingest-time watermark no row can ever be late,
 so nothing is dropped except true duplicates (counted as numDroppedDuplicateRows in the progress).
@@ -32,10 +37,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from contracts import RecordType, record_type
+from contracts import schema as cs
 
 from . import validation as V
 from .commit import BatchCommitter, HadoopFS, plan_moves
-from .schemas import LINEAGE
+from .schemas import LINEAGE, wire_struct
 from .settings import LakeSettings, join
 
 log = logging.getLogger(__name__)
@@ -51,14 +57,26 @@ def _violations_by_topic(topics: list[str], topic: Column, v: Column) -> Column:
     return expr
 
 
-def classify(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFrame:
-    """Kafka rows (topic, partition, offset, timestamp, value) + ingest_ts -> one row per record with
-    kind 'data' | 'quarantine', error_kind, reason, the parsed VARIANT `v`, event_ts, event_id, and
-    the dedup key. Stateless, so it runs identically on a static DataFrame (tests) and a stream."""
-    d = df.select(
+def _kafka_columns(df: DataFrame) -> DataFrame:
+    return df.select(
         F.col("topic").alias("kafka_topic"), F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"), F.col("timestamp").alias("kafka_ts"),
         F.col("value"), F.col("ingest_ts"))
+
+
+def _future(event_ts: Column, future_tolerance_s: int) -> Column:
+    return event_ts > F.col("ingest_ts") + F.make_dt_interval(secs=F.lit(future_tolerance_s))
+
+
+def classify(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFrame:
+    """The full path. Kafka rows (topic, partition, offset, timestamp, value) + ingest_ts -> one row
+    per record with kind 'data' | 'quarantine', error_kind, reason, the parsed VARIANT `v`,
+    event_ts and event_id. Stateless, so it runs identically on a static DataFrame (tests)."""
+    return classify_full(_kafka_columns(df), topics, future_tolerance_s)
+
+
+def classify_full(d: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFrame:
+    """`classify` on rows that already carry the lineage column names (kafka_topic, ...)."""
     d = d.withColumn("v", V.parse(F.col("value")))
     top = F.schema_of_variant(F.col("v"))
     is_obj = top.startswith("OBJECT")
@@ -67,7 +85,7 @@ def classify(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataF
     d = d.withColumn("event_id", F.when(is_obj, F.try_variant_get("v", "$.event_id", "string")))
     d = d.withColumn("event_ts", F.when(is_obj, F.try_to_timestamp(
         F.try_variant_get("v", "$.ts", "string"), F.lit(V.TS_FORMAT))))
-    future = F.col("event_ts") > F.col("ingest_ts") + F.make_dt_interval(secs=F.lit(future_tolerance_s))
+    future = _future(F.col("event_ts"), future_tolerance_s)
     error_kind = (F.when(F.col("value").isNull() | F.col("v").isNull(), "bad_json")
                   .when(~is_obj, "not_object")
                   .when(F.col("viol") != "", "contract")
@@ -80,20 +98,59 @@ def classify(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataF
                                      F.lit(f": more than {future_tolerance_s} s after ingest time "),
                                      F.col("ingest_ts").cast("string"))))
     d = d.withColumn("error_kind", error_kind).withColumn("reason", reason).drop("viol")
-    d = d.withColumn("kind", F.when(F.col("error_kind").isNull(), "data").otherwise("quarantine"))
-    # Rejects keep their own Kafka coordinates as key: every poison record is kept, retries included.
-    d = d.withColumn("dedup_key", F.when(
-        F.col("kind") == "data", F.concat_ws("/", "kafka_topic", "event_id")).otherwise(
-        F.concat_ws("/", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")))
-    return d
+    return d.withColumn("kind", F.when(F.col("error_kind").isNull(), "data").otherwise("quarantine"))
+
+
+def wire_column(topic: str) -> str:
+    return f"wire_{topic}"
+
+
+def triage(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFrame:
+    """The fast path, before deduplication. Each row is parsed once with its topic's typed schema
+    (`wire_<topic>`, null for the other topics) and `fast_ok` says whether that alone proves it a
+    valid, canonical, not-from-the-future record (validation.conforms). The producers' records
+    normally all are; the rest (invalid, or valid JSON from a non-canonical producer) go through
+    `classify_full` in the batch writer, which is ~10x dearer per row and gives the reasons.
+
+    dedup_key: a proven record is keyed by (topic, event_id): the bridge's redeliveries and the
+    agent's re-sends collapse into one. Any other row is keyed by (topic, SHA-256 of its bytes):
+    exact copies collapse, but a record is never merged with a different payload that merely
+    claims the same event_id (a broken record must not hide its valid twin, nor the reverse)."""
+    d = _kafka_columns(df)
+    text = F.col("value").cast("string")
+    topic = F.col("kafka_topic")
+    ok = F.lit(False)
+    for t in topics:
+        d = d.withColumn(wire_column(t), F.when(topic == t, F.from_json(text, wire_struct(t))))
+        ok = F.when(topic == t, V.conforms(t, F.col("value"), F.col(wire_column(t)))).otherwise(ok)
+    ts_text = F.coalesce(*[F.col(wire_column(t))["ts"] for t in topics])
+    d = d.withColumn("event_ts", F.try_to_timestamp(ts_text, F.lit(V.TS_FORMAT)))
+    d = d.withColumn("fast_ok", ok & F.coalesce(~_future(F.col("event_ts"), future_tolerance_s),
+                                                F.lit(False)))
+    event_id = F.coalesce(*[F.col(wire_column(t))["event_id"] for t in topics])
+    raw_key = F.coalesce(F.sha2(F.col("value"), 256),
+                         F.concat_ws("/", F.lit("empty"), "kafka_partition", "kafka_offset"))
+    return d.withColumn("dedup_key", F.when(F.col("fast_ok"), F.concat_ws("/", topic, event_id))
+                        .otherwise(F.concat_ws("/", topic, F.lit("sha256"), raw_key)))
+
+
+def fast_data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
+    """Proven rows of one topic in the lake's file schema + dt/hour partition columns."""
+    rows = batch.filter(F.col("fast_ok") & (F.col("kafka_topic") == rt.name))
+    w = F.col(wire_column(rt.name))
+    cols = [(F.col("event_ts") if f.type == cs.TIMESTAMP else w[f.name]).alias(f.name) for f in rt.fields]
+    return rows.select(*cols, *LINEAGE_NAMES, *_partitions())
+
+
+def _partitions() -> list[Column]:
+    return [F.date_format("event_ts", "yyyy-MM-dd").alias("dt"),
+            F.date_format("event_ts", "HH").alias("hour")]
 
 
 def data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
-    """Valid rows of one topic in the lake's file schema + dt/hour partition columns."""
+    """Valid rows of one topic (after classify) in the lake's file schema + dt/hour partition columns."""
     rows = batch.filter((F.col("kind") == "data") & (F.col("kafka_topic") == rt.name))
-    return rows.select(*V.typed_columns(rt, F.col("v")), *LINEAGE_NAMES,
-                       F.date_format("event_ts", "yyyy-MM-dd").alias("dt"),
-                       F.date_format("event_ts", "HH").alias("hour"))
+    return rows.select(*V.typed_columns(rt, F.col("v")), *LINEAGE_NAMES, *_partitions())
 
 
 def quarantine_frame(batch: DataFrame) -> DataFrame:
@@ -116,7 +173,7 @@ def kafka_stream(spark: SparkSession, s: LakeSettings) -> DataFrame:
 
 
 def stream_frame(spark: SparkSession, s: LakeSettings) -> DataFrame:
-    d = classify(kafka_stream(spark, s), s.topics, s.future_tolerance_s)
+    d = triage(kafka_stream(spark, s), s.topics, s.future_tolerance_s)
     return (d.withWatermark("ingest_ts", f"{s.dedup_window_s} seconds")
              .dropDuplicatesWithinWatermark(["dedup_key"]))
 
@@ -157,21 +214,40 @@ class LakeWriter:
         staging = join(self.s.lake, "_staging", self.query_tag(), f"{batch_id:010d}")
         self.lake_fs.delete(staging)
         batch = batch.persist()
+        full = None
         try:
-            counts = {f"{r['kind']}/{r['kafka_topic']}": r["count"]
-                      for r in batch.groupBy("kind", "kafka_topic").count().collect()}
+            counts: dict[str, int] = {}
+            n_full = 0
+            for r in batch.groupBy("fast_ok", "kafka_topic").count().collect():
+                if r["fast_ok"]:
+                    counts[f"data/{r['kafka_topic']}"] = r["count"]
+                else:
+                    n_full += r["count"]
+            if n_full:
+                rest = batch.filter(~F.col("fast_ok")).select(*LINEAGE_NAMES, "value")
+                full = classify_full(rest, self.s.topics, self.s.future_tolerance_s).persist()
+                for r in full.groupBy("kind", "kafka_topic").count().collect():
+                    k = f"{r['kind']}/{r['kafka_topic']}"
+                    counts[k] = counts.get(k, 0) + r["count"]
             t_count = time.monotonic()
             for t in self.s.topics:
                 n = counts.get(f"data/{t}", 0)
-                if n:
-                    files = max(1, math.ceil(n / self.s.target_rows_per_file))
-                    (data_frame(batch, record_type(t)).coalesce(files).write.mode("overwrite")
-                     .partitionBy("dt", "hour").parquet(join(staging, "data", t)))
+                if not n:
+                    continue
+                rt = record_type(t)
+                frame = fast_data_frame(batch, rt)
+                if full is not None:
+                    frame = frame.unionByName(data_frame(full, rt))
+                files = max(1, math.ceil(n / self.s.target_rows_per_file))
+                (frame.coalesce(files).write.mode("overwrite")
+                 .partitionBy("dt", "hour").parquet(join(staging, "data", t)))
             nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
             if nq:
-                (quarantine_frame(batch).coalesce(1).write.mode("overwrite")
+                (quarantine_frame(full).coalesce(1).write.mode("overwrite")
                  .partitionBy("q_topic", "dt").parquet(join(staging, "quarantine")))
         finally:
+            if full is not None:
+                full.unpersist()
             batch.unpersist()
         t_write = time.monotonic()
         staged = [rel for rel, _ in self.lake_fs.list_files(staging)]

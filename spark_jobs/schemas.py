@@ -57,6 +57,14 @@ def record_struct(rt: RecordType | str) -> StructType:
     return StructType([StructField(f.name, spark_type(f), f.nullable) for f in rt.fields])
 
 
+def wire_struct(rt: RecordType | str) -> StructType:
+    """The contract's fields as from_json reads the canonical wire form: timestamps stay text, so
+    the exact characters can be checked and written back unchanged (validation.conforms)."""
+    rt = record_type(rt) if isinstance(rt, str) else rt
+    return StructType([StructField(f.name, StringType() if f.type == cs.TIMESTAMP else spark_type(f),
+                                   True) for f in rt.fields])
+
+
 def data_struct(rt: RecordType | str) -> StructType:
     """Columns of a data Parquet file of this record type (partition columns excluded)."""
     base = record_struct(rt)

@@ -116,6 +116,45 @@ def violations(rt: RecordType | str, v: Column) -> Column:
     return F.concat_ws("; ", *messages(rt, v))
 
 
+def _holds(f: cs.Field, x: Column) -> Column:
+    """The rules of `f` on a typed, non-null value (booleans only: no messages on the fast path)."""
+    conds: list[Column] = []
+    if f.type == cs.TIMESTAMP:
+        conds += [x.rlike(TS_REGEX), F.try_to_timestamp(x, F.lit(TS_FORMAT)).isNotNull()]
+    if f.max_length is not None:
+        conds.append(F.length(x) <= f.max_length)
+    if f.pattern is not None:
+        conds.append(x.rlike(f.pattern))
+    if f.type == cs.DOUBLE:
+        conds.append(~F.isnan(x) & (F.abs(x) != float("inf")))
+    if f.enum is not None:
+        conds.append(x.isin(*f.enum))
+    if f.minimum is not None:
+        conds.append(x >= f.minimum)
+    if f.maximum is not None:
+        conds.append(x <= f.maximum)
+    ok = F.lit(True)
+    for c in conds:
+        ok = ok & c
+    return ok
+
+
+def conforms(rt: RecordType | str, value: Column, st: Column) -> Column:
+    """True only when `value` (the Kafka bytes) is a valid record in the canonical wire encoding
+    (contracts.wire), proven without asking each value for its JSON type: `st` is
+    from_json(value, wire_struct(rt)); writing it back must give exactly the same bytes (so every
+    field is present, in order, with the type the contract says, and nothing else is there), and
+    every rule must hold on the typed values. False means "not proven": the row then takes the full
+    VARIANT path (violations), which accepts any valid JSON and explains every rejection."""
+    rt = record_type(rt) if isinstance(rt, str) else rt
+    same = F.to_json(st, {"ignoreNullFields": "false"}) == value.cast("string")
+    ok = F.coalesce(same, F.lit(False))
+    for f in rt.fields:
+        x = st[f.name]
+        ok = ok & ((x.isNull() | _holds(f, x)) if f.nullable else (x.isNotNull() & _holds(f, x)))
+    return ok
+
+
 def typed_value(f: cs.Field, v: Column) -> Column:
     """The field's value in its lake type (call only on valid rows)."""
     if f.type == cs.TIMESTAMP:

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("pyspark")
 from confluent_kafka import Producer  # noqa: E402
 
-from contracts import RECORD_TYPES, example, format_ts, violations  # noqa: E402
+from contracts import RECORD_TYPES, encode, example, format_ts, violations  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
 from spark_jobs.reader import read_table, visible_files  # noqa: E402
 from spark_jobs.settings import LakeSettings  # noqa: E402
@@ -107,6 +107,49 @@ def test_spark_validation_agrees_with_contracts_on_every_rule(spark):
     assert not mismatches, mismatches[:5]
 
 
+def test_the_fast_path_proves_valid_only_what_the_full_validation_accepts(spark):
+    """validation.conforms (typed parse + byte comparison + rules) may say "not proven" for a valid
+    record, but must never pass a record the full VARIANT validation rejects; and every valid
+    record in the canonical wire form is proven."""
+    from pyspark.sql import functions as F
+    from spark_jobs import validation as V
+    from spark_jobs.schemas import wire_struct
+    cases = []
+    for rt in RECORD_TYPES:
+        good = example(rt.name)
+        cases += [(rt.name, encode(rt, good)), (rt.name, json.dumps(good).encode())]
+        for f in rt.fields:
+            for bad in ("text", "5", 1.5, 1.0, 7, True, None, 10 ** 6, -(10 ** 6), 2 ** 40, "x" * 300,
+                        {"a": 1}, [1], float("nan"), float("inf"), 1e-4, 1e7):
+                rec = {**good, f.name: bad}
+                cases.append((rt.name, json.dumps(rec, separators=(",", ":")).encode()))
+                cases.append((rt.name, json.dumps({k: rec[k] for k in rt.field_names}, separators=(",", ":"),
+                                                  ensure_ascii=False).encode()))
+            cases.append((rt.name, encode(rt, {k: v for k, v in good.items() if k != f.name})))
+        cases.append((rt.name, encode(rt, {**good, "surprise": 1})))
+        cases.append((rt.name, encode(rt, {**good, "ts": "2026-02-30T00:00:00.000Z"})))
+        cases.append((rt.name, encode(rt, good)[:-1] + b',"event_id":"x:0000abcd:1"}'))
+        cases.append((rt.name, encode(rt, good) + b" "))
+    df = spark.createDataFrame(cases, "topic string, value binary").withColumn("v", V.parse(F.col("value")))
+    out = []
+    for rt in RECORD_TYPES:
+        sub = df.filter(F.col("topic") == rt.name)
+        st = F.from_json(F.col("value").cast("string"), wire_struct(rt))
+        out += sub.select("topic", "value", V.conforms(rt, F.col("value"), st).alias("proven"),
+                          V.violations(rt, F.col("v")).alias("viol")).collect()
+    assert len(out) == len(cases)
+    proven = [r for r in out if r["proven"]]
+    assert proven, "the canonical examples must be proven"
+    wrongly = [(r["topic"], bytes(r["value"]), r["viol"]) for r in proven
+               if r["viol"] != "" or violations(r["topic"], json.loads(r["value"]))]
+    assert not wrongly, wrongly[:5]
+    for rt in RECORD_TYPES:
+        assert any(r["proven"] and bytes(r["value"]) == encode(rt, example(rt.name)) for r in out), rt.name
+    # Valid but not canonical: left to the full path, which accepts it.
+    spaced = [r for r in out if bytes(r["value"]).startswith(b'{"event_id": ')]
+    assert spaced and not any(r["proven"] for r in spaced) and all(r["viol"] == "" for r in spaced)
+
+
 def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(kafka, spark, tmp_path):
     from spark_jobs.lake import build_query
     s = LakeSettings(bootstrap=kafka.bootstrap, lake=str(tmp_path / "lake"), trigger_s=1,
@@ -116,7 +159,10 @@ def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(k
     for topic in TOPICS:
         for k in range(40):  # spread over four event hours, including data three hours late
             sent[topic].append(record(topic, now - timedelta(hours=k % 4, seconds=k)))
-    good = [(t, json.dumps(r).encode()) for t in TOPICS for r in sent[t]]
+    # Half in the canonical wire form (the fast path), half as other producers may write JSON
+    # (spaces, another key order: the full path); both must land the same way.
+    good = [(t, encode(t, r) if i % 2 else json.dumps(dict(reversed(r.items()))).encode())
+            for t in TOPICS for i, r in enumerate(sent[t])]
     poison = [
         ("gps_data", b"{not json"),
         ("vehicle_data", json.dumps({**record("vehicle_data", now), "speed_kmh": "fast"}).encode()),
