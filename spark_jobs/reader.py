@@ -2,6 +2,7 @@
 `_spark_metadata`): what the tests, the benchmark and the demo summary trust."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,14 +16,13 @@ def _local(lake: str) -> Path:
 def visible_files(lake: str, area: str, topic: str) -> list[str]:
     """Files a Hive/Athena reader would read under {lake}/{area}/{topic}/."""
     root = _local(lake) / area / topic
-    if not root.exists():
-        return []
     out = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).parts
-        if p.is_file() and not any(part.startswith(("_", ".")) for part in rel):
-            out.append(str(p))
-    return out
+    # Hidden (`.`/`_`) folders are pruned, not descended into: compaction's temporary folders
+    # appear and vanish while readers list (os.walk skips a folder that is gone).
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        out += [os.path.join(folder, f) for f in files if not f.startswith(("_", "."))]
+    return sorted(out)
 
 
 def read_table(lake: str, area: str, topic: str, columns: list[str] | None = None) -> pa.Table | None:
