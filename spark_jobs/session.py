@@ -68,6 +68,7 @@ def spark_conf(settings: LakeSettings) -> dict[str, str]:
         # It is also long: HotSpot never JIT-compiles a method over 8,000 bytes of bytecode, and the
         # five topics' rules in one generated method exceed that (~1.5x slower triage without).
         "spark.driver.extraJavaOptions": "-Xss32m -XX:-DontCompileHugeMethods",
+        "spark.executor.extraJavaOptions": "-XX:-DontCompileHugeMethods",  # on a cluster
         # ms is the contract's precision; INT64 millis reads in Athena, Glue, Redshift and pyarrow.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MILLIS",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
