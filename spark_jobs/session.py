@@ -1,9 +1,14 @@
 """The SparkSession of the lake job: jars from the cache, UTC, s3a configuration.
 
 The Kafka source and hadoop-aws come from $SMARTCITY_CACHE/spark-jars (deploy/spark/pom.xml) and are
-passed with spark.jars: no ivy resolution at start-up, and spark-submit ships the same files to a
-standalone cluster's executors. The 640 MB AWS SDK bundle is only added when a path is s3a://
-(it costs ~3 s of start-up).
+passed with spark.jars: no ivy resolution at start-up. The 640 MB AWS SDK bundle is only added when
+a path is s3a:// (it costs ~3 s of start-up).
+
+Under spark-submit (a cluster) the driver JVM is already running when this code runs, so whatever
+must be known at JVM launch belongs to spark-submit and is left alone here: the master, the jars
+(--jars: they must be on the driver's class path, which spark.jars set now would not do), the
+driver's memory, Java options and host/bind address (SPARK_LOCAL_IP / --conf spark.driver.host).
+The session warns when the Kafka source did not come with --jars.
 """
 from __future__ import annotations
 
@@ -54,21 +59,39 @@ def jar_list(settings: LakeSettings) -> list[str]:
     return [str(j) for j in jars if s3 or not j.name.startswith(S3_JARS)]
 
 
-def spark_conf(settings: LakeSettings) -> dict[str, str]:
-    conf = {
+# The generated validation code is deep; Janino compiles it recursively (on the stream thread in
+# the driver, on task threads in executors). It is also long: HotSpot never JIT-compiles a method
+# over 8,000 bytes of bytecode, and the five topics' rules in one generated method exceed that
+# (~1.5x slower triage without). Under spark-submit: --driver-java-options (docs/lake.md).
+DRIVER_JAVA_OPTIONS = "-Xss32m -XX:-DontCompileHugeMethods"
+EXECUTOR_JAVA_OPTIONS = "-Xss32m -XX:-DontCompileHugeMethods"
+
+
+def under_spark_submit() -> bool:
+    """True when spark-submit started the driver JVM (and then runs this Python as its app)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_conf(settings: LakeSettings, submitted: bool | None = None) -> dict[str, str]:
+    """The session's configuration; `submitted` (default: under_spark_submit()) leaves out what only
+    takes effect at driver JVM launch, which spark-submit's own flags decide."""
+    if submitted is None:
+        submitted = under_spark_submit()
+    conf = {} if submitted else {
         "spark.jars": ",".join(jar_list(settings)),
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.driver.memory": settings.driver_memory,
-        "spark.ui.enabled": str(settings.ui).lower(),
-        "spark.ui.showConsoleProgress": "false",
+        # Local mode: everything on loopback. A cluster's executors must reach the driver at an
+        # address of its host, so under spark-submit that is SPARK_LOCAL_IP / spark.driver.host.
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
-        # The generated validation code is deep; Janino compiles it recursively on the stream thread.
-        # It is also long: HotSpot never JIT-compiles a method over 8,000 bytes of bytecode, and the
-        # five topics' rules in one generated method exceed that (~1.5x slower triage without).
-        "spark.driver.extraJavaOptions": "-Xss32m -XX:-DontCompileHugeMethods",
-        "spark.executor.extraJavaOptions": "-XX:-DontCompileHugeMethods",  # on a cluster
+        "spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS,
+    }
+    conf |= {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.ui.enabled": str(settings.ui).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.executor.extraJavaOptions": EXECUTOR_JAVA_OPTIONS,  # on a cluster
         # ms is the contract's precision; INT64 millis reads in Athena, Glue, Redshift and pyarrow.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MILLIS",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
@@ -91,15 +114,23 @@ def spark_conf(settings: LakeSettings) -> dict[str, str]:
 def build_session(settings: LakeSettings, app_name: str = "smartcity-lake"):
     """SparkSession for `settings` (local master by default; spark-submit's --master wins)."""
     from pyspark.sql import SparkSession
-    if not os.environ.get("JAVA_HOME") and Path(JAVA17).exists():
-        os.environ["JAVA_HOME"] = JAVA17
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    submitted = under_spark_submit()
     b = SparkSession.builder.appName(app_name)
     # Under spark-submit the JVM already exists (PYSPARK_GATEWAY_PORT) and --master must win.
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+    if not submitted:
+        if not os.environ.get("JAVA_HOME") and Path(JAVA17).exists():
+            os.environ["JAVA_HOME"] = JAVA17
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         b = b.master(settings.master)
-    for k, v in spark_conf(settings).items():
+    for k, v in spark_conf(settings, submitted).items():
         b = b.config(k, v)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark_log_level)
+    if submitted:
+        import pyspark
+        want = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
+        jars = spark.sparkContext.getConf().get("spark.jars", "")
+        if want not in jars:  # compaction does not need it; the Kafka source would fail obscurely
+            log.warning("%s was not passed to spark-submit: the stream needs "
+                        '--jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" (docs/lake.md)', want)
     return spark

@@ -1,7 +1,13 @@
-"""Entry file for spark-submit (which runs a file, not a module):
+"""Entry file for spark-submit (which runs a file, not a module); from the repository root:
 
-    spark-submit --master spark://HOST:7077 --jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" \
+    zip -qr smartcity.zip contracts spark_jobs edge/settings.py edge/__init__.py
+    SPARK_LOCAL_IP=<driver address> spark-submit --master spark://HOST:7077 \
+        --jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" \
+        --driver-java-options "-Xss32m -XX:-DontCompileHugeMethods" \
         --py-files smartcity.zip deploy/spark/submit_lake.py stream --lake s3a://bucket/city ...
+
+docs/lake.md ("Jars and clusters") explains each flag; tests/test_spark_cluster.py runs exactly this
+against a local standalone cluster (deploy/local/spark_cluster.py).
 """
 import sys
 
