@@ -5,8 +5,8 @@
   smartcity-lake ddl     [--lake URI] [--dialect athena|redshift|all]
 
 Settings: defaults < --config TOML < SMARTCITY_LAKE_* environment < flags (see settings.py).
-On a standalone cluster: spark-submit --master spark://HOST:7077 --jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" \
-    -m spark_jobs stream ...   (see docs/lake.md)
+On a standalone cluster spark-submit needs a file, not a module: deploy/spark/submit_lake.py
+takes the same arguments, with the project zipped into --py-files (the command is in docs/lake.md).
 """
 from __future__ import annotations
 
