@@ -22,6 +22,7 @@ definition of the record types (a test fails when this file is stale). JSON Sche
   queue, so every resend carries the same id; downstream deduplicates on it.
 - `ts` is event time in UTC with milliseconds and `Z`; `clock` says which clock stamped it.
 - Nullable fields are those a sensor may be missing for (no fix, unsupported PID, no DHT).
+- `int` is 32-bit and `long` 64-bit signed, the lake's column types: a larger integer is a violation.
 - Unknown fields are violations (a typo in a producer must not become a silently missing column).
 - A violation names the field, the value and the rule, e.g.
   `gps_data: lat=91.0: must be <= 90; fix_mode=5: must be one of [1, 2, 3]`.

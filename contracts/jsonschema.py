@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import DOUBLE, INT, LONG, RECORD_TYPES, SCHEMA_VERSION, STRING, TIMESTAMP, RecordType
+from .schema import DOUBLE, INT, INT_RANGE, LONG, RECORD_TYPES, SCHEMA_VERSION, STRING, TIMESTAMP, RecordType
 
 _JSON_TYPES = {STRING: "string", TIMESTAMP: "string", INT: "integer", LONG: "integer", DOUBLE: "number"}
 
@@ -21,10 +21,11 @@ def json_schema(rt: RecordType) -> dict[str, Any]:
             p["pattern"] = f.pattern
         if f.max_length is not None:
             p["maxLength"] = f.max_length
-        if f.minimum is not None:
-            p["minimum"] = f.minimum
-        if f.maximum is not None:
-            p["maximum"] = f.maximum
+        lo, hi = INT_RANGE.get(f.type, (None, None))
+        if f.minimum is not None or lo is not None:
+            p["minimum"] = f.minimum if f.minimum is not None else lo
+        if f.maximum is not None or hi is not None:
+            p["maximum"] = f.maximum if f.maximum is not None else hi
         if f.enum is not None:
             p["enum"] = list(f.enum) + ([None] if f.nullable else [])
         props[f.name] = p

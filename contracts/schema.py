@@ -16,6 +16,9 @@ INT = "int"        # 32-bit signed is enough for every int field below
 LONG = "long"      # 64-bit (seq)
 DOUBLE = "double"
 TIMESTAMP = "timestamp"  # ISO-8601 UTC with milliseconds and Z: 2026-11-28T12:43:09.123Z
+# The lake's integer columns are 32- and 64-bit (Spark int/bigint): an integer beyond them is a
+# contract violation everywhere, rather than an overflow or a null downstream.
+INT_RANGE = {INT: (-2**31, 2**31 - 1), LONG: (-2**63, 2**63 - 1)}
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from functools import lru_cache
+from typing import Any, Callable, Mapping
 
-from .schema import DOUBLE, INT, LONG, STRING, TIMESTAMP, Field, RecordType, record_type
+from .schema import DOUBLE, INT, INT_RANGE, LONG, STRING, TIMESTAMP, Field, RecordType, record_type
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _patterns: dict[str, re.Pattern[str]] = {}
@@ -43,9 +44,7 @@ def _check(f: Field, value: Any) -> str | None:
         if t == TIMESTAMP:
             if not TS_RE.match(value):
                 return "must be UTC ISO-8601 with milliseconds and Z (YYYY-MM-DDTHH:MM:SS.sssZ)"
-            try:
-                datetime.fromisoformat(value[:-1])
-            except ValueError:
+            if not _valid_ts(value):
                 return "not a valid calendar date/time"
         if f.max_length is not None and len(value) > f.max_length:
             return f"longer than {f.max_length} characters"
@@ -56,10 +55,13 @@ def _check(f: Field, value: Any) -> str | None:
     elif t in (INT, LONG):
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer, got {type(value).__name__}"
+        lo, hi = INT_RANGE[t]
+        if not lo <= value <= hi:
+            return f"out of range for a {'32' if t == INT else '64'}-bit int"
     elif t == DOUBLE:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a number, got {type(value).__name__}"
-        if not math.isfinite(value):
+        if not _finite_double(value):
             return "must be finite"
     if f.enum is not None and value not in f.enum:
         return f"must be one of {list(f.enum)}"
@@ -68,6 +70,23 @@ def _check(f: Field, value: Any) -> str | None:
     if f.maximum is not None and value > f.maximum:
         return f"must be <= {f.maximum}"
     return None
+
+
+def _finite_double(value: int | float) -> bool:
+    # math.isfinite(int) converts to float and raises OverflowError past ~1.8e308: such an int
+    # has no double either, so it is as non-finite as inf.
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _valid_ts(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value[:-1])
+    except ValueError:
+        return False
+    return True
 
 
 def violations(rt: RecordType | str, record: Any) -> list[Violation]:
@@ -101,3 +120,60 @@ def validate(rt: RecordType | str, record: Any) -> Mapping[str, Any]:
     if v:
         raise ContractError(rt.name, v)
     return record
+
+
+@lru_cache(maxsize=None)
+def checker(rt: RecordType | str) -> Callable[[Any], bool]:
+    """A yes/no test equivalent to `not violations(rt, record)`, generated from the contract as
+    straight-line Python: the bridge tests every message and only a failing one needs the
+    explanation, so it pays for `violations` on bad input only (~5x cheaper on good input)."""
+    if isinstance(rt, str):
+        rt = record_type(rt)
+    env: dict[str, Any] = {"_M": object(), "Mapping": Mapping, "_known": frozenset(rt.field_names),
+                           "_finite": _finite_double, "_ts_re": TS_RE.match, "_valid_ts": _valid_ts,
+                           "_slow": lambda r: not violations(rt, r)}
+    body = ["def ok(r):",
+            # Non-dict mappings are rare (json.loads gives dicts): the generic walk handles them.
+            "    if type(r) is not dict: return _slow(r)",
+            "    if not r.keys() <= _known: return False"]
+    for i, f in enumerate(rt.fields):
+        v = f"v{i}"
+        body.append(f"    {v} = r.get({f.name!r}, _M)")
+        if f.nullable:
+            body.append(f"    if {v} is not None and {v} is not _M:")
+            ind = "        "
+        else:
+            body.append(f"    if {v} is None or {v} is _M: return False")
+            body.append("    if True:")
+            ind = "        "
+        rules = []
+        if f.type in (STRING, TIMESTAMP):
+            rules.append(f"type({v}) is not str and not isinstance({v}, str)")
+            if f.type == TIMESTAMP:
+                rules += [f"not _ts_re({v})", f"not _valid_ts({v})"]
+            if f.max_length is not None:
+                rules.append(f"len({v}) > {f.max_length}")
+            if f.pattern is not None:
+                env[f"_p{i}"] = re.compile(f.pattern).search
+                rules.append(f"not _p{i}({v})")
+        elif f.type in (INT, LONG):
+            lo, hi = INT_RANGE[f.type]
+            rules.append(f"type({v}) is not int and (isinstance({v}, bool) or not isinstance({v}, int))")
+            rules.append(f"not {lo} <= {v} <= {hi}")
+        elif f.type == DOUBLE:
+            rules.append(f"type({v}) is not float and type({v}) is not int and "
+                         f"(isinstance({v}, bool) or not isinstance({v}, (int, float)))")
+            rules.append(f"not _finite({v})")
+        else:
+            raise ValueError(f"no validation for logical type {f.type!r} of field {f.name}")
+        if f.enum is not None:
+            env[f"_e{i}"] = frozenset(f.enum)
+            rules.append(f"{v} not in _e{i}")
+        if f.minimum is not None:
+            rules.append(f"{v} < {f.minimum!r}")
+        if f.maximum is not None:
+            rules.append(f"{v} > {f.maximum!r}")
+        body += [f"{ind}if {r}: return False" for r in rules]
+    body.append("    return True")
+    exec(compile("\n".join(body), f"<contract {rt.name}>", "exec"), env)  # noqa: S102 - our own text
+    return env["ok"]

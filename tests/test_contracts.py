@@ -104,3 +104,32 @@ def test_docs_contracts_md_is_generated_from_the_contracts():
     committed = (ROOT / "docs/contracts.md").read_text()
     assert committed.strip() == markdown().strip(), \
         "regenerate with: python -m contracts docs > docs/contracts.md"
+
+
+def test_integers_beyond_the_lake_columns_are_violations_not_overflows():
+    rec = c.example("gps")
+    rec["seq"] = 2**63
+    assert [v.rule for v in c.violations("gps", rec)] == ["out of range for a 64-bit int"]
+    rec = c.example("gps")
+    rec["lat"] = int("1" + "0" * 400)  # valid JSON; has no double: must not raise OverflowError
+    assert [v.rule for v in c.violations("gps", rec)] == ["must be finite"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**c.example("gps"), "seq": 2**63}, all_schemas()["gps_data"])
+
+
+_TRICKY = [None, True, False, 0, 1, 3, -1, 2**31, 2**63, int("9" * 400), 0.5, 90.0, 1e308,
+           float("nan"), float("inf"), "", "x", "x" * 300, "sim", "system", "Active", "rain",
+           "2026-11-28T12:43:09.123Z", "2026-02-30T12:43:09.123Z", "2026-11-28T12:43:09Z",
+           "dev-1:0123abcd:5", [1], {"a": 1}]
+
+
+@pytest.mark.parametrize("rt", c.RECORD_TYPES, ids=lambda rt: rt.name)
+def test_the_fast_checker_agrees_with_violations_on_every_tricky_value(rt):
+    ok = c.checker(rt)
+    base = c.example(rt.name)
+    cases = [base, [base], "text", None, {**base, "extra": 1}]
+    for f in rt.fields:
+        cases.append({k: v for k, v in base.items() if k != f.name})
+        cases += [{**base, f.name: v} for v in _TRICKY]
+    for rec in cases:
+        assert ok(rec) is (not c.violations(rt, rec)), rec
