@@ -35,7 +35,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.obs import CallbackGauge, Registry, serve_http
 
 from .config import BridgeSettings, kafka_config, mqtt_password
-from .core import DLQ_REASONS, KAFKA_REJECTED, AckWindow, Rejection, Router, covering_filters, inspect
+from .core import (BRIDGE_ERROR, DLQ_REASONS, KAFKA_REJECTED, AckWindow, Rejection, Router,
+                   covering_filters, inspect)
+from .mqtt_client import BridgeMqttClient
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +163,8 @@ class Bridge:
 
     def _mqtt_client(self) -> mqtt.Client:
         m = self.s.mqtt
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.s.client_id,
-                        protocol=mqtt.MQTTv5, manual_ack=True)
+        c = BridgeMqttClient(CallbackAPIVersion.VERSION2, client_id=self.s.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
         pw = mqtt_password(m)
         if m.username:
             c.username_pw_set(m.username, pw)
@@ -232,9 +234,13 @@ class Bridge:
         topic = msg.topic
         payload = msg.payload
         target = self.router.route(topic)
-        rejection = inspect(payload, target, max_bytes=self.s.max_payload_bytes,
-                            check_contract=self.s.validate_contracts,
-                            check_device=self.s.check_device_id)
+        try:
+            rejection = inspect(payload, target, max_bytes=self.s.max_payload_bytes,
+                                check_contract=self.s.validate_contracts,
+                                check_device=self.s.check_device_id)
+        except Exception as e:  # noqa: BLE001 - a payload must never stop the bridge
+            log.exception("inspecting a message failed; dead-lettering it")
+            rejection = Rejection(BRIDGE_ERROR, f"{type(e).__name__}: {e}"[:500])
         headers = [("mqtt.topic", topic), ("mqtt.qos", _B1 if msg.qos == 1 else str(msg.qos)),
                    ("mqtt.dup", _B1 if msg.dup else _B0), ("mqtt.retain", _B1 if msg.retain else _B0),
                    ("bridge.received_ms", str(int(time.time() * 1000))), ("bridge.id", self._bid)]

@@ -261,6 +261,9 @@ def test_bad_payload_corpus_ends_in_the_dlq_with_its_reason_and_the_bridge_keeps
         "wrong_types": (json.dumps(wrong_type).encode(), "contract_invalid"),
         "missing_fields": (json.dumps(missing).encode(), "contract_invalid"),
         "not_an_object": (b'["gps", 1]', "contract_invalid"),
+        # Valid JSON, but no double can hold it (it once raised OverflowError in the validator).
+        "number_beyond_double": (json.dumps(good).replace('"lat": null', '"lat": 1' + "0" * 400).encode(),
+                                 "contract_invalid"),
         "huge": (json.dumps(huge).encode(), "too_large"),
         "spoofed_device": (json.dumps(spoofed).encode(), "device_id_mismatch"),
         "unknown_stream": (json.dumps(good).encode(), "no_contract"),
@@ -290,7 +293,7 @@ def test_bad_payload_corpus_ends_in_the_dlq_with_its_reason_and_the_bridge_keeps
     assert b.running()
     metrics = b.metrics()
     assert metrics['bridge_dlq_total{reason="not_json"}'] == 3
-    assert metrics['bridge_dlq_total{reason="contract_invalid"}'] == 3
+    assert metrics['bridge_dlq_total{reason="contract_invalid"}'] == 4
     c.loop_stop()
 
 
