@@ -15,6 +15,13 @@ it) over the span from first to last arrival. Latency is MQTT publish -> Kafka a
 single-node broker with acks=all is when the bridge's acknowledgement is sent. CPU is the bridge
 processes' user+system time per 1,000 records forwarded. Lost = published (PUBACKed by the broker)
 and never seen in Kafka; duplicates = seen more than once.
+
+Live phases measure the whole machine: on 2 cores the publishers, Mosquitto, Kafka and the
+consumer compete, so a consumer that costs more CPU also slows the publishers that feed it. The
+drain phases (--drain N) measure the consumer alone: the consumer joins its group and leaves, N
+records are published and queued by the broker for its persistent session, then the consumer
+comes back and empties the backlog with no publisher running. raw vs one bridge vs two bridges
+drain the same backlog size; rates are from first to last arrival (Kafka append time for bridges).
 """
 from __future__ import annotations
 
@@ -41,6 +48,18 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]  # idle + iowait
+    return sum(f) - idle, sum(f)
+
+
+def _cores_busy(j0: tuple[int, int], j1: tuple[int, int]) -> float | None:
+    total = j1[1] - j0[1]
+    return round((j1[0] - j0[0]) / total * (os.cpu_count() or 1), 2) if total > 0 else None
+
+
 def _pctl(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -49,10 +68,14 @@ def _pctl(xs: list[float], q: float) -> float | None:
 
 
 # child processes ---------------------------------------------------------------------------
-def publisher_main(port: int, devices: list[str], seconds: float, out: str) -> None:
+def publisher_main(port: int, devices: list[str], seconds: float, out: str, per_device: int = 0) -> None:
+    """Publish for `seconds`, or exactly `per_device` records per device when it is given."""
     from bridge.harness import FleetPublisher
     pub = FleetPublisher(port, devices, max_inflight=1000)
-    pub.publish_for(seconds)
+    if per_device:
+        pub.publish(per_device)
+    else:
+        pub.publish_for(seconds)
     pub.wait_acked(60)
     with open(out, "w") as fh:
         for s in pub.sent:
@@ -92,6 +115,41 @@ def raw_subscriber_main(port: int, group: str, out: str) -> None:
     Path(out).write_text(json.dumps(stats))
 
 
+def raw_drain_main(port: int, group: str, n: int, out: str, join_only: bool = False) -> None:
+    """Join: create the persistent shared-subscription session and leave. Drain: come back and
+    receive the n messages the broker queued meanwhile, as fast as bare paho can."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    stats = {"n": 0, "first": None, "last": None, "subscribed": False}
+
+    def on_message(client, userdata, msg):
+        now = time.time()
+        if stats["first"] is None:
+            stats["first"] = now
+        stats["last"] = now
+        stats["n"] += 1
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rawdrain-{group}", protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    c.on_connect = lambda cl, *a: cl.subscribe(f"$share/{group}/smartcity/v1/+/+", qos=1)
+    c.on_subscribe = lambda *a: stats.update(subscribed=True)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 2000
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (stats["subscribed"] if join_only else stats["n"] >= n):
+        c.loop(0.01)
+    for _ in range(20):  # let the last PUBACKs out
+        c.loop(0.005)
+    c.disconnect()
+    stats["cpu_s"] = sum(os.times()[:2])
+    Path(out).write_text(json.dumps(stats))
+
+
 # phases ------------------------------------------------------------------------------------
 def _spawn(fn: str, *args) -> subprocess.Popen:
     code = f"import sys, json; from bench.bridge import {fn}; {fn}(*json.loads(sys.argv[1]))"
@@ -106,13 +164,13 @@ def _wait(p: subprocess.Popen, timeout_s: float, what: str) -> None:
         raise RuntimeError(f"{what} failed rc={p.returncode}: {err.decode(errors='replace')[-1500:]}")
 
 
-def _publish(port: int, devices: list[str], seconds: float, tmp: Path) -> dict[str, float]:
+def _publish(port: int, devices: list[str], seconds: float, tmp: Path, per_device: int = 0) -> dict[str, float]:
     chunks = [devices[i::min(2, max(1, len(devices) // 10))] for i in range(min(2, max(1, len(devices) // 10)))]
     procs, outs = [], []
     for i, ds in enumerate(chunks):
         out = tmp / f"pub-{uuid.uuid4().hex[:6]}-{i}.txt"
         outs.append(out)
-        procs.append(_spawn("publisher_main", port, ds, seconds, str(out)))
+        procs.append(_spawn("publisher_main", port, ds, seconds, str(out), per_device))
     for p in procs:
         _wait(p, seconds + 120, "publisher")
     sent = {}
@@ -182,6 +240,72 @@ def phase_bridges(port: int, bootstrap: str, n_devices: int, seconds: float, n_b
             "cpu_ms_per_1k_msgs": round(cpu * 1000 / (len(got) / 1000), 1) if got else None}
 
 
+def phase_drain_raw(port: int, n_devices: int, n: int, tmp: Path) -> dict:
+    """A bare paho subscriber draining a backlog of n queued messages: nothing else runs."""
+    run = uuid.uuid4().hex[:6]
+    out = tmp / f"rawdrain-{run}.json"
+    _wait(_spawn("raw_drain_main", port, f"rd{run}", n, str(out), True), 30, "raw subscriber join")
+    sent = _publish(port, [f"rd{i}-{run}" for i in range(n_devices)], 0, tmp, per_device=n // n_devices)
+    j0 = _machine_jiffies()
+    _wait(_spawn("raw_drain_main", port, f"rd{run}", len(sent), str(out)), 300, "raw subscriber drain")
+    j1 = _machine_jiffies()
+    st = json.loads(out.read_text())
+    span = (st["last"] or 0) - (st["first"] or 0)
+    return {"received": st["n"], "msgs_per_s": round(st["n"] / span, 1) if span > 0 else None,
+            "machine_cores_busy": _cores_busy(j0, j1)}
+
+
+def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bridges: int, tmp: Path) -> dict:
+    """The same backlog drained by bridge processes into Kafka: rate from Kafka's append times
+    of the first and last record; the check for loss runs after the drain, not during it."""
+    from bridge.harness import BridgeProcess, Collector
+    from deploy.local.kafka import DATA_TOPICS
+    run = uuid.uuid4().hex[:6]
+    bridges = [BridgeProcess(port, bootstrap, tmp, bridge_id=f"drain{i}-{run}", group=f"d{run}",
+                             extra_args=["--log-level", "WARNING"]) for i in range(n_bridges)]
+    try:
+        for b in bridges:      # join the group (persistent sessions), then leave
+            b.start()
+        for b in bridges:
+            b.terminate(30)
+        sent = _publish(port, [f"dd{i}-{run}" for i in range(n_devices)], 0, tmp, per_device=n // n_devices)
+        j0 = _machine_jiffies()
+        for b in bridges:
+            b.start(wait=False)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if sum(b.metrics().get("bridge_acked_total", 0) for b in bridges) >= len(sent):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        cpu = sum(_cpu_s(b.proc.pid) for b in bridges)
+        j1 = _machine_jiffies()
+    finally:
+        for b in bridges:
+            b.terminate(30)
+            b.kill()
+    col = Collector(bootstrap, list(DATA_TOPICS))
+    try:
+        mine = (lambda m: m.key is not None and m.key.endswith(run.encode()))
+        col.wait_for(lambda ms: len(ms) >= len(sent), 120, pred=mine)
+        got = col.snapshot(mine)
+    finally:
+        col.close()
+    seen: dict[str, int] = {}
+    for m in got:
+        eid = json.loads(m.value)["event_id"]
+        seen[eid] = seen.get(eid, 0) + 1
+    ts = [m.ts_ms for m in got]
+    span_s = (max(ts) - min(ts)) / 1000.0 if len(ts) > 1 else 0
+    return {"published": len(sent), "forwarded": len(got),
+            "msgs_per_s": round(len(got) / span_s, 1) if span_s > 0 else None,
+            "lost": len(set(sent) - set(seen)), "duplicates": sum(c - 1 for c in seen.values()),
+            "cpu_ms_per_1k_msgs": round(cpu * 1000 / (len(got) / 1000), 1) if got else None,
+            "machine_cores_busy": _cores_busy(j0, j1)}
+
+
 def run(args: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench bridge")
     ap.add_argument("--devices", type=int, default=20)
@@ -189,6 +313,8 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--skip-raw", action="store_true")
     ap.add_argument("--skip-two", action="store_true")
+    ap.add_argument("--drain", type=int, default=40_000,
+                    help="backlog size of the drain phases (0 = skip them)")
     a = ap.parse_args(args)
     from deploy.local.kafka import KafkaServer
     from deploy.local.mosquitto import MosquittoServer
@@ -203,6 +329,12 @@ def run(args: list[str]) -> dict:
         raw = empty if a.skip_raw else phase_raw(broker.port, a.devices, a.seconds, tmp)
         one = phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 1, tmp)
         two = empty if a.skip_two else phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 2, tmp)
+        drain = {}
+        if a.drain:
+            drain["raw"] = phase_drain_raw(broker.port, a.devices, a.drain, tmp)
+            drain["one"] = phase_drain_bridges(broker.port, kafka.bootstrap, a.devices, a.drain, 1, tmp)
+            if not a.skip_two:
+                drain["two"] = phase_drain_bridges(broker.port, kafka.bootstrap, a.devices, a.drain, 2, tmp)
     finally:
         broker.stop()
         kafka.stop()
@@ -219,6 +351,13 @@ def run(args: list[str]) -> dict:
         res["bridge_vs_raw"] = round(one["msgs_per_s"] / raw["msgs_per_s"], 3)
     if one["msgs_per_s"] and two["msgs_per_s"]:
         res["two_vs_one"] = round(two["msgs_per_s"] / one["msgs_per_s"], 3)
+    for name, d in drain.items():
+        for k, v in d.items():
+            res[f"drain_{name}_{k}"] = v
+    if drain.get("raw", {}).get("msgs_per_s") and drain.get("one", {}).get("msgs_per_s"):
+        res["drain_bridge_vs_raw"] = round(drain["one"]["msgs_per_s"] / drain["raw"]["msgs_per_s"], 3)
+    if drain.get("two", {}).get("msgs_per_s") and drain.get("one", {}).get("msgs_per_s"):
+        res["drain_two_vs_one"] = round(drain["two"]["msgs_per_s"] / drain["one"]["msgs_per_s"], 3)
     return res
 
 
