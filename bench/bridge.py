@@ -255,7 +255,8 @@ def phase_drain_raw(port: int, n_devices: int, n: int, tmp: Path) -> dict:
             "machine_cores_busy": _cores_busy(j0, j1)}
 
 
-def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bridges: int, tmp: Path) -> dict:
+def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bridges: int, tmp: Path,
+                        service_pids: dict[str, int] | None = None) -> dict:
     """The same backlog drained by bridge processes into Kafka: rate from Kafka's append times
     of the first and last record; the check for loss runs after the drain, not during it."""
     from bridge.harness import BridgeProcess, Collector
@@ -269,9 +270,18 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
         for b in bridges:
             b.terminate(30)
         sent = _publish(port, [f"dd{i}-{run}" for i in range(n_devices)], 0, tmp, per_device=n // n_devices)
-        j0 = _machine_jiffies()
         for b in bridges:
             b.start(wait=False)
+        for b in bridges:      # its HTTP server is up just before it connects to MQTT: start the clock
+            while b.running():
+                try:
+                    b.http_get("/healthz", timeout=0.5)
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        j0, t0 = _machine_jiffies(), time.monotonic()
+        svc0 = {k: _cpu_s(pid) for k, pid in (service_pids or {}).items()}
+        br0 = sum(_cpu_s(b.proc.pid) for b in bridges)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -281,7 +291,10 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
                 pass
             time.sleep(0.2)
         cpu = sum(_cpu_s(b.proc.pid) for b in bridges)
-        j1 = _machine_jiffies()
+        j1, wall = _machine_jiffies(), time.monotonic() - t0
+        # Cores each party kept busy over the drain: where the 2 cores went.
+        cores = {k: round((_cpu_s(pid) - svc0[k]) / wall, 2) for k, pid in (service_pids or {}).items()}
+        cores["bridges"] = round((cpu - br0) / wall, 2)
     finally:
         for b in bridges:
             b.terminate(30)
@@ -303,7 +316,7 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
             "msgs_per_s": round(len(got) / span_s, 1) if span_s > 0 else None,
             "lost": len(set(sent) - set(seen)), "duplicates": sum(c - 1 for c in seen.values()),
             "cpu_ms_per_1k_msgs": round(cpu * 1000 / (len(got) / 1000), 1) if got else None,
-            "machine_cores_busy": _cores_busy(j0, j1)}
+            "machine_cores_busy": _cores_busy(j0, j1), "cores_by_process": cores}
 
 
 def run(args: list[str]) -> dict:
@@ -313,7 +326,7 @@ def run(args: list[str]) -> dict:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--skip-raw", action="store_true")
     ap.add_argument("--skip-two", action="store_true")
-    ap.add_argument("--drain", type=int, default=40_000,
+    ap.add_argument("--drain", type=int, default=100_000,
                     help="backlog size of the drain phases (0 = skip them)")
     a = ap.parse_args(args)
     from deploy.local.kafka import KafkaServer
@@ -332,9 +345,10 @@ def run(args: list[str]) -> dict:
         drain = {}
         if a.drain:
             drain["raw"] = phase_drain_raw(broker.port, a.devices, a.drain, tmp)
-            drain["one"] = phase_drain_bridges(broker.port, kafka.bootstrap, a.devices, a.drain, 1, tmp)
+            pids = {"mosquitto": broker.proc.pid, "kafka": kafka.proc.pid}
+            drain["one"] = phase_drain_bridges(broker.port, kafka.bootstrap, a.devices, a.drain, 1, tmp, pids)
             if not a.skip_two:
-                drain["two"] = phase_drain_bridges(broker.port, kafka.bootstrap, a.devices, a.drain, 2, tmp)
+                drain["two"] = phase_drain_bridges(broker.port, kafka.bootstrap, a.devices, a.drain, 2, tmp, pids)
     finally:
         broker.stop()
         kafka.stop()
