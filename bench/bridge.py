@@ -83,14 +83,15 @@ def publisher_main(port: int, devices: list[str], seconds: float, out: str, per_
     pub.close()
 
 
-def raw_subscriber_main(port: int, group: str, out: str) -> None:
-    """The bare minimum a bridge must also do: persistent session, shared subscription, QoS 1."""
+def _bare_subscriber(port: int, client_id: str, group: str, stats: dict):
+    """The bare minimum a bridge must also do: persistent session, shared subscription, QoS 1
+    (paho acknowledges on arrival); counts arrivals into `stats` and does nothing else."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    stats = {"n": 0, "first": None, "last": None}
+    stats.update(n=0, first=None, last=None, subscribed=False)
 
     def on_message(client, userdata, msg):
         now = time.time()
@@ -99,13 +100,21 @@ def raw_subscriber_main(port: int, group: str, out: str) -> None:
         stats["last"] = now
         stats["n"] += 1
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{group}", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.on_message = on_message
     c.on_connect = lambda cl, *a: cl.subscribe(f"$share/{group}/smartcity/v1/+/+", qos=1)
+    c.on_subscribe = lambda *a: stats.update(subscribed=True)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = 2000
     c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    return c
+
+
+def raw_subscriber_main(port: int, group: str, out: str) -> None:
+    """Live phase: receive until SIGTERM."""
+    stats: dict = {}
+    c = _bare_subscriber(port, f"raw-{group}", group, stats)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     c.loop_start()
@@ -118,35 +127,14 @@ def raw_subscriber_main(port: int, group: str, out: str) -> None:
 def raw_drain_main(port: int, group: str, n: int, out: str, join_only: bool = False) -> None:
     """Join: create the persistent shared-subscription session and leave. Drain: come back and
     receive the n messages the broker queued meanwhile, as fast as bare paho can."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    stats = {"n": 0, "first": None, "last": None, "subscribed": False}
-
-    def on_message(client, userdata, msg):
-        now = time.time()
-        if stats["first"] is None:
-            stats["first"] = now
-        stats["last"] = now
-        stats["n"] += 1
-
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rawdrain-{group}", protocol=mqtt.MQTTv5)
-    c.on_message = on_message
-    c.on_connect = lambda cl, *a: cl.subscribe(f"$share/{group}/smartcity/v1/+/+", qos=1)
-    c.on_subscribe = lambda *a: stats.update(subscribed=True)
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 3600
-    props.ReceiveMaximum = 2000
-    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    stats: dict = {}
+    c = _bare_subscriber(port, f"rawdrain-{group}", group, stats)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (stats["subscribed"] if join_only else stats["n"] >= n):
         c.loop(0.01)
     for _ in range(20):  # let the last PUBACKs out
         c.loop(0.005)
     c.disconnect()
-    stats["cpu_s"] = sum(os.times()[:2])
     Path(out).write_text(json.dumps(stats))
 
 
