@@ -13,6 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.mqtt_client import BridgeMqttClient, _varint
+from deploy.local.mosquitto import MosquittoServer, TlsFiles, make_test_pki
 
 
 @pytest.mark.parametrize("encoded,value", [(b"\x00", 0), (b"\x7f", 127), (b"\x80\x01", 128),
@@ -27,16 +28,34 @@ def test_a_variable_byte_integer_longer_than_four_bytes_is_malformed():
         _varint(b"\x80\x80\x80\x80\x01", 0)
 
 
-def _client(cls, client_id: str, port: int) -> mqtt.Client:
+def _client(cls, client_id: str, port: int, ca: str | None = None) -> mqtt.Client:
     c = cls(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.max_inflight_messages_set(1000)
+    if ca:
+        c.tls_set(ca_certs=ca)
     connected = threading.Event()
     c.on_connect = lambda *a: connected.set()
     c.connect("127.0.0.1", port)
     return c, connected
 
 
-def test_every_message_arrives_intact_and_in_order_across_reads_of_any_size(mosquitto):
+@pytest.fixture(params=["plain", "tls"])
+def broker(request, tmp_path):
+    """Over TLS a read returns at most one TLS record (16 KiB) and the SSL layer buffers the rest:
+    the other way packets fall across reads."""
+    ca = None
+    tls = None
+    if request.param == "tls":
+        pki = make_test_pki(tmp_path / "pki")
+        tls = TlsFiles(pki["ca"], pki["server_cert"], pki["server_key"])
+        ca = str(pki["ca"])
+    srv = MosquittoServer(tmp_path / "mosquitto", tls=tls).start()
+    srv.ca = ca
+    yield srv
+    srv.stop()
+
+
+def test_every_message_arrives_intact_and_in_order_across_reads_of_any_size(broker):
     # Sizes from empty to several times the client's 64 KiB read, so packets straddle reads.
     sizes = [0, 1, 10, 300, 5_000, 65_535, 65_536, 65_537, 200_000] + [300] * 2000
     sent = []
@@ -57,7 +76,7 @@ def test_every_message_arrives_intact_and_in_order_across_reads_of_any_size(mosq
         if len(got) == len(sent):
             done.set()
 
-    sub, sub_up = _client(BridgeMqttClient, "sub", mosquitto.port)
+    sub, sub_up = _client(BridgeMqttClient, "sub", broker.port, broker.ca)
     sub.on_message = on_message
     subscribed = threading.Event()
     sub.on_subscribe = lambda *a: subscribed.set()
@@ -66,7 +85,7 @@ def test_every_message_arrives_intact_and_in_order_across_reads_of_any_size(mosq
     sub.subscribe("smartcity/v1/+/+", qos=1)
     assert subscribed.wait(10)
 
-    pub, pub_up = _client(mqtt.Client, "pub", mosquitto.port)
+    pub, pub_up = _client(mqtt.Client, "pub", broker.port, broker.ca)
     pub.loop_start()
     assert pub_up.wait(10)
     for topic, payload, qos, props in sent:
