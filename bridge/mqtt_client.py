@@ -13,9 +13,12 @@ acknowledgements, TLS, reconnect) and changes only that path:
 - `_sock_recv` serves reads from a user-space buffer filled by one recv() of up to 64 KiB, and
   `loop_read` keeps decoding packets until the socket is empty (bounded per call so the caller's
   loop still serves Kafka and sends acknowledgements);
-- `_handle_publish` decodes a QoS 0/1 PUBLISH directly; `message.properties` is None when the
-  packet has no properties, else paho's own `Properties`. Anything unusual (QoS 2, a packet that
-  does not decode) goes to paho's original method.
+- `_handle_publish` decodes a QoS 0/1 PUBLISH directly into a `Message` (paho's MQTTMessage
+  carries a threading.Condition per message that a subscriber never uses); `properties` is None
+  when the packet has none, else paho's own `Properties`. Anything unusual (QoS 2, a packet that
+  does not decode) goes to paho's original method and arrives as paho's MQTTMessage;
+- `ack_many` sends the PUBACKs that became due as one write instead of one queued packet (and
+  one wake-up byte on paho's internal socketpair) each.
 
 It overrides private methods of paho-mqtt, so the version is pinned (pyproject.toml) and every
 bridge test runs through this class.
@@ -32,6 +35,8 @@ _READ_SIZE = 65536
 # Socket reads per loop_read call before control goes back to the caller's loop: 4 x 64 KiB is
 # some 800 records of ~300 bytes, a few milliseconds of work.
 _READS_PER_CALL = 4
+_PUBACK = 0x40
+_PUBACK_HEAD = bytes((_PUBACK, 2))   # remaining length 2: the packet id only
 _OK = mqtt.MQTT_ERR_SUCCESS
 _AGAIN = mqtt.MQTT_ERR_AGAIN
 
@@ -46,6 +51,16 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos + i + 1
         mult *= 128
     raise ValueError("variable byte integer longer than 4 bytes")
+
+
+class Message:
+    """What on_message receives from the direct decoder: MQTTMessage's attributes, topic as str."""
+    __slots__ = ("topic", "payload", "qos", "dup", "retain", "mid", "properties", "timestamp")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool, mid: int,
+                 properties: Properties | None, timestamp: float):
+        self.topic, self.payload, self.qos, self.dup, self.retain = topic, payload, qos, dup, retain
+        self.mid, self.properties, self.timestamp = mid, properties, timestamp
 
 
 class BridgeMqttClient(mqtt.Client):
@@ -119,14 +134,20 @@ class BridgeMqttClient(mqtt.Client):
                 raise ValueError("empty topic or truncated packet")
         except Exception:  # noqa: BLE001 - let paho decode it and report what is wrong
             return super()._handle_publish()
-        msg = mqtt.MQTTMessage(mid=mid, topic=topic)
-        msg.dup = bool(header & 0x08)
-        msg.qos = qos
-        msg.retain = bool(header & 0x01)
-        msg.properties = props
-        msg.payload = payload
-        msg.timestamp = time.monotonic()
-        self.on_message(self, self._userdata, msg)
+        try:
+            topic_s = topic.decode()
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        self.on_message(self, self._userdata, Message(topic_s, payload, qos, bool(header & 0x08),
+                                                      bool(header & 0x01), mid, props, time.monotonic()))
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return _OK
+
+    def ack_many(self, mids: list[int]) -> mqtt.MQTTErrorCode:
+        """PUBACK (reason Success, which MQTT v5 lets us send without reason code) for each QoS 1
+        packet id, in order, written as one buffer."""
+        if not mids:
+            return _OK
+        packet = b"".join(_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids)
+        return self._packet_queue(_PUBACK, packet, mids[-1], 1)

@@ -224,7 +224,7 @@ class Bridge:
             log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason_code)})
 
     # hot path: MQTT network thread -----------------------------------------------------------
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client, userdata, msg) -> None:  # mqtt_client.Message or MQTTMessage
         if self._draining:
             # Not produced, not acknowledged: the broker resends it to the next session.
             self._deferred += 1
@@ -365,9 +365,8 @@ class Bridge:
             with ack_lock:
                 ready = window.pop_ready()
                 if ready:
-                    for mid, qos in ready:
-                        if qos:
-                            client.ack(mid, qos)
+                    # The subscription is QoS 1, so the broker delivers QoS 0 or 1 only.
+                    client.ack_many([mid for mid, qos in ready if qos == 1])
                     self.m_acked.inc(len(ready))
             if not self._kafka_up and time.monotonic() > next_probe:
                 # Idle bridges get no delivery to tell them Kafka is back; ask for metadata.

@@ -127,3 +127,49 @@ def test_retained_and_redelivered_flags_survive_the_direct_decoder(mosquitto):
         pub.disconnect(); pub.loop_stop()
         sub.disconnect(); sub.loop_stop()
     assert got and got[0].retain and got[0].payload == b"online" and got[0].qos == 1
+
+
+def test_batched_acknowledgements_release_exactly_the_acknowledged_messages(mosquitto):
+    """With manual acks, what ack_many acknowledged is gone from the session; the rest comes back
+    (dup) when the client reconnects to its persistent session."""
+    def connect(got: list, subscribed: threading.Event) -> BridgeMqttClient:
+        c = BridgeMqttClient(CallbackAPIVersion.VERSION2, client_id="acker", protocol=mqtt.MQTTv5,
+                             manual_ack=True)
+        c.on_message = lambda cl, u, m: got.append(m)
+        c.on_connect = lambda cl, *a: cl.subscribe("smartcity/v1/+/+", qos=1)
+        c.on_subscribe = lambda *a: subscribed.set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        c.connect("127.0.0.1", mosquitto.port, clean_start=False, properties=props)
+        c.loop_start()
+        assert subscribed.wait(10)
+        return c
+
+    def wait_count(got: list, n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(got) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # and nothing more arrives
+        assert len(got) == n, [m.payload for m in got]
+
+    first: list = []
+    sub = connect(first, threading.Event())
+    pub, pub_up = _client(mqtt.Client, "pub", mosquitto.port)
+    pub.loop_start()
+    assert pub_up.wait(10)
+    for i in range(10):
+        pub.publish("smartcity/v1/dev-1/gps", str(i).encode(), qos=1).wait_for_publish(5)
+    wait_count(first, 10)
+    sub.ack_many([m.mid for m in first[:6]])
+    time.sleep(0.3)
+    sub.disconnect(); sub.loop_stop()
+
+    again: list = []
+    sub = connect(again, threading.Event())
+    try:
+        wait_count(again, 4)
+    finally:
+        sub.disconnect(); sub.loop_stop()
+        pub.disconnect(); pub.loop_stop()
+    assert [m.payload for m in again] == [b"6", b"7", b"8", b"9"]
+    assert all(m.dup for m in again)
