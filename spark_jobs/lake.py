@@ -49,14 +49,6 @@ log = logging.getLogger(__name__)
 LINEAGE_NAMES = [n for n, _, _ in LINEAGE]
 
 
-def _violations_by_topic(topics: list[str], topic: Column, v: Column) -> Column:
-    expr = None
-    for t in topics:
-        viol = V.violations(record_type(t), v)
-        expr = F.when(topic == t, viol) if expr is None else expr.when(topic == t, viol)
-    return expr
-
-
 def _kafka_columns(df: DataFrame) -> DataFrame:
     return df.select(
         F.col("topic").alias("kafka_topic"), F.col("partition").alias("kafka_partition"),
@@ -76,12 +68,25 @@ def classify(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataF
 
 
 def classify_full(d: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFrame:
-    """`classify` on rows that already carry the lineage column names (kafka_topic, ...)."""
-    d = d.withColumn("v", V.parse(F.col("value")))
+    """`classify` on rows that already carry the lineage column names (kafka_topic, ...).
+
+    One plan per topic, unioned: each topic's rows get only that topic's rules (and those in two
+    projections, validation.with_violations). The five topics' rules in one CASE made a generated
+    method beyond the JVM's 64 KB limit, and Spark then ran the stage interpreted (docs/lake.md)."""
+    topic = F.col("kafka_topic")
+    parts = [classify_topic(d.filter(topic == t), t, future_tolerance_s) for t in topics]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out
+
+
+def classify_topic(d: DataFrame, topic: str, future_tolerance_s: int) -> DataFrame:
+    """The full path on rows of one topic (the caller filters them)."""
+    d = V.with_violations(d.withColumn("v", V.parse(F.col("value"))), record_type(topic), "v", "viol")
     top = F.schema_of_variant(F.col("v"))
     is_obj = top.startswith("OBJECT")
-    viol = F.when(is_obj, _violations_by_topic(topics, F.col("kafka_topic"), F.col("v")))
-    d = d.withColumn("viol", viol)
+    d = d.withColumn("viol", F.when(is_obj, F.col("viol")))
     d = d.withColumn("event_id", F.when(is_obj, F.try_variant_get("v", "$.event_id", "string")))
     d = d.withColumn("event_ts", F.when(is_obj, F.try_to_timestamp(
         F.try_variant_get("v", "$.ts", "string"), F.lit(V.TS_FORMAT))))
@@ -178,6 +183,14 @@ def stream_frame(spark: SparkSession, s: LakeSettings) -> DataFrame:
              .dropDuplicatesWithinWatermark(["dedup_key"]))
 
 
+def _release(checkpointed: DataFrame) -> None:
+    """Drop the blocks of a localCheckpoint now (Spark's cleaner would, once the driver's GC runs)."""
+    try:
+        checkpointed._jdf.logicalPlan().rdd().unpersist(False)
+    except Exception:  # noqa: BLE001 - best effort; the ContextCleaner frees them later anyway
+        log.debug("lake: could not unpersist a local checkpoint", exc_info=True)
+
+
 class LakeWriter:
     """foreachBatch function: write a micro-batch to staging, then commit it (commit.py)."""
 
@@ -225,7 +238,11 @@ class LakeWriter:
                     n_full += r["count"]
             if n_full:
                 rest = batch.filter(~F.col("fast_ok")).select(*LINEAGE_NAMES, "value")
-                full = classify_full(rest, self.s.topics, self.s.future_tolerance_s).persist()
+                # Materialized as its own leaf, not persist(): the data writes union these rows with
+                # the fast ones of the same batch, and in that union Spark did not match the
+                # persisted plan (the second branch's batch relation gets new attribute ids), so
+                # every write re-ran the micro-batch and the full validation.
+                full = classify_full(rest, self.s.topics, self.s.future_tolerance_s).localCheckpoint()
                 for r in full.groupBy("kind", "kafka_topic").count().collect():
                     k = f"{r['kind']}/{r['kafka_topic']}"
                     counts[k] = counts.get(k, 0) + r["count"]
@@ -247,7 +264,7 @@ class LakeWriter:
                  .partitionBy("q_topic", "dt").parquet(join(staging, "quarantine")))
         finally:
             if full is not None:
-                full.unpersist()
+                _release(full)
             batch.unpersist()
         t_write = time.monotonic()
         staged = [rel for rel, _ in self.lake_fs.list_files(staging)]

@@ -9,7 +9,7 @@ Messages follow `contracts.Violation`: "field=value: rule", joined with "; ".
 """
 from __future__ import annotations
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from contracts import RecordType, record_type
@@ -50,10 +50,25 @@ def _num_text(x: float | int) -> str:
     return str(x)
 
 
+def _value(f: cs.Field, x: Column) -> Column:
+    """The field's VARIANT `x` as the SQL type its rules compare (null when it is not one)."""
+    if f.type in (cs.STRING, cs.TIMESTAMP):
+        return F.try_variant_get(x, "$", "string")
+    if f.type in (cs.INT, cs.LONG):
+        return F.try_variant_get(x, "$", "bigint")
+    if f.type == cs.DOUBLE:
+        return F.try_variant_get(x, "$", "double")
+    raise ValueError(f"no Spark validation for logical type {f.type!r} of field {f.name}")
+
+
 def field_violation(f: cs.Field, v: Column) -> Column:
     """One message (or null) for field `f`: the first rule it breaks, in contracts' order."""
     x = _field(v, f.name)
-    kind = _kind(x)
+    return _field_rules(f, x, _kind(x), _value(f, x))
+
+
+def _field_rules(f: cs.Field, x: Column, kind: Column, val: Column) -> Column:
+    """field_violation given the field's VARIANT `x`, its kind and its `_value`."""
     shown = F.substring(F.to_json(x), 1, 80)
 
     def msg(rule: str | Column) -> Column:
@@ -65,7 +80,6 @@ def field_violation(f: cs.Field, v: Column) -> Column:
                        F.lit(None if f.nullable else f"{f.name}=None: required, must not be null"))
     t = f.type
     if t in (cs.STRING, cs.TIMESTAMP):
-        val = F.try_variant_get(x, "$", "string")
         chain = chain.when(kind != "STRING", msg(F.concat(F.lit("must be a string, got "), _pytype(kind))))
         if t == cs.TIMESTAMP:
             chain = chain.when(~val.rlike(TS_REGEX),
@@ -77,13 +91,11 @@ def field_violation(f: cs.Field, v: Column) -> Column:
         if f.pattern is not None:
             chain = chain.when(~val.rlike(f.pattern), msg(f"must match {f.pattern}"))
     elif t in (cs.INT, cs.LONG):
-        val = F.try_variant_get(x, "$", "bigint")
         chain = chain.when(~kind.isin(*INT_KINDS), msg(F.concat(F.lit("must be an integer, got "), _pytype(kind))))
         if t == cs.INT:
             # Python ints are unbounded; the lake column is 32-bit, so say so rather than overflow.
             chain = chain.when((val < INT32[0]) | (val > INT32[1]), msg("out of range for a 32-bit int"))
     elif t == cs.DOUBLE:
-        val = F.try_variant_get(x, "$", "double")
         numeric = kind.isin(*INT_KINDS, "DOUBLE", "FLOAT") | kind.startswith("DECIMAL")
         chain = chain.when(~numeric, msg(F.concat(F.lit("must be a number, got "), _pytype(kind))))
         chain = chain.when(F.isnan(val) | (F.abs(val) == float("inf")), msg("must be finite"))
@@ -102,11 +114,14 @@ def messages(rt: RecordType | str, v: Column) -> list[Column]:
     """One column per field (null or its violation message), then one for unknown fields."""
     rt = record_type(rt) if isinstance(rt, str) else rt
     keys = F.map_keys(F.try_variant_get(v, "$", "map<string,variant>"))
+    return [field_violation(f, v) for f in rt.fields] + [_unknown(rt, keys)]
+
+
+def _unknown(rt: RecordType, keys: Column) -> Column:
     known = F.array(*[F.lit(n) for n in rt.field_names])
     unknown = F.array_except(keys, known)
-    unknown_msg = F.when(F.size(unknown) > 0, F.concat(
+    return F.when(F.size(unknown) > 0, F.concat(
         F.array_join(unknown, ": unknown field; "), F.lit(": unknown field")))
-    return [field_violation(f, v) for f in rt.fields] + [unknown_msg]
 
 
 def violations(rt: RecordType | str, v: Column) -> Column:
@@ -114,6 +129,28 @@ def violations(rt: RecordType | str, v: Column) -> Column:
     "" when valid. Built without higher-order functions (filter/transform are evaluated
     row by row outside code generation, which made validation ~10x slower)."""
     return F.concat_ws("; ", *messages(rt, v))
+
+
+def with_violations(df: DataFrame, rt: RecordType | str, v: str, out: str) -> DataFrame:
+    """`df` plus column `out` = violations(rt, df[v]), the same strings, computed in two projections
+    so that no generated method outgrows the JVM's 64 KB limit (Spark then evaluates the whole
+    stage interpreted): the first extracts each field once (its VARIANT, kind and typed value, plus
+    the object's keys), the second applies the rules to those columns."""
+    rt = record_type(rt) if isinstance(rt, str) else rt
+    hidden: list[str] = []
+    cols: list[Column] = []
+    for i, f in enumerate(rt.fields):
+        x = _field(F.col(v), f.name)
+        names = [f"__vx{i}", f"__vk{i}", f"__vv{i}"]
+        cols += [x.alias(names[0]), _kind(x).alias(names[1]), _value(f, x).alias(names[2])]
+        hidden += names
+    cols.append(F.map_keys(F.try_variant_get(F.col(v), "$", "map<string,variant>")).alias("__vkeys"))
+    hidden.append("__vkeys")
+    d = df.select("*", *cols)
+    msgs = [_field_rules(f, F.col(f"__vx{i}"), F.col(f"__vk{i}"), F.col(f"__vv{i}"))
+            for i, f in enumerate(rt.fields)]
+    msgs.append(_unknown(rt, F.col("__vkeys")))
+    return d.withColumn(out, F.concat_ws("; ", *msgs)).drop(*hidden)
 
 
 def _holds(f: cs.Field, x: Column) -> Column:
