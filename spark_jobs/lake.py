@@ -183,10 +183,28 @@ def stream_frame(spark: SparkSession, s: LakeSettings) -> DataFrame:
              .dropDuplicatesWithinWatermark(["dedup_key"]))
 
 
-def _release(checkpointed: DataFrame) -> None:
-    """Drop the blocks of a localCheckpoint now (Spark's cleaner would, once the driver's GC runs)."""
+def _materialize(df: DataFrame) -> tuple[DataFrame, bool]:
+    """The classified full-path rows, computed once for the counts and every write.
+
+    localCheckpoint makes them a leaf of the later plans: with persist(), the union with the fast
+    rows of the same batch did not match the persisted plan (the second branch's batch relation
+    gets new attribute ids), so every write re-ran the micro-batch and the full validation. But a
+    local checkpoint's blocks live only on the executors that computed them: on a cluster, losing
+    one mid-batch would fail the query (the restart then resumes exactly once) instead of
+    recomputing. So: local checkpoint in local mode (no executor can be lost alone), persist on
+    a cluster (slower on the full path, never failing). Returns (frame, is_local_checkpoint)."""
+    if df.sparkSession.sparkContext.master.startswith("local"):
+        return df.localCheckpoint(), True
+    return df.persist(), False
+
+
+def _release(frame: DataFrame, local_checkpoint: bool) -> None:
+    """Drop the blocks now (Spark's cleaner would, once the driver's GC runs)."""
+    if not local_checkpoint:
+        frame.unpersist()
+        return
     try:
-        checkpointed._jdf.logicalPlan().rdd().unpersist(False)
+        frame._jdf.logicalPlan().rdd().unpersist(False)
     except Exception:  # noqa: BLE001 - best effort; the ContextCleaner frees them later anyway
         log.debug("lake: could not unpersist a local checkpoint", exc_info=True)
 
@@ -238,11 +256,7 @@ class LakeWriter:
                     n_full += r["count"]
             if n_full:
                 rest = batch.filter(~F.col("fast_ok")).select(*LINEAGE_NAMES, "value")
-                # Materialized as its own leaf, not persist(): the data writes union these rows with
-                # the fast ones of the same batch, and in that union Spark did not match the
-                # persisted plan (the second branch's batch relation gets new attribute ids), so
-                # every write re-ran the micro-batch and the full validation.
-                full = classify_full(rest, self.s.topics, self.s.future_tolerance_s).localCheckpoint()
+                full, full_is_lcp = _materialize(classify_full(rest, self.s.topics, self.s.future_tolerance_s))
                 for r in full.groupBy("kind", "kafka_topic").count().collect():
                     k = f"{r['kind']}/{r['kafka_topic']}"
                     counts[k] = counts.get(k, 0) + r["count"]
@@ -264,7 +278,7 @@ class LakeWriter:
                  .partitionBy("q_topic", "dt").parquet(join(staging, "quarantine")))
         finally:
             if full is not None:
-                _release(full)
+                _release(full, full_is_lcp)
             batch.unpersist()
         t_write = time.monotonic()
         staged = [rel for rel, _ in self.lake_fs.list_files(staging)]
