@@ -48,6 +48,20 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (/proc schedstat)."""
+    total = 0.0
+    try:
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((t / "schedstat").read_text().split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        pass
+    return total
+
+
 def _machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -270,6 +284,7 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
         j0, t0 = _machine_jiffies(), time.monotonic()
         svc0 = {k: _cpu_s(pid) for k, pid in (service_pids or {}).items()}
         br0 = sum(_cpu_s(b.proc.pid) for b in bridges)
+        rq0 = sum(_runqueue_wait_s(b.proc.pid) for b in bridges)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -283,6 +298,8 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
         # Cores each party kept busy over the drain: where the 2 cores went.
         cores = {k: round((_cpu_s(pid) - svc0[k]) / wall, 2) for k, pid in (service_pids or {}).items()}
         cores["bridges"] = round((cpu - br0) / wall, 2)
+        # Runnable but not running: > 0 means the bridges wanted CPU the machine did not have.
+        cores["bridges_waiting_for_cpu"] = round((sum(_runqueue_wait_s(b.proc.pid) for b in bridges) - rq0) / wall, 2)
     finally:
         for b in bridges:
             b.terminate(30)
