@@ -6,6 +6,7 @@ is generated from the `Field` lists below; nothing downstream retypes a field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -41,7 +42,7 @@ class RecordType:
     description: str
     fields: tuple[Field, ...] = field(default_factory=tuple)
 
-    @property
+    @cached_property  # read per record by the encoder and validators; fields never change
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
 
