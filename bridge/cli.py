@@ -6,7 +6,8 @@
 Settings: defaults < TOML (--config or $SMARTCITY_BRIDGE_CONFIG) < SMARTCITY_BRIDGE_* environment
 (e.g. SMARTCITY_BRIDGE_MQTT__PASSWORD, SMARTCITY_BRIDGE_KAFKA__SASL_PASSWORD) < flags.
 Exit codes: 0 drained cleanly, 1 drain timed out (unacknowledged messages stay with the broker),
-2 bad settings, 3 fatal Kafka producer error.
+2 bad settings, 3 fatal Kafka producer error, 4 the I/O loop failed (a bug: logged with its
+traceback; nothing unacknowledged is lost, the broker redelivers it after a restart).
 """
 from __future__ import annotations
 

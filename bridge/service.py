@@ -69,6 +69,7 @@ class Bridge:
         self._kafka_up = True
         self._kafka_down_since: float | None = None
         self._fatal: str | None = None
+        self._loop_error: str | None = None
         self._last_received = time.monotonic()
         self._started = time.monotonic()
         self._latencies: deque[float] = deque(maxlen=4096)
@@ -136,6 +137,8 @@ class Bridge:
             problems.append("kafka unreachable")
         if self._fatal:
             problems.append(f"kafka fatal: {self._fatal}")
+        if self._loop_error:
+            problems.append(f"io loop failed: {self._loop_error}")
         if self.s.idle_degraded_s > 0 and idle > self.s.idle_degraded_s:
             problems.append(f"no message for {idle:.0f}s")
         return not problems, {"status": "ok" if not problems else "degraded", "problems": problems,
@@ -336,6 +339,17 @@ class Bridge:
             log.warning("kafka unreachable; holding acknowledgements", extra={"inflight": len(self.window)})
 
     def _loop(self) -> None:
+        try:
+            self._io_loop()
+        except Exception as e:  # noqa: BLE001 - a bug here must stop the process, not hang it
+            # Without its I/O thread the process would look alive and do nothing. Nothing in flight
+            # was acknowledged, so the broker redelivers it to the restarted bridge.
+            self._loop_error = f"{type(e).__name__}: {e}"[:300]
+            log.critical("bridge I/O loop failed; exiting so a supervisor restarts it", exc_info=True,
+                         extra={"inflight": len(self.window)})
+            self._stop.set()
+
+    def _io_loop(self) -> None:
         """One thread does all the I/O: read one MQTT packet (paho's loop), serve Kafka delivery
         reports, send the PUBACKs that became due. A single thread avoids GIL hand-offs per
         message, and a PUBACK queued from paho's own thread is written at once instead of waking
@@ -403,7 +417,9 @@ class Bridge:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = self.s.mqtt.session_expiry_s
             self.client.disconnect(properties=props)  # no loop thread: paho writes it at once
-            self.producer.flush(5)
+            if self._loop_error is None:
+                # (Not after a failed loop: flushing runs the same delivery callbacks again.)
+                self.producer.flush(5)
         if self.http:
             self.http.shutdown()
         log.warning("bridge stopped", extra={"drained": drained, "inflight_left": len(self.window),
@@ -412,6 +428,8 @@ class Bridge:
                                              "acked": self.m_acked.get()})
         if self._fatal:
             return 3
+        if self._loop_error:
+            return 4
         return 0 if drained else 1
 
 

@@ -338,3 +338,40 @@ def test_healthz_turns_degraded_when_nothing_arrives_for_the_configured_time(
     assert any("no message" in p for p in doc["problems"])
     m = b.metrics()
     assert m["bridge_mqtt_connected"] == 1 and m["bridge_mqtt_subscribed"] == 1 and m["bridge_kafka_up"] == 1
+
+
+def test_a_failing_io_loop_stops_the_bridge_and_a_restart_loses_nothing(broker, kafka, collector, run_id):
+    """A bug in the I/O thread must not leave a process that looks alive and forwards nothing:
+    the bridge reports it, exits with code 4, and what it had not acknowledged comes back."""
+    from bridge.config import BridgeSettings
+    from bridge.service import Bridge
+    from edge.settings import load
+
+    settings = load(BridgeSettings, None, overrides={
+        "mqtt.port": broker.port, "kafka.bootstrap_servers": kafka.bootstrap,
+        "bridge_id": f"loop-{run_id}", "http_port": -1, "mqtt.group": f"g-{run_id}"})
+
+    class BuggyBridge(Bridge):
+        def _on_delivery(self, *a, **kw):  # stands in for any bug on the I/O thread
+            raise RuntimeError("injected bug")
+
+    buggy = BuggyBridge(settings).start()
+    deadline = time.monotonic() + 20
+    while not buggy._subscribed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pub = FleetPublisher(broker.port, [f"car-{run_id}"])
+    pub.publish(3)
+    assert pub.wait_acked(20)
+    assert buggy._stop.wait(20), "the bridge kept running without its I/O loop"
+    ok, health = buggy.health()
+    assert not ok and any("io loop failed: RuntimeError: injected bug" in p for p in health["problems"])
+    assert buggy.shutdown() == 4
+
+    fixed = Bridge(settings).start()  # same client id: the persistent session and its backlog
+    try:
+        assert collector.wait_for(lambda ms: event_ids(ms) >= {s.event_id for s in pub.sent}, 30,
+                                  pred=mine(run_id)), "messages the failed bridge held were lost"
+    finally:
+        fixed.request_stop()
+        assert fixed.shutdown() == 0
+        pub.close()
