@@ -70,10 +70,6 @@ class BridgeMqttClient(mqtt.Client):
         self._rpos = 0
         self._reads_left = _READS_PER_CALL
 
-    @property
-    def buffered_bytes(self) -> int:
-        return len(self._rbuf) - self._rpos
-
     def _sock_recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
@@ -132,11 +128,8 @@ class BridgeMqttClient(mqtt.Client):
             payload = packet[start + plen:]
             if not topic or start + plen > len(packet):
                 raise ValueError("empty topic or truncated packet")
-        except Exception:  # noqa: BLE001 - let paho decode it and report what is wrong
-            return super()._handle_publish()
-        try:
             topic_s = topic.decode()
-        except UnicodeDecodeError:
+        except Exception:  # noqa: BLE001 - let paho decode it and report what is wrong
             return super()._handle_publish()
         self.on_message(self, self._userdata, Message(topic_s, payload, qos, bool(header & 0x08),
                                                       bool(header & 0x01), mid, props, time.monotonic()))

@@ -149,13 +149,12 @@ def _generate_checker(rt: RecordType) -> Callable[[Any], bool]:
     for i, f in enumerate(rt.fields):
         v = f"v{i}"
         body.append(f"    {v} = r.get({f.name!r}, _M)")
-        if f.nullable:
+        if f.nullable:  # absent or null passes; the rules below apply to a value only
             body.append(f"    if {v} is not None and {v} is not _M:")
             ind = "        "
         else:
             body.append(f"    if {v} is None or {v} is _M: return False")
-            body.append("    if True:")
-            ind = "        "
+            ind = "    "
         rules = []
         if f.type in (STRING, TIMESTAMP):
             rules.append(f"type({v}) is not str and not isinstance({v}, str)")
