@@ -18,7 +18,6 @@ from contracts import schema as cs
 INT_KINDS = ("TINYINT", "SMALLINT", "INT", "BIGINT")
 TS_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-INT32 = (-(2 ** 31), 2 ** 31 - 1)
 
 
 def parse(value: Column) -> Column:
@@ -94,7 +93,8 @@ def _field_rules(f: cs.Field, x: Column, kind: Column, val: Column) -> Column:
         chain = chain.when(~kind.isin(*INT_KINDS), msg(F.concat(F.lit("must be an integer, got "), _pytype(kind))))
         if t == cs.INT:
             # Python ints are unbounded; the lake column is 32-bit, so say so rather than overflow.
-            chain = chain.when((val < INT32[0]) | (val > INT32[1]), msg("out of range for a 32-bit int"))
+            lo, hi = cs.INT_RANGE[cs.INT]
+            chain = chain.when((val < lo) | (val > hi), msg("out of range for a 32-bit int"))
     elif t == cs.DOUBLE:
         numeric = kind.isin(*INT_KINDS, "DOUBLE", "FLOAT") | kind.startswith("DECIMAL")
         chain = chain.when(~numeric, msg(F.concat(F.lit("must be a number, got "), _pytype(kind))))
