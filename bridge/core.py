@@ -64,7 +64,7 @@ class Route:
         names: list[str] = []
         rx = []
         for seg in pattern.split("/"):
-            m = _SEGMENT_RE.match(seg)
+            m = _SEGMENT_RE.fullmatch(seg)
             if m:
                 if m.group(1) in names:
                     raise RouteError(f"route {spec!r}: segment {{{m.group(1)}}} used twice")
@@ -83,7 +83,7 @@ class Route:
     @property
     def mqtt_filter(self) -> str:
         """The subscription filter that covers this pattern: named segments become +."""
-        return "/".join("+" if _SEGMENT_RE.match(s) else s for s in self.pattern.split("/"))
+        return "/".join("+" if _SEGMENT_RE.fullmatch(s) else s for s in self.pattern.split("/"))
 
 
 def covering_filters(filters) -> list[str]:
@@ -124,7 +124,7 @@ class Router:
             pass
         target = None
         for r in self.routes:
-            m = r.regex.match(mqtt_topic)
+            m = r.regex.fullmatch(mqtt_topic)
             if m:
                 g = m.groupdict()
                 topic = r.topic.format(**g)

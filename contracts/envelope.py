@@ -40,7 +40,7 @@ def mqtt_topic(device_id: str, stream: str) -> str:
 
 def parse_mqtt_topic(topic: str) -> tuple[str, str]:
     """(device_id, stream) of a data topic, or ValueError."""
-    m = _TOPIC_RE.match(topic)
+    m = _TOPIC_RE.fullmatch(topic)
     if not m or m.group(2) not in BY_STREAM:
         raise ValueError(f"not a smartcity data topic: {topic!r}")
     return m.group(1), m.group(2)

@@ -32,6 +32,9 @@ class Field:
     maximum: float | None = None
     enum: tuple[str, ...] | tuple[int, ...] | None = None
     max_length: int | None = None
+    # The WHOLE value must match (re.fullmatch: with re.search a final "$" also accepts a trailing
+    # newline, "bus-1\n"). Written with ^ and $ so engines that search (JSON Schema, Spark rlike)
+    # read the same rule.
     pattern: str | None = None
 
 
@@ -122,7 +125,7 @@ TRAFFIC = RecordType("traffic_data", "traffic", "A roadside camera's observation
     Field("vehicle_count", INT, "Vehicles counted in the last interval", minimum=0, maximum=100000),
     Field("avg_speed_kmh", DOUBLE, "Mean speed of counted vehicles, km/h", True, 0, 300),
     Field("snapshot_uri", STRING, "Reference to the snapshot image (never an inline blob)", True,
-          max_length=1024, pattern=r"^[a-z][a-z0-9+.\-]*://"),
+          max_length=1024, pattern=r"^[a-z][a-z0-9+.\-]*://.*$"),
 ))
 
 EMERGENCY = RecordType("emergency_data", "emergency", "An incident and its lifecycle", ENVELOPE + (

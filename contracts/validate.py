@@ -41,7 +41,7 @@ def _check(f: Field, value: Any) -> str | None:
         if not isinstance(value, str):
             return f"must be a string, got {type(value).__name__}"
         if t == TIMESTAMP:
-            if not TS_RE.match(value):
+            if not TS_RE.fullmatch(value):
                 return "must be UTC ISO-8601 with milliseconds and Z (YYYY-MM-DDTHH:MM:SS.sssZ)"
             if not _valid_ts(value):
                 return "not a valid calendar date/time"
@@ -49,7 +49,7 @@ def _check(f: Field, value: Any) -> str | None:
             return f"longer than {f.max_length} characters"
         if f.pattern is not None:
             p = _patterns.get(f.pattern) or _patterns.setdefault(f.pattern, re.compile(f.pattern))
-            if not p.search(value):
+            if not p.fullmatch(value):
                 return f"must match {f.pattern}"
     elif t in (INT, LONG):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -140,7 +140,7 @@ def checker(rt: RecordType | str) -> Callable[[Any], bool]:
 
 def _generate_checker(rt: RecordType) -> Callable[[Any], bool]:
     env: dict[str, Any] = {"_M": object(), "Mapping": Mapping, "_known": frozenset(rt.field_names),
-                           "_finite": _finite_double, "_ts_re": TS_RE.match, "_valid_ts": _valid_ts,
+                           "_finite": _finite_double, "_ts_re": TS_RE.fullmatch, "_valid_ts": _valid_ts,
                            "_slow": lambda r: not violations(rt, r)}
     body = ["def ok(r):",
             # Non-dict mappings are rare (json.loads gives dicts): the generic walk handles them.
@@ -163,7 +163,7 @@ def _generate_checker(rt: RecordType) -> Callable[[Any], bool]:
             if f.max_length is not None:
                 rules.append(f"len({v}) > {f.max_length}")
             if f.pattern is not None:
-                env[f"_p{i}"] = re.compile(f.pattern).search
+                env[f"_p{i}"] = re.compile(f.pattern).fullmatch
                 rules.append(f"not _p{i}({v})")
         elif f.type in (INT, LONG):
             lo, hi = INT_RANGE[f.type]

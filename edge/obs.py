@@ -44,12 +44,12 @@ class _Metric:
     kind = "untyped"
 
     def __init__(self, name: str, help: str, labelnames: Iterable[str] = ()):
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise ValueError(f"invalid metric name {name!r}")
         self.name, self.help = name, help
         self.labelnames = tuple(labelnames)
         for ln in self.labelnames:
-            if not _LABEL_RE.match(ln) or ln.startswith("__"):
+            if not _LABEL_RE.fullmatch(ln) or ln.startswith("__"):
                 raise ValueError(f"invalid label name {ln!r} for {name}")
         self._values: dict[tuple[str, ...], float] = {}
         self._lock = threading.Lock()

@@ -99,6 +99,29 @@ def test_mqtt_topic_layout_round_trips_and_rejects_wildcards():
         c.mqtt_topic("a/b", "gps")
 
 
+@pytest.mark.parametrize("field,value", [("device_id", "bus-1\n"), ("event_id", "bus-1:0badcafe:1\n"),
+                                         ("ts", "2026-11-28T12:43:09.123Z\n")])
+def test_a_trailing_newline_is_refused_by_every_validator(field, value):
+    # A "$" with re.search accepts "bus-1\n": each pattern must match the whole value.
+    rec = {**c.example("gps"), "device_id": "bus-1", "event_id": "bus-1:0badcafe:1", field: value}
+    assert [v.field for v in c.violations("gps", rec)] == [field]
+    assert c.checker("gps")(rec) is False
+    assert c.checker("gps")({**rec, field: value.rstrip("\n")}) is True
+
+
+def test_every_pattern_is_anchored_so_searching_engines_read_the_same_rule():
+    # Python checks with fullmatch; JSON Schema validators and Spark's rlike search instead.
+    for rt in c.RECORD_TYPES:
+        for f in rt.fields:
+            if f.pattern is not None:
+                assert f.pattern.startswith("^") and f.pattern.endswith("$"), (rt.name, f.name)
+
+
+def test_a_topic_with_a_trailing_newline_is_not_a_data_topic():
+    with pytest.raises(ValueError):
+        c.parse_mqtt_topic("smartcity/v1/bus-1/gps\n")
+
+
 def test_docs_contracts_md_is_generated_from_the_contracts():
     from contracts.__main__ import markdown
     committed = (ROOT / "docs/contracts.md").read_text()
@@ -120,7 +143,8 @@ def test_integers_beyond_the_lake_columns_are_violations_not_overflows():
 _TRICKY = [None, True, False, 0, 1, 3, -1, 2**31, 2**63, int("9" * 400), 0.5, 90.0, 1e308,
            float("nan"), float("inf"), "", "x", "x" * 300, "sim", "system", "Active", "rain",
            "2026-11-28T12:43:09.123Z", "2026-02-30T12:43:09.123Z", "2026-11-28T12:43:09Z",
-           "dev-1:0123abcd:5", [1], {"a": 1}]
+           "dev-1:0123abcd:5", "dev-1:0123abcd:5\n", "bus-1\n", "2026-11-28T12:43:09.123Z\n",
+           [1], {"a": 1}]
 
 
 @pytest.mark.parametrize("rt", c.RECORD_TYPES, ids=lambda rt: rt.name)

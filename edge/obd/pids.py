@@ -146,6 +146,6 @@ def decode_vin(messages: Sequence[bytes]) -> str:
             raise DecodeError(f"0902: VIN message numbers {seqs} are not 1..{len(seqs)}")
         raw = b"".join(by_seq[s] for s in seqs)
     text = raw.strip(b"\x00\xff ").decode("ascii", "replace")
-    if not VIN_RE.match(text):
+    if not VIN_RE.fullmatch(text):
         raise DecodeError(f"0902: not a 17-character VIN: {text!r} (raw {raw.hex(' ').upper()})")
     return text
