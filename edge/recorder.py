@@ -33,7 +33,8 @@ class Recorder:
     def emit(self, stream: str, fields: dict[str, Any], ts: datetime | None = None,
              clock: str | None = None) -> int | None:
         """Queue one record; returns its seq, or None when the reading broke the contract (counted
-        and logged with every violation: a producer bug must be loud, not a silent drop)."""
+        and logged with every violation: a producer bug must be loud, not a silent drop) or the
+        queue refused it because the disk is full (counted and logged by the queue)."""
         if ts is None:
             ts, clock = self.now()
         rt = contracts.record_type(stream)
@@ -54,5 +55,6 @@ class Recorder:
             return self._topics[stream], contracts.encode(rt, rec)
 
         seq = self.queue.append(stream, build)
-        self.records_total[stream] += 1
+        if seq is not None:
+            self.records_total[stream] += 1
         return seq

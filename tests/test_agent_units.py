@@ -1,5 +1,6 @@
 """Small pieces of the agent that need no process: the rate gauge and the recorder."""
 import json
+import os
 from datetime import datetime, timezone
 
 import contracts
@@ -45,3 +46,11 @@ def test_recorder_rejects_a_reading_that_breaks_the_contract_without_burning_a_s
     first = rec.emit("weather", {"temperature_c": 30.0})
     second = rec.emit("weather", {"temperature_c": 30.1})
     assert second == first + 1
+
+
+def test_a_reading_the_full_disk_refuses_is_not_counted_as_recorded(tmp_path):
+    low = lambda path: os.statvfs_result((4096, 4096, 1000, 0, 10, 100, 0, 0, 0, 255))  # noqa: E731
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=1 << 20, statvfs=low)
+    rec = Recorder(q, "bus-1", "hw", lambda: (TS, "system"), boot_id="0badcafe")
+    assert rec.emit("weather", {"temperature_c": 30.0}) is None
+    assert rec.records_total["weather"] == 0 and q.refused_total()["disk_low"] == 1

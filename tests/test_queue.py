@@ -162,3 +162,205 @@ def test_rejected_rows_are_moved_aside_kept_and_can_be_requeued(tmp_path):
         assert q.requeue_rejected() == 1
         assert [r.seq for r in q.peek(10)] == [1, 3, 2]  # back at the end, seq kept
         assert q.rejected_total() == 0 and q.depth() == 3
+
+
+# --- the rejected table is bounded too ------------------------------------------------------------
+
+def test_rejected_rows_count_towards_max_bytes_and_are_evicted_before_waiting_readings(tmp_path):
+    with DurableQueue(tmp_path / "q.db", max_bytes=1000) as q:
+        q.append_many([("gps", builder("gps", size=100))] * 5)
+        rows = q.peek(10)
+        q.reject(rows[0].rowid, "Not authorized")
+        q.reject(rows[1].rowid, "Not authorized")
+        assert (q.bytes(), q.rejected_bytes()) == (300, 200)
+        q.append_many([("gps", builder("gps", size=100))] * 6)      # 1100 bytes: 100 too many
+        assert [r.seq for r, _ in q.rejected()] == [2], "the oldest rejected row went first"
+        assert [r.seq for r in q.peek(100)] == list(range(3, 12))
+        q.append_many([("gps", builder("gps", size=100))] * 3)      # 300 too many
+        assert q.rejected() == [] and [r.seq for r in q.peek(100)] == list(range(5, 15))
+        assert (q.rejected_dropped_total(), q.dropped_total()) == (2, 2)
+    with DurableQueue(tmp_path / "q.db", max_bytes=1000) as q:
+        assert (q.rejected_dropped_total(), q.dropped_total()) == (2, 2), "both counters persist"
+
+
+def test_a_broker_that_refuses_every_reading_cannot_fill_the_disk_with_rejected_rows(tmp_path, caplog):
+    # e.g. mqtt.username != device_id: every reading comes back "Not authorized".
+    with DurableQueue(tmp_path / "q.db", max_bytes=2000) as q:
+        for _ in range(500):
+            q.append("gps", builder("gps", size=100))
+            q.reject(q.peek(1)[0].rowid, "Not authorized")
+        assert q.rejected_bytes() <= 2000 and q.rejected_total() == 20
+        assert [r.seq for r, _ in q.rejected()] == list(range(481, 501)), "the newest are kept"
+        assert q.rejected_dropped_total() == 480
+    drops = [r for r in caplog.records if "dropped oldest" in r.message]
+    assert len(drops) == 1, "one log line a minute, not one per evicted row"
+
+
+def test_rejected_rows_expire_with_max_age_like_waiting_ones(tmp_path):
+    now = [1_000_000.0]
+    with DurableQueue(tmp_path / "q.db", max_age_s=60, clock=lambda: now[0]) as q:
+        q.append_many([("gps", builder("gps"))] * 2)
+        q.reject(q.peek(1)[0].rowid, "Not authorized")
+        now[0] += 61
+        assert q.enforce_bounds() == {"age": 1, "rejected": 1}
+        assert q.rejected_total() == 0 and q.rejected_bytes() == 0
+
+
+def test_the_size_bound_keeps_emergency_readings_longest(tmp_path):
+    with DurableQueue(tmp_path / "q.db", max_bytes=1000) as q:
+        q.append_many([("emergency", builder("emergency", size=100))] * 2)
+        for _ in range(15):
+            q.append("gps", builder("gps", size=100))
+        assert [r.seq for r in q.peek(100)] == [1, 2] + list(range(10, 18))
+        q.append_many([("emergency", builder("emergency", size=100))] * 11)
+        # Nothing but emergency readings left to evict: the oldest of them go.
+        assert [r.stream for r in q.peek(100)] == ["emergency"] * 10
+        assert q.bytes() <= 1000
+
+
+# --- disk policy: min_free_bytes --------------------------------------------------------------------
+
+class FakeDisk:
+    """statvfs of a filesystem whose free space the test sets; counts the calls."""
+
+    def __init__(self, free: int):
+        self.free, self.calls = free, 0
+
+    def __call__(self, path):
+        self.calls += 1
+        return os.statvfs_result((4096, 4096, 10**6, 0, self.free // 4096, 10**5, 0, 0, 0, 255))
+
+
+MB = 1024 * 1024
+
+
+def disk_queue(path, disk, clock, **kw):
+    return DurableQueue(path, min_free_bytes=MB, disk_check_s=5.0, statvfs=disk,
+                        monotonic=lambda: clock[0], **kw)
+
+
+def test_free_space_is_checked_at_most_once_per_interval_not_per_append(tmp_path):
+    disk, clock = FakeDisk(100 * MB), [0.0]
+    with disk_queue(tmp_path / "q.db", disk, clock, fsync=False) as q:
+        for _ in range(1000):                 # 10 s at 100 readings a second
+            q.append("gps", builder("gps"))
+            clock[0] += 0.01
+        assert disk.calls == 2                # at 0 s and 5 s
+        assert q.disk_free_bytes() == 100 * MB and not q.disk_low
+
+
+def test_on_a_nearly_full_disk_the_queue_stops_growing_and_old_non_emergency_rows_make_room(
+        tmp_path, caplog):
+    disk, clock = FakeDisk(100 * MB), [0.0]
+    with disk_queue(tmp_path / "q.db", disk, clock) as q:
+        q.append("emergency", builder("emergency", size=100))
+        q.append_many([("gps", builder("gps", size=100))] * 20)      # seqs 2..21
+        q.reject(q.peek(2)[1].rowid, "Not authorized")             # seq 2 set aside
+        size = q.bytes() + q.rejected_bytes()
+        disk.free = MB // 2                                          # something filled the card
+        clock[0] += 5
+        for _ in range(10):                                          # seqs 22..31
+            assert q.append("gps", builder("gps", size=100)) is not None
+        assert q.disk_low
+        assert q.bytes() + q.rejected_bytes() == size, "the queue did not grow"
+        assert q.rejected() == [], "the rejected row went first"
+        assert [r.seq for r in q.peek(100)] == [1] + list(range(12, 32)), \
+            "then the oldest gps readings; the emergency reading stays"
+        assert q.dropped_total() == 9 and q.rejected_dropped_total() == 1
+        assert any("disk nearly full" in r.message for r in caplog.records)
+        disk.free = 100 * MB                                         # the operator cleaned up
+        clock[0] += 5
+        depth = q.depth()
+        q.append("gps", builder("gps", size=100))
+        assert not q.disk_low and q.depth() == depth + 1, "the queue grows again"
+
+
+def test_when_only_emergency_readings_are_left_other_readings_are_refused_not_crashed(
+        tmp_path, caplog):
+    disk, clock = FakeDisk(MB // 2), [0.0]                            # low from the start
+    with disk_queue(tmp_path / "q.db", disk, clock) as q:
+        assert q.append("emergency", builder("emergency")) == 1     # emergency: always stored
+        refused = [q.append("gps", builder("gps")) for _ in range(50)]
+        assert refused == [None] * 50
+        assert q.append_many([("vehicle", builder("vehicle")), ("emergency", builder("emergency"))]) \
+            == [None, 2], "no seq is spent on a refused reading"
+        assert q.refused_total() == {"disk_low": 51, "disk_full": 0}
+        assert [r.stream for r in q.peek(10)] == ["emergency", "emergency"]
+        lines = [r for r in caplog.records if "refusing" in r.message]
+        assert len(lines) == 1 and lines[0].levelname == "ERROR", "rate-limited: one line a minute"
+        disk.free = 100 * MB
+        clock[0] += 5
+        assert q.append("gps", builder("gps")) == 3
+
+
+def test_a_failing_free_space_check_is_logged_and_does_not_stop_appends(tmp_path, caplog):
+    def broken(path):
+        raise PermissionError("statvfs denied")
+    with DurableQueue(tmp_path / "q.db", min_free_bytes=MB, statvfs=broken) as q:
+        assert q.append("gps", builder("gps")) == 1
+    assert any("free space check failed" in r.message for r in caplog.records)
+
+
+def test_sqlite_reporting_the_disk_full_makes_room_or_refuses_never_raises(tmp_path, caplog):
+    # max_page_count makes SQLite answer SQLITE_FULL exactly like a filesystem without blocks.
+    with DurableQueue(tmp_path / "q.db") as q:
+        q.append("emergency", builder("emergency", size=200))
+        q.append_many([("gps", builder("gps", size=200))] * 400)
+        pages = q._db.execute("PRAGMA page_count").fetchone()[0]
+        q._db.execute(f"PRAGMA max_page_count={pages}")
+        seqs = [q.append("gps", builder("gps", size=200)) for _ in range(200)]
+        assert None not in seqs, "old gps readings made room"
+        assert q.disk_low and q.dropped_total() > 0
+        assert q.peek(1)[0].stream == "emergency"
+        q.ack(r.rowid for r in q.peek(10_000) if r.stream != "emergency")
+        stored = 0      # emergency readings use the pages the acknowledged ones freed, then...
+        while q.append("emergency", builder("emergency", size=200)) is not None:
+            stored += 1
+            assert stored < 10_000
+        assert stored > 300 and q.refused_total() == {"disk_low": 0, "disk_full": 1}, \
+            "...one is refused: there is no room to write it"
+        assert [q.append("gps", builder("gps", size=200)) for _ in range(20)] == [None] * 20
+        assert sum(q.refused_total().values()) == 21
+        assert all(r.stream == "emergency" for r in q.peek(10_000)) and q.depth() == stored + 1
+    assert any("disk full" in r.message for r in caplog.records)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A real 16 MiB filesystem (tmpfs), when this process may mount one (root)."""
+    mnt = tmp_path / "sd"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_on_a_real_small_filesystem_the_queue_keeps_free_space_and_the_emergency_reading(tiny_fs):
+    with DurableQueue(tiny_fs / "q.db", min_free_bytes=6 * MB, disk_check_s=0.0) as q:
+        q.append("emergency", builder("emergency", size=1000))
+        for _ in range(1000):        # 20 MB of readings into a 16 MiB filesystem
+            assert None not in q.append_many([("gps", builder("gps", size=1000))] * 20)
+        st = os.statvfs(tiny_fs)
+        assert st.f_bavail * st.f_frsize > 4 * MB, "the queue stopped growing near min_free_bytes"
+        assert q.disk_low and q.dropped_total() > 0
+        assert q.peek(1)[0].stream == "emergency"
+        # Then something else takes every block that is left.
+        with open(tiny_fs / "filler", "wb") as fh:
+            with pytest.raises(OSError):
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+        results = [q.append("gps", builder("gps", size=1000)) for _ in range(50)]
+        results.append(q.append("emergency", builder("emergency", size=1000)))
+        refused = q.refused_total()
+        assert results.count(None) == refused["disk_low"] + refused["disk_full"]
+        assert q.peek(1)[0].stream == "emergency"
+        (tiny_fs / "filler").unlink()
+        assert q.append("gps", builder("gps", size=1000)) is not None, "stores again with room"
