@@ -366,6 +366,9 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     p.add_argument("--gps-rate-hz", type=float)
     p.add_argument("--mqtt-host")
     p.add_argument("--mqtt-port", type=int)
+    p.add_argument("--mqtt-delivery", choices=("end_to_end", "broker"),
+                   help="delete a reading when the bridge says Kafka has it (end_to_end, the "
+                        "default) or on the broker's PUBACK (broker: no acknowledging bridge)")
     p.add_argument("--http-port", type=int, help="0 disables /healthz and /metrics")
     p.add_argument("--duration-s", type=float, help="stop after this many wall seconds")
     p.add_argument("--log-level")
@@ -374,7 +377,8 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     for key, path in (("simulate", "simulate"), ("device_id", "device_id"),
                       ("data_dir", "data_dir"), ("speedup", "sim.speedup"), ("seed", "sim.seed"),
                       ("gps_rate_hz", "sim.gps_rate_hz"), ("mqtt_host", "mqtt.host"),
-                      ("mqtt_port", "mqtt.port"), ("http_port", "http.port"),
+                      ("mqtt_port", "mqtt.port"), ("mqtt_delivery", "mqtt.delivery"),
+                      ("http_port", "http.port"),
                       ("duration_s", "duration_s"), ("log_level", "log_level")):
         value = getattr(a, key)
         if value is not None:

@@ -24,6 +24,19 @@ Such a row is NOT deleted: it is moved to the queue's `rejected` table (kept on 
 back with DurableQueue.requeue_rejected() once the ACL is fixed), counted in
 publish_rejected_total{reason} and logged as an error with its topic and seq. Retrying it in
 place would block every reading behind it forever; dropping it would be silent loss.
+
+End-to-end acknowledgement (delivery="end_to_end", the default): a PUBACK only says the broker took
+the message, and a broker can still drop it (reason 0x10 "no matching subscribers" while the
+bridge's shared subscription is missing after a broker restart), lose it (kill -9 between its
+autosaves) or hold it for an offline bridge that never returns. So a row leaves the queue only when
+the bridge reports that Kafka has confirmed it, on the device's ack topic (`contracts.acks`). Until
+then the row is "unconfirmed"; the publisher goes back to the oldest row still queued and sends
+everything again (same event_id) when the oldest unconfirmed row has waited `ack_timeout_s`
+(doubling while nothing is confirmed, up to `ack_timeout_max_s`, so a long bridge outage does not
+flood the broker), soon after a PUBACK 0x10, and after every reconnect. Acks that arrive for rows
+not sent on this connection (queued by the broker while we were away) are remembered and spare the
+resend. delivery="broker" keeps PUBACK semantics for brokers without a bridge that acknowledges
+(a plain MQTT broker, AWS IoT Core rules); 0x10 is then "not delivered" and retried too.
 """
 from __future__ import annotations
 
@@ -40,6 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from contracts.acks import ack_topic, decode_acks, find_event_id
 from contracts.envelope import TOPIC_PREFIX
 
 from .obs import Registry
@@ -48,6 +62,9 @@ from .queue import DurableQueue, Row
 log = logging.getLogger(__name__)
 
 MAX_WINDOW = 10_000  # far below the 65,535 MQTT packet ids
+DELIVERY_MODES = ("end_to_end", "broker")
+NO_MATCHING_SUBSCRIBERS = 0x10
+EARLY_ACKS_MAX = 200_000   # acks remembered for rows not (re)sent yet on this connection
 
 
 @dataclass
@@ -71,16 +88,35 @@ class MqttSettings:
     connect_timeout_s: float = 10.0
     ack_flush_s: float = 0.05             # batch deletes of acknowledged rows (one commit each)
     idle_poll_s: float = 0.05             # how soon a new row is noticed when the queue was empty
+    # "end_to_end": delete a row when the bridge says Kafka has it; "broker": on PUBACK.
+    delivery: str = "end_to_end"
+    ack_timeout_s: float = 30.0           # resend what stays unconfirmed this long...
+    ack_timeout_max_s: float = 600.0      # ...doubling up to this while nothing is confirmed
+    max_unconfirmed: int = 5000           # sent and not yet confirmed end to end; then wait
 
     def __post_init__(self):
         if not 1 <= self.inflight_window <= MAX_WINDOW:
             raise ValueError(f"inflight_window must be 1..{MAX_WINDOW}, got {self.inflight_window}")
+        if self.delivery not in DELIVERY_MODES:
+            raise ValueError(f"delivery must be one of {DELIVERY_MODES}, got {self.delivery!r}")
+        if not 0 < self.ack_timeout_s <= self.ack_timeout_max_s:
+            raise ValueError("need 0 < ack_timeout_s <= ack_timeout_max_s")
+        if self.max_unconfirmed < self.inflight_window:
+            raise ValueError("max_unconfirmed must be >= inflight_window")
         if not self.device_id or any(c in self.device_id for c in "/+#"):
             raise ValueError(f"device_id {self.device_id!r} must be non-empty without / + #")
 
     @property
     def status_topic(self) -> str:
         return f"{TOPIC_PREFIX}/{self.device_id}/status"
+
+    @property
+    def ack_topic(self) -> str:
+        return ack_topic(self.device_id)
+
+    @property
+    def end_to_end(self) -> bool:
+        return self.delivery == "end_to_end"
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random | None = None) -> float:
@@ -100,7 +136,8 @@ class MqttPublisher:
         self.m_published = m.counter("smartcity_mqtt_published_total",
                                      "Queued readings handed to MQTT (resends included)")
         self.m_acks = m.counter("smartcity_mqtt_publish_acks_total",
-                                "Readings acknowledged by the broker and deleted from the queue")
+                                "Readings confirmed and deleted from the queue (end to end: in "
+                                "Kafka, as the bridge reports; delivery=broker: on PUBACK)")
         self.m_rejected = m.counter("smartcity_mqtt_publish_rejected_total",
                                     "Readings the broker refused (PUBACK failure), moved aside",
                                     ["reason"])
@@ -108,7 +145,17 @@ class MqttPublisher:
                                       "Successful connections after the first")
         self.m_connect_failures = m.counter("smartcity_mqtt_connect_failures_total",
                                             "Connection attempts that failed or were refused")
+        self.m_not_delivered = m.counter("smartcity_mqtt_not_delivered_total",
+                                         "PUBACKs with 0x10 'no matching subscribers': the broker "
+                                         "dropped the reading; it is sent again")
+        self.m_resends = m.counter("smartcity_mqtt_resends_total",
+                                   "Times the publisher went back to the oldest unconfirmed reading",
+                                   ["reason"])
+        self.m_bad_acks = m.counter("smartcity_mqtt_bad_acks_total",
+                                    "Messages on the ack topic that were not valid acknowledgements")
         self.m_inflight = m.gauge("smartcity_mqtt_inflight", "Publishes awaiting PUBACK")
+        self.m_unconfirmed = m.gauge("smartcity_mqtt_unconfirmed",
+                                     "Readings sent and not yet confirmed end to end")
         self.m_connected = m.gauge("smartcity_mqtt_connected", "1 while connected to the broker")
         self._rng = random.Random()
         self._stop_evt = threading.Event()
@@ -118,6 +165,12 @@ class MqttPublisher:
         self._connected = False
         self._connack: tuple[Any, Any] | None = None
         self._inflight: dict[int, Row] = {}
+        # end to end: (boot_id, seq) -> (rowid, monotonic time sent); insertion order = send order
+        self._unconfirmed: dict[tuple[str, int], tuple[int, float]] = {}
+        self._early_acks: set[tuple[str, int]] = set()
+        self._rewind_at: float | None = None    # when to go back to the oldest queued row
+        self._timeout_s = settings.ack_timeout_s
+        self._nosub_retry_s = settings.reconnect_min_s
         self._acked: list[int] = []
         self._connections = 0
         self.last_error: str | None = None
@@ -148,6 +201,7 @@ class MqttPublisher:
 
     def status(self) -> dict:
         return {"connected": self._connected, "inflight": len(self._inflight),
+                "unconfirmed": len(self._unconfirmed), "delivery": self.settings.delivery,
                 "queue_depth": self.queue.depth(), "last_error": self.last_error,
                 "broker": f"{self.settings.host}:{self.settings.port}"}
 
@@ -193,12 +247,17 @@ class MqttPublisher:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_ack_message
+        c.on_subscribe = self._on_subscribe
         return c
 
     def _connect(self) -> bool:
         s = self.settings
         self._connack = None
         self._inflight = {}
+        # Everything still queued is sent again on the new connection; acks for it may still come.
+        self._unconfirmed = {}
+        self._rewind_at = None
         client = self._new_client()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
@@ -239,6 +298,9 @@ class MqttPublisher:
                                           "receive_maximum": recv_max,
                                           "connections": self._connections})
         client.publish(s.status_topic, b"online", qos=1, retain=True)
+        if s.end_to_end:
+            # The persistent session keeps the subscription; subscribing again repairs a lost one.
+            client.subscribe(s.ack_topic, qos=1)
         return True
 
     def _connect_failed(self, why: str) -> None:
@@ -262,28 +324,54 @@ class MqttPublisher:
         """Publish and process acks until the connection drops or stop() has flushed."""
         client = self._client
         s = self.settings
+        e2e = s.end_to_end
         cursor: int | None = None   # last rowid sent on THIS connection
         last_flush = time.monotonic()
         while self._connected:
             stopping = self._stop_evt.is_set()
             if stopping and (time.monotonic() >= self._flush_deadline or (
-                    not self._inflight and not self.queue.peek(1, after_rowid=cursor))):
+                    not self._inflight and not self._unconfirmed
+                    and not self.queue.peek(1, after_rowid=cursor))):
                 break
+            now = time.monotonic()
+            reason = self._rewind_reason(now)
+            if reason:
+                # Go back: every row still queued is unconfirmed (confirmed ones are deleted
+                # first), so resending from the oldest resends exactly what is missing.
+                self._flush_acks()
+                cursor = None
+                self._rewind_at = None
+                self.m_resends.inc(reason=reason)
+                log.info("resending unconfirmed readings", extra={
+                    "reason": reason, "unconfirmed": len(self._unconfirmed),
+                    "next_timeout_s": self._timeout_s})
             sent = 0
             room = self._window - len(self._inflight)
+            if e2e:
+                room = min(room, s.max_unconfirmed - len(self._unconfirmed))
             if room > 0:
                 for row in self.queue.peek(min(room, s.batch_rows), after_rowid=cursor):
+                    key = self._row_key(row) if e2e else None
+                    if key is not None and key in self._early_acks:
+                        self._early_acks.discard(key)   # Kafka has it already: no resend
+                        self._acked.append(row.rowid)
+                        cursor = row.rowid
+                        continue
                     info = client.publish(row.topic, row.payload, qos=1)
                     if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         # NO_CONN: the connection just dropped; this row will be resent later.
                         self._connected = False
                         break
                     self._inflight[info.mid] = row
+                    if key is not None:
+                        self._unconfirmed.pop(key, None)   # re-insert: order of last send
+                        self._unconfirmed[key] = (row.rowid, now)
                     cursor = row.rowid
                     sent += 1
                 if sent:
                     self.m_published.inc(sent)
                     self.m_inflight.set(len(self._inflight))
+                    self.m_unconfirmed.set(len(self._unconfirmed))
             # Block in select only when there was nothing to send: PUBACKs wake it immediately.
             rc = client.loop(0 if sent else s.idle_poll_s)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -293,6 +381,26 @@ class MqttPublisher:
                 self._flush_acks()
                 last_flush = now
         self._flush_acks()
+
+    def _rewind_reason(self, now: float) -> str | None:
+        if self._rewind_at is not None and now >= self._rewind_at:
+            return "no_subscriber"
+        if self._unconfirmed:
+            sent_at = next(iter(self._unconfirmed.values()))[1]
+            if now - sent_at >= self._timeout_s:
+                # Nothing confirmed for a whole timeout: wait longer next time (a bridge or Kafka
+                # outage would otherwise make every device resend its window over and over).
+                self._timeout_s = min(self._timeout_s * 2, self.settings.ack_timeout_max_s)
+                return "ack_timeout"
+        return None
+
+    @staticmethod
+    def _row_key(row: Row) -> tuple[str, int] | None:
+        """(boot_id, seq) the bridge acknowledges this row by, or None for a row without an event
+        id (the recorder never writes one); such a row is confirmed on PUBACK so it cannot block
+        the queue."""
+        found = find_event_id(row.payload)
+        return (found[1], found[2]) if found is not None and found[2] == row.seq else None
 
     def _flush_acks(self) -> None:
         if self._acked:
@@ -336,66 +444,68 @@ class MqttPublisher:
         row = self._inflight.pop(mid, None)
         if row is None:
             return  # the status message
+        code = reason_code.value
         if reason_code.is_failure:
-            # "No matching subscribers" (0x10) is success; anything >= 0x80 is a refusal.
+            # Anything >= 0x80 is a refusal (e.g. 0x87 not authorised by the ACL).
             self.m_rejected.inc(reason=str(reason_code))
             log.error("broker rejected reading; moved to the rejected table",
                       extra={"topic": row.topic, "seq": row.seq, "stream": row.stream,
-                             "reason": str(reason_code), "reason_code": reason_code.value})
+                             "reason": str(reason_code), "reason_code": code})
             self.queue.reject(row.rowid, str(reason_code))
+            self._forget(row)
+        elif code == NO_MATCHING_SUBSCRIBERS:
+            # Not delivered: no bridge subscribed (e.g. Mosquitto restarted and the bridge's shared
+            # subscription is not back yet); the broker dropped it. Resend soon, backing off.
+            self.m_not_delivered.inc()
+            retry_at = time.monotonic() + self._nosub_retry_s
+            if self._rewind_at is None or retry_at < self._rewind_at:
+                self._rewind_at = retry_at
+            self._nosub_retry_s = min(self._nosub_retry_s * 2, self.settings.ack_timeout_s)
         else:
-            self._acked.append(row.rowid)
+            self._nosub_retry_s = self.settings.reconnect_min_s
+            if not self.settings.end_to_end or self._row_key(row) is None:
+                self._acked.append(row.rowid)
 
+    def _forget(self, row: Row) -> None:
+        key = self._row_key(row)
+        if key is not None:
+            self._unconfirmed.pop(key, None)
 
-def drain_benchmark(n: int = 100_000, payload_bytes: int = 300, window: int = 500,
-                    workdir: str | Path | None = None, fsync: bool = False,
-                    timeout_s: float = 300.0) -> dict:
-    """Fill a queue with n readings (~payload_bytes JSON each), start a local Mosquitto, publish
-    until every row is acknowledged. Returns the rate. Used by `python -m bench edge`."""
-    import json
-    import shutil
-    import tempfile
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            self.last_error = f"ack subscription refused: {refused}"
+            log.error("the broker refused the ack subscription: nothing will be confirmed end to "
+                      "end; let the device read its ack topic or set mqtt.delivery = 'broker'",
+                      extra={"topic": self.settings.ack_topic, "reasons": refused})
 
-    from deploy.local.mosquitto import MosquittoServer
-
-    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="smartcity-drain-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    broker = MosquittoServer(tmp / "mqtt", persistence=False).start()
-    q = DurableQueue(tmp / "queue.db", max_bytes=10 * n * payload_bytes, fsync=fsync)
-    try:
-        device = "bench-0001"
-        filler = "x" * max(0, payload_bytes - 120)
-
-        def build(stream):
-            def b(seq):
-                doc = {"event_id": f"{device}:boot:{seq}", "device_id": device, "seq": seq,
-                       "ts": "2026-01-01T00:00:00.000Z", "stream": stream, "pad": filler}
-                return f"{TOPIC_PREFIX}/{device}/{stream}", json.dumps(doc).encode()
-            return b
-
-        t0 = time.monotonic()
-        streams = ["gps", "vehicle", "weather"]
-        for start in range(0, n, 5000):
-            q.append_many([(streams[i % 3], build(streams[i % 3]))
-                           for i in range(start, min(n, start + 5000))])
-        fill_s = time.monotonic() - t0
-        avg_payload = q.bytes() / max(1, q.depth())
-        pub = MqttPublisher(q, MqttSettings(port=broker.port, device_id=device,
-                                            inflight_window=window))
-        t0 = time.monotonic()
-        pub.start()
-        deadline = t0 + timeout_s
-        while q.depth() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        drain_s = time.monotonic() - t0
-        left = q.depth()
-        pub.stop(2)
-        return {"readings": n, "payload_bytes_avg": round(avg_payload, 1), "window": window,
-                "fsync": fsync, "fill_s": round(fill_s, 3), "drain_s": round(drain_s, 3),
-                "readings_per_s": round((n - left) / drain_s, 1), "left_in_queue": left,
-                "published_total": pub.m_published.get(), "acks_total": pub.m_acks.get()}
-    finally:
-        q.close()
-        broker.stop()
-        if workdir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def _on_ack_message(self, client, userdata, msg) -> None:
+        if msg.topic != self.settings.ack_topic:
+            return
+        try:
+            acks = decode_acks(msg.payload)
+        except ValueError as e:
+            self.m_bad_acks.inc()
+            log.warning("ignored a bad acknowledgement", extra={"error": str(e)[:200]})
+            return
+        unconfirmed, early, acked = self._unconfirmed, self._early_acks, self._acked
+        before = len(acked)
+        for boot, ranges in acks.items():
+            for lo, hi in ranges:
+                if hi - lo >= 100_000:
+                    # A huge range: look up what we hold instead of walking it.
+                    keys = [k for k in unconfirmed if k[0] == boot and lo <= k[1] <= hi]
+                    for k in keys:
+                        acked.append(unconfirmed.pop(k)[0])
+                    continue
+                for seq in range(lo, hi + 1):
+                    hit = unconfirmed.pop((boot, seq), None)
+                    if hit is not None:
+                        acked.append(hit[0])
+                    else:
+                        early.add((boot, seq))
+        if len(early) > EARLY_ACKS_MAX:
+            early.clear()   # costs resends (duplicates), never a loss
+        if len(acked) > before:
+            self._timeout_s = self.settings.ack_timeout_s   # progress: back to the short timeout
+        self.m_unconfirmed.set(len(unconfirmed))

@@ -1,5 +1,6 @@
 """Shared fixtures: a real Mosquitto on a free loopback port, and an MQTT subscriber that keeps
-a persistent session (like the bridge) and records what arrives."""
+a persistent session (like the bridge), records what arrives and, like the bridge once Kafka has
+a reading, acknowledges each reading end to end on its device's ack topic (contracts.acks)."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from contracts.acks import ack_topic, encode_acks, find_event_id
 from deploy.local.mosquitto import MosquittoServer
 
 
@@ -29,8 +31,9 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str = "smartcity/v1/#", host: str = "127.0.0.1",
                  username: str | None = None, password: str | None = None,
-                 client_id: str | None = None, tls: dict | None = None):
+                 client_id: str | None = None, tls: dict | None = None, acks: bool = True):
         self.messages: list[mqtt.MQTTMessage] = []
+        self.acks = acks
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.topic = topic
@@ -60,6 +63,10 @@ class Subscriber:
     def _on_message(self, client, userdata, msg):
         with self._lock:
             self.messages.append(msg)
+        found = find_event_id(msg.payload) if self.acks else None
+        if found is not None:
+            device, boot, seq = found
+            client.publish(ack_topic(device), encode_acks({boot: [seq]}), qos=1)
 
     def payloads(self, topic_filter=None) -> list[bytes]:
         with self._lock:

@@ -10,7 +10,8 @@ import pytest
 
 from deploy.local.mosquitto import MosquittoServer, TlsFiles, make_test_pki
 from edge.obs import Registry
-from edge.publisher import MqttPublisher, MqttSettings, backoff_delay, drain_benchmark
+from bench.edge import drain_benchmark
+from edge.publisher import MqttPublisher, MqttSettings, backoff_delay
 from edge.queue import DurableQueue
 
 DEVICE = "dev-a"
@@ -155,7 +156,8 @@ def test_rows_in_flight_when_the_broker_dies_are_kept_and_resent(tmp_path, mosqu
 
 def test_acl_denied_reading_is_counted_and_kept_aside_not_deleted(tmp_path, subscriber_factory,
                                                                   caplog):
-    acl = "pattern write smartcity/v1/%u/#\nuser reader\ntopic read smartcity/v1/#\n"
+    acl = ("pattern write smartcity/v1/%u/#\npattern read smartcity/ack/v1/%u\n"
+           "user reader\ntopic read smartcity/v1/#\ntopic write smartcity/ack/v1/#\n")
     broker = MosquittoServer(tmp_path / "mqtt", acl=acl,
                              passwords={DEVICE: "pw-a", "dev-b": "pw-b", "reader": "pw-r"}).start()
     try:
@@ -259,4 +261,141 @@ def test_stop_returns_promptly_when_the_broker_is_unreachable_and_rows_stay_queu
         assert time.monotonic() - t0 < 2.5
         assert q.depth() == 1 and "ConnectionRefusedError" in pub.last_error
     finally:
+        q.close()
+
+
+# End-to-end acknowledgement: a reading leaves the queue only when the bridge says Kafka has it.
+
+def send_acks(port: int, by_boot: dict[str, list[int]], device: str = DEVICE) -> None:
+    """Publish one acknowledgement as the bridge does (contracts.acks), QoS 1, and wait for it."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from contracts.acks import ack_topic, encode_acks
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        c.publish(ack_topic(device), encode_acks(by_boot), qos=1).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def seqs_received(sub) -> list[int]:
+    return [json.loads(p)["seq"] for p in sub.payloads(lambda t: not t.endswith("/status"))]
+
+
+def test_a_puback_alone_deletes_nothing_the_end_to_end_ack_does(tmp_path, mosquitto,
+                                                                 subscriber_factory):
+    sub = subscriber_factory(mosquitto.port, acks=False)   # the broker delivers; nobody confirms
+    q = DurableQueue(tmp_path / "q.db")
+    for _ in range(5):
+        q.append("gps", reading("gps"))
+    pub = MqttPublisher(q, settings(mosquitto.port)).start()
+    try:
+        assert sub.wait_for(lambda ms: len(ms) >= 6, 10)   # 5 readings + online
+        time.sleep(0.5)
+        assert q.depth() == 5 and pub.m_acks.get() == 0
+        assert pub.status()["unconfirmed"] == 5
+        send_acks(mosquitto.port, {"boot1": [1, 2, 4]})
+        assert wait_until(lambda: q.depth() == 2, 5)
+        assert [r.seq for r in q.peek(10)] == [3, 5]
+        send_acks(mosquitto.port, {"another-boot": [3, 5]})   # same seqs, other boot: not ours
+        time.sleep(0.5)
+        assert q.depth() == 2
+        send_acks(mosquitto.port, {"boot1": [3, 5]})
+        assert wait_until(lambda: q.depth() == 0, 5) and pub.m_acks.get() == 5
+    finally:
+        pub.stop(1)
+        q.close()
+
+
+@pytest.mark.parametrize("delivery", ["end_to_end", "broker"])
+def test_no_matching_subscribers_is_not_delivered_and_is_sent_again(tmp_path, mosquitto,
+                                                                    subscriber_factory, delivery):
+    """Mosquitto answers PUBACK 0x10 and drops the message when no bridge is subscribed (after a
+    broker restart the bridge's shared subscription is gone until it reconnects)."""
+    q = DurableQueue(tmp_path / "q.db")
+    for _ in range(20):
+        q.append("vehicle", reading("vehicle"))
+    reg = Registry()
+    pub = MqttPublisher(q, settings(mosquitto.port, delivery=delivery), reg).start()
+    try:
+        assert wait_until(lambda: pub.m_not_delivered.get() >= 20, 10)
+        assert q.depth() == 20, "nothing reached a subscriber, nothing may leave the queue"
+        sub = subscriber_factory(mosquitto.port)
+        assert wait_until(lambda: q.depth() == 0, 20), q.depth()
+        assert sorted(set(seqs_received(sub))) == list(range(1, 21))
+        assert reg.get("smartcity_mqtt_resends_total").get(reason="no_subscriber") >= 1
+    finally:
+        pub.stop(1)
+        q.close()
+
+
+def test_what_stays_unconfirmed_past_the_timeout_is_sent_again_with_the_same_event_id(
+        tmp_path, mosquitto, subscriber_factory):
+    # The broker took the readings but they never reached Kafka (e.g. held for a bridge that is
+    # gone): after ack_timeout_s the agent sends them again, the timeout doubling while nothing
+    # is confirmed.
+    sub = subscriber_factory(mosquitto.port, acks=False)
+    q = DurableQueue(tmp_path / "q.db")
+    for _ in range(3):
+        q.append("gps", reading("gps"))
+    pub = MqttPublisher(q, settings(mosquitto.port, ack_timeout_s=0.5, ack_timeout_max_s=1.0)).start()
+    try:
+        assert sub.wait_for(lambda ms: seqs_received(sub).count(1) >= 3, 10), seqs_received(sub)
+        ids = {json.loads(p)["event_id"] for p in sub.payloads(lambda t: t.endswith("/gps"))}
+        assert ids == {f"{DEVICE}:boot1:{i}" for i in (1, 2, 3)}, "resends carry the same ids"
+        assert pub.m_resends.get(reason="ack_timeout") >= 2
+        assert q.depth() == 3
+        send_acks(mosquitto.port, {"boot1": [1, 2, 3]})
+        assert wait_until(lambda: q.depth() == 0, 5)
+    finally:
+        pub.stop(1)
+        q.close()
+
+
+def test_unconfirmed_readings_are_capped_and_the_rest_waits_in_the_queue(tmp_path, mosquitto,
+                                                                         subscriber_factory):
+    sub = subscriber_factory(mosquitto.port, acks=False)
+    q = DurableQueue(tmp_path / "q.db")
+    for _ in range(50):
+        q.append("gps", reading("gps"))
+    pub = MqttPublisher(q, settings(mosquitto.port, inflight_window=10, max_unconfirmed=10)).start()
+    try:
+        assert sub.wait_for(lambda ms: len(seqs_received(sub)) >= 10, 10)
+        time.sleep(0.5)
+        assert sorted(seqs_received(sub)) == list(range(1, 11))
+        send_acks(mosquitto.port, {"boot1": list(range(1, 11))})
+        assert sub.wait_for(lambda ms: len(seqs_received(sub)) >= 20, 10)
+        assert q.depth() == 40
+    finally:
+        pub.stop(1)
+        q.close()
+
+
+def test_bad_acknowledgements_are_counted_and_ignored(tmp_path, mosquitto):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    q = DurableQueue(tmp_path / "q.db")
+    q.append("gps", reading("gps"))
+    pub = MqttPublisher(q, settings(mosquitto.port)).start()
+    try:
+        assert wait_until(lambda: pub.connected, 5)
+        time.sleep(0.3)   # the ack subscription is granted
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.connect("127.0.0.1", mosquitto.port)
+        c.loop_start()
+        for bad in (b"not json", b'{"v":2,"acks":{}}', b'{"v":1,"acks":{"boot1":[[3,1]]}}',
+                    b'{"v":1,"acks":{"boot1":[[1,"x"]]}}'):
+            c.publish(f"smartcity/ack/v1/{DEVICE}", bad, qos=1).wait_for_publish(5)
+        c.disconnect()
+        c.loop_stop()
+        assert wait_until(lambda: pub.m_bad_acks.get() == 4, 5)
+        assert q.depth() == 1 and pub.connected
+    finally:
+        pub.stop(1)
         q.close()
