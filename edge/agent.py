@@ -12,6 +12,7 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,11 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from contracts.schema import ENVELOPE
 from edge import obs
 from edge.crash import CrashDetector
 from edge.publisher import MqttPublisher, MqttSettings
 from edge.queue import DurableQueue
 from edge.recorder import Recorder
+from edge.settings import SettingsError
 from edge.settings import load as load_settings
 from edge.timesource import TimeSource
 
@@ -79,8 +82,12 @@ class SimSettings:
 
 @dataclass
 class QueueSettings:
-    max_bytes: int = 512 * 1024 * 1024
+    max_bytes: int = 512 * 1024 * 1024      # waiting + rejected readings (payload bytes)
     max_age_s: float = 7 * 24 * 3600.0
+    # Below this much free space on the queue's filesystem the queue stops growing: old
+    # non-emergency readings make room, then other readings are refused (edge/queue.py). 0 = off.
+    min_free_bytes: int = 128 * 1024 * 1024
+    disk_check_s: float = 5.0               # statvfs at most this often
 
 
 @dataclass
@@ -97,6 +104,8 @@ class AgentSettings:
     log_level: str = "WARNING"
     duration_s: float = 0.0  # 0 = run until stopped (or the simulated trip ends)
     drain_timeout_s: float = 10.0
+    # mqtt.username must equal device_id unless this is set (check_settings says why).
+    allow_mqtt_username_mismatch: bool = False
     gps: GpsSettings = field(default_factory=GpsSettings)
     obd: ObdSettings = field(default_factory=ObdSettings)
     dht: DhtSettings = field(default_factory=DhtSettings)
@@ -139,7 +148,9 @@ class Agent:
         self.stop_event = threading.Event()
         self.queue = DurableQueue(settings.data_dir / "queue.sqlite3",
                                   max_bytes=settings.queue.max_bytes,
-                                  max_age_s=settings.queue.max_age_s)
+                                  max_age_s=settings.queue.max_age_s,
+                                  min_free_bytes=settings.queue.min_free_bytes,
+                                  disk_check_s=settings.queue.disk_check_s)
         self.time = TimeSource()
         self.world = None
         if settings.simulate:
@@ -271,6 +282,8 @@ class Agent:
         ok = not dead and (self.publisher.connected or oldest < 60)
         return ok, {"dead_threads": dead, "mqtt_connected": self.publisher.connected,
                     "queue_dropped_total": self.queue.dropped_total(),
+                    "queue_refused_total": self.queue.refused_total(),
+                    "disk_low": self.queue.disk_low,
                     "queue_depth": self.queue.depth(), "oldest_queued_age_s": round(oldest, 3),
                     "last_fix_age_s": self._last_fix_age()}
 
@@ -285,8 +298,21 @@ class Agent:
                    self.queue.depth)
         m.gauge_fn("smartcity_edge_queue_oldest_age_seconds", "Age of the oldest queued reading",
                    self.queue.oldest_age_s)
-        m.counter_fn("smartcity_edge_queue_dropped_total", "Readings dropped by the size/age bound",
-                   self.queue.dropped_total)
+        m.counter_fn("smartcity_edge_queue_dropped_total",
+                     "Readings dropped by the size/age bound or the disk policy",
+                     self.queue.dropped_total)
+        m.gauge_fn("smartcity_edge_queue_rejected", "Readings the broker refused, kept aside",
+                   self.queue.rejected_total)
+        m.counter_fn("smartcity_edge_queue_rejected_dropped_total",
+                     "Rejected readings dropped by the size/age bound or the disk policy",
+                     self.queue.rejected_dropped_total)
+        m.counter_fn("smartcity_edge_queue_refused_total",
+                     "Readings refused for lack of disk space since the agent started, by reason",
+                     lambda: {(k,): v for k, v in self.queue.refused_total().items()}, ["reason"])
+        m.gauge_fn("smartcity_edge_disk_free_bytes", "Free bytes of the queue's filesystem",
+                   lambda: nan_if_none(self.queue.disk_free_bytes()))
+        m.gauge_fn("smartcity_edge_disk_low", "1 while free space is below queue.min_free_bytes",
+                   lambda: int(self.queue.disk_low))
         m.gauge_fn("smartcity_edge_published_per_second",
                    "Readings acknowledged by the broker per second, over the last ~10 s",
                    RateMeter(self.publisher.m_acks.get))
@@ -386,12 +412,50 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     return a.config, over
 
 
+_DEVICE_ID = next(f for f in ENVELOPE if f.name == "device_id")
+
+
+def check_settings(s: AgentSettings) -> list[str]:
+    """Refuse (SettingsError) settings under which every reading would fail; return warnings.
+
+    - device_id must be a valid contract device_id (whole value): every record carries it.
+    - mqtt.username, when set, must equal device_id. The deployed broker ACL lets each user write
+      only smartcity/v1/{its username}/# (Mosquitto `pattern write smartcity/v1/%u/#`), so with
+      another username every reading is refused, set aside in the queue's rejected table and
+      logged, for as long as the agent runs. A broker whose ACL keys on something else (the
+      client id, Mosquitto `%c`; a fleet account on a hosted broker) is a legitimate deployment:
+      allow_mqtt_username_mismatch = true starts anyway, with a warning at every start.
+    """
+    f = _DEVICE_ID
+    if len(s.device_id) > f.max_length or not re.fullmatch(f.pattern, s.device_id):
+        raise SettingsError(f"device_id {s.device_id!r} must match {f.pattern} (at most "
+                            f"{f.max_length} characters): every reading carries it")
+    user = s.mqtt.username
+    if user is not None and user != s.device_id:
+        why = (f"mqtt.username {user!r} differs from device_id {s.device_id!r}: a broker whose ACL "
+               "lets each user write only smartcity/v1/{username}/# (as deployed) refuses every "
+               "reading")
+        if not s.allow_mqtt_username_mismatch:
+            raise SettingsError(f"{why}. Use the device id as the MQTT username, or set "
+                                "allow_mqtt_username_mismatch = true if the broker's ACL does not "
+                                "key on the username")
+        return [f"{why}; starting anyway because allow_mqtt_username_mismatch is set"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     config, overrides = parse_args(argv)
-    settings = load_settings(AgentSettings, config, "SMARTCITY_EDGE_", overrides)
-    # One device id for records and the MQTT session/status topic.
-    settings.mqtt.device_id = settings.device_id
+    try:
+        settings = load_settings(AgentSettings, config, "SMARTCITY_EDGE_", overrides)
+        # One device id for records and the MQTT session/status topic.
+        settings.mqtt.device_id = settings.device_id
+        warnings = check_settings(settings)
+    except SettingsError as e:
+        print(f"smartcity-edge: {e}", file=sys.stderr)
+        return 2
     obs.configure_logging(settings.log_level)
+    for w in warnings:
+        log.warning(w)
     agent = Agent(settings)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stop_event.set())

@@ -3,8 +3,11 @@ import json
 import os
 from datetime import datetime, timezone
 
+import pytest
+
 import contracts
-from edge.agent import RateMeter
+from edge.agent import AgentSettings, RateMeter, check_settings, main
+from edge.settings import SettingsError
 from edge.queue import DurableQueue
 from edge.recorder import Recorder
 
@@ -54,3 +57,34 @@ def test_a_reading_the_full_disk_refuses_is_not_counted_as_recorded(tmp_path):
     rec = Recorder(q, "bus-1", "hw", lambda: (TS, "system"), boot_id="0badcafe")
     assert rec.emit("weather", {"temperature_c": 30.0}) is None
     assert rec.records_total["weather"] == 0 and q.refused_total()["disk_low"] == 1
+
+
+# --- settings the agent refuses to start with -------------------------------------------------------
+
+def test_an_mqtt_username_other_than_the_device_id_refuses_to_start(tmp_path, monkeypatch, capsys):
+    # With the deployed ACL (write smartcity/v1/%u/#) every reading would be refused by the broker.
+    monkeypatch.setenv("SMARTCITY_EDGE_MQTT__USERNAME", "bus-2")
+    assert main(["--device-id", "bus-1", "--data-dir", str(tmp_path / "edge")]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.username 'bus-2' differs from device_id 'bus-1'" in err
+    assert "allow_mqtt_username_mismatch" in err
+    assert not (tmp_path / "edge").exists(), "refused before anything started"
+
+
+def test_a_different_username_is_allowed_only_explicitly_and_then_warned_about():
+    s = AgentSettings(device_id="bus-1", allow_mqtt_username_mismatch=True)
+    s.mqtt.username = "fleet"
+    [warning] = check_settings(s)
+    assert "differs from device_id" in warning and "allow_mqtt_username_mismatch" in warning
+    for username in (None, "bus-1"):
+        s = AgentSettings(device_id="bus-1")
+        s.mqtt.username = username
+        assert check_settings(s) == []
+
+
+@pytest.mark.parametrize("device_id", ["bus-1\n", "bus 1", "bus/1", "x" * 65])
+def test_a_device_id_the_contract_refuses_refuses_to_start(device_id, tmp_path, capsys):
+    assert main(["--device-id", device_id, "--data-dir", str(tmp_path / "edge")]) == 2
+    assert "device_id" in capsys.readouterr().err
+    with pytest.raises(SettingsError):
+        check_settings(AgentSettings(device_id=device_id))
