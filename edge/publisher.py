@@ -22,8 +22,10 @@ Rejected publishes: with MQTT v5 and QoS 1 a broker that refuses a message (e.g.
 the ACL denies the topic) still sends PUBACK, with a failure reason code (0x87 not authorized).
 Such a row is NOT deleted: it is moved to the queue's `rejected` table (kept on disk, can be put
 back with DurableQueue.requeue_rejected() once the ACL is fixed), counted in
-publish_rejected_total{reason} and logged as an error with its topic and seq. Retrying it in
-place would block every reading behind it forever; dropping it would be silent loss.
+publish_rejected_total{reason} and logged as an error with its topic and seq (one line a minute
+per reason code, with the count of repeats held back). Retrying it in place would block every
+reading behind it forever; dropping it would be silent loss. The rejected table counts towards
+the queue's max_bytes and is evicted first (edge/queue.py).
 
 End-to-end acknowledgement (delivery="end_to_end", the default): a PUBACK only says the broker took
 the message, and a broker can still drop it (reason 0x10 "no matching subscribers" while the
@@ -58,6 +60,7 @@ from contracts.envelope import TOPIC_PREFIX
 
 from .obs import Registry
 from .queue import DurableQueue, Row
+from .ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,7 @@ class MqttPublisher:
         self._acked: list[int] = []
         self._connections = 0
         self.last_error: str | None = None
+        self._reject_log = LogLimiter(log, every_s=60.0)  # a refusing ACL refuses every reading
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> "MqttPublisher":
@@ -448,9 +452,9 @@ class MqttPublisher:
         if reason_code.is_failure:
             # Anything >= 0x80 is a refusal (e.g. 0x87 not authorised by the ACL).
             self.m_rejected.inc(reason=str(reason_code))
-            log.error("broker rejected reading; moved to the rejected table",
-                      extra={"topic": row.topic, "seq": row.seq, "stream": row.stream,
-                             "reason": str(reason_code), "reason_code": code})
+            self._reject_log.error("broker rejected reading; moved to the rejected table", key=code,
+                                   extra={"topic": row.topic, "seq": row.seq, "stream": row.stream,
+                                          "reason": str(reason_code), "reason_code": code})
             self.queue.reject(row.rowid, str(reason_code))
             self._forget(row)
         elif code == NO_MATCHING_SUBSCRIBERS:

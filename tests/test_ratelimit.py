@@ -56,3 +56,23 @@ def test_memory_is_bounded_when_keys_keep_changing():
     for i in range(1000):
         limiter.error("odd", key=i)
     assert len(limiter._state) == 8
+
+
+def test_a_broker_refusing_every_reading_writes_one_error_line_not_one_per_reading(tmp_path, caplog):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge.publisher import MqttPublisher, MqttSettings
+    from edge.queue import DurableQueue
+
+    with DurableQueue(tmp_path / "q.db") as q:
+        q.append_many([("gps", lambda seq: ("smartcity/v1/bus-1/gps", b"{}"))] * 200)
+        pub = MqttPublisher(q, MqttSettings(device_id="bus-1"))    # not started: no broker needed
+        denied = ReasonCode(PacketTypes.PUBACK, identifier=0x87)
+        for mid, row in enumerate(q.peek(200), 1):
+            pub._inflight[mid] = row
+            pub._on_publish(None, None, mid, denied, None)
+        assert q.rejected_total() == 200 and q.depth() == 0
+        assert pub.m_rejected.get(reason="Not authorized") == 200, "the metric counts every one"
+    errors = [r for r in caplog.records if "broker rejected reading" in r.message]
+    assert len(errors) == 1 and errors[0].seq == 1
