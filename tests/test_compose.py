@@ -90,6 +90,8 @@ def test_broker_in_compose_keeps_the_same_no_drop_queue_policy_as_the_local_stac
     conf = compose["configs"]["mosquitto-conf"]["content"]
     assert "max_queued_messages 0" in conf and "persistence true" in conf
     assert "allow_anonymous false" in conf
+    from deploy.local.mosquitto import MAX_PACKET_BYTES
+    assert f"max_packet_size {MAX_PACKET_BYTES}\n" in conf
     acl = compose["configs"]["mosquitto-acl"]["content"]
     assert "pattern write smartcity/v1/%u/#" in acl
 

@@ -13,6 +13,14 @@ memory but an ordinary outage loses nothing. max_inflight_messages is raised so 
 window is not the throughput bottleneck; Mosquitto also advertises it to MQTT v5 clients as
 the CONNACK receive-maximum, which the edge publisher honours.
 
+max_packet_size (MAX_PACKET_BYTES, 512 KiB): Mosquitto's default is 256 MiB, so one client could
+hand the bridge a message no Kafka record can hold. 512 KiB is twice the bridge's max_payload_bytes
+(256 KiB), so a payload at the bridge's limit still fits with its topic and user properties (the
+bridge dead-letters it as too_large above that, bounded user properties as headers_too_large), and
+anything the broker accepts fits whole in one Kafka record (the producer's message.max.bytes is
+1,000,000, the broker's 1,048,588), so even its dead-letter copy is not cut. A bigger packet is
+refused by the broker (the client is disconnected, and the reason logged).
+
 Durability: Mosquitto writes its in-memory state (sessions, queued messages, retained messages)
 to persistence_location on clean shutdown (SIGTERM, see stop()) and every autosave_interval
 seconds. A SIGKILL (kill()) loses what arrived since the last autosave: that is a property of
@@ -38,6 +46,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ONE_GIB = 1 << 30
+MAX_PACKET_BYTES = 512 * 1024
 
 
 class MosquittoError(RuntimeError):
@@ -103,6 +112,7 @@ class MosquittoServer:
                  persistence: bool = True, passwords: dict[str, str] | None = None,
                  acl: str | None = None, max_queued_messages: int = 0,
                  max_queued_bytes: int = ONE_GIB, max_inflight_messages: int = 1000,
+                 max_packet_size: int = MAX_PACKET_BYTES,
                  autosave_interval_s: int = 1, tls: TlsFiles | None = None,
                  extra_conf: str = "", verbose: bool = False):
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -116,6 +126,7 @@ class MosquittoServer:
         self.max_queued_messages = max_queued_messages
         self.max_queued_bytes = max_queued_bytes
         self.max_inflight_messages = max_inflight_messages
+        self.max_packet_size = max_packet_size
         self.autosave_interval_s = autosave_interval_s
         self.tls = tls
         self.extra_conf = extra_conf
@@ -155,6 +166,7 @@ class MosquittoServer:
             f"max_queued_messages {self.max_queued_messages}",
             f"max_queued_bytes {self.max_queued_bytes}",
             f"max_inflight_messages {self.max_inflight_messages}",
+            f"max_packet_size {self.max_packet_size}",
             # MQTT v3 clients' sessions otherwise never expire; v5 clients set their own expiry.
             "persistent_client_expiration 7d",
             "set_tcp_nodelay true",
