@@ -89,6 +89,11 @@ class BridgeSettings:
     raw_topics: list[str] = field(default_factory=lambda: list(DEFAULT_RAW_TOPICS))
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     dlq_max_bytes: int = 900_000            # DLQ copies of huge payloads are cut here (Kafka's 1 MB)
+    # MQTT v5 user properties become Kafka headers (mqtt.up.<name>): bounded, or one message with
+    # a huge property would exceed Kafka's record size. Past either bound the message goes to the
+    # DLQ (reason headers_too_large) without its user properties.
+    max_user_properties: int = 16
+    max_user_property_bytes: int = 4096     # names + values, UTF-8, all properties of a message
     validate_contracts: bool = True
     check_device_id: bool = True
     http_host: str = "127.0.0.1"
@@ -104,6 +109,8 @@ class BridgeSettings:
         Router(self.routes, raw_topics=self.raw_topics)  # fail at load time, with the route named, not on the first message
         if self.max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be > 0")
+        if self.max_user_properties < 0 or self.max_user_property_bytes < 0:
+            raise ValueError("max_user_properties and max_user_property_bytes must be >= 0")
 
     @property
     def client_id(self) -> str:

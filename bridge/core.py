@@ -33,7 +33,9 @@ UNMAPPED = "unmapped_topic"
 NO_CONTRACT = "no_contract"
 KAFKA_REJECTED = "kafka_rejected"
 BRIDGE_ERROR = "bridge_error"   # the bridge failed on this payload: a bug to fix, the payload kept
-DLQ_REASONS = (TOO_LARGE, NOT_JSON, CONTRACT, SPOOFED, UNMAPPED, NO_CONTRACT, KAFKA_REJECTED, BRIDGE_ERROR)
+HEADERS_TOO_LARGE = "headers_too_large"  # MQTT v5 user properties past the bridge's bounds (dropped)
+DLQ_REASONS = (TOO_LARGE, NOT_JSON, CONTRACT, SPOOFED, UNMAPPED, NO_CONTRACT, KAFKA_REJECTED, BRIDGE_ERROR,
+               HEADERS_TOO_LARGE)
 
 _SEGMENT_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -216,3 +218,19 @@ class AckWindow:
 
     def __len__(self) -> int:
         return len(self._q)
+
+
+def user_properties_over(ups: list[tuple[str, str]], max_count: int, max_bytes: int) -> str | None:
+    """None when the MQTT v5 user properties of a message fit the bounds (count, and bytes of all
+    names and values in UTF-8), else why not: they become Kafka headers, and unbounded headers can
+    make a record Kafka refuses."""
+    n = len(ups)
+    if n > max_count:
+        why = f"{n} user properties > limit {max_count}"
+    else:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in ups)
+        if size <= max_bytes:
+            return None
+        why = f"{size} bytes of user properties > limit {max_bytes}"
+    names = ", ".join(k[:40] for k, _ in ups[:5]) + (", ..." if n > 5 else "")
+    return f"{why} (names: {names}); dropped"[:500]

@@ -35,8 +35,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.obs import CallbackGauge, Registry, serve_http
 
 from .config import BridgeSettings, kafka_config, mqtt_password
-from .core import (BRIDGE_ERROR, DLQ_REASONS, KAFKA_REJECTED, AckWindow, Rejection, Router,
-                   covering_filters, inspect)
+from .core import (BRIDGE_ERROR, DLQ_REASONS, HEADERS_TOO_LARGE, KAFKA_REJECTED, AckWindow, Rejection,
+                   Router, covering_filters, inspect, user_properties_over)
 from .mqtt_client import BridgeMqttClient
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class _HotCounter(CallbackGauge):
 
 
 _B0, _B1 = b"0", b"1"
+# What a minimal DLQ copy keeps (each value cut to 1 KiB) when Kafka refused the full one.
+_MINIMAL_HEADERS = frozenset(("mqtt.topic", "mqtt.qos", "mqtt.dup", "mqtt.retain", "bridge.received_ms",
+                              "bridge.id", "dlq.reason", "dlq.detail", "dlq.original_bytes", "dlq.truncated"))
+_MINIMAL_BYTES = 16 * 1024
 
 
 class Bridge:
@@ -74,6 +78,11 @@ class Bridge:
         self._started = time.monotonic()
         self._latencies: deque[float] = deque(maxlen=4096)
         self._deferred = 0
+        # Messages waiting for room in the producer's local queue, oldest first (I/O thread only):
+        # produce() never blocks, never sleeps and never polls; the I/O loop produces from here.
+        self._pending: deque[tuple] = deque()
+        # (due time, message) for DLQ writes Kafka refused: retried later, never by sleeping.
+        self._delayed: deque[tuple[float, tuple]] = deque()
         self._connects = 0
         self._poll_stop = False
         self.producer: Producer | None = None
@@ -109,6 +118,9 @@ class Bridge:
         self.m_retries = r.counter("bridge_produce_retries_total",
                                    "Messages produced again after a failed delivery")
         r.gauge_fn("bridge_inflight", "Messages received and not yet acknowledged", lambda: len(self.window))
+        r.gauge_fn("bridge_produce_waiting",
+                   "Messages waiting for room in the producer's local queue or for a DLQ retry",
+                   lambda: len(self._pending) + len(self._delayed))
         r.gauge_fn("bridge_kafka_delivery_seconds_p99", "p99 of the last 4096 Kafka delivery times",
                    lambda: self._quantile(0.99))
         r.gauge_fn("bridge_kafka_delivery_seconds_p50", "median of the last 4096 Kafka delivery times",
@@ -202,6 +214,10 @@ class Bridge:
         with self._ack_lock:
             # Packet ids of the previous connection must not be acknowledged on this one.
             dropped = self.window.reset()
+        # Nor produced: the broker resends every QoS 1 message it has no PUBACK for (QoS 0 ones it
+        # would not: they stay). Producing the old copies too would only pile up duplicates.
+        self._pending = deque(i for i in self._pending if i[4][1] == 0)
+        self._delayed = deque(i for i in self._delayed if i[1][4][1] == 0)
         self._connects += 1
         if self._connects > 1:
             self.m_reconnects.inc(side="mqtt")
@@ -251,7 +267,13 @@ class Bridge:
         if props is not None:
             ups = getattr(props, "UserProperty", None)
             if ups:
-                headers.extend((f"mqtt.up.{k}", v) for k, v in ups)
+                over = user_properties_over(ups, self.s.max_user_properties, self.s.max_user_property_bytes)
+                if over is None:
+                    headers.extend((f"mqtt.up.{k}", v) for k, v in ups)
+                elif rejection is None:
+                    rejection = Rejection(HEADERS_TOO_LARGE, over)
+                else:
+                    rejection = Rejection(rejection.reason, f"{rejection.detail}; {over}")
         entry = self.window.add(msg.mid, msg.qos)
         if rejection is None:
             self._produce(target.topic, payload, target.key, headers, entry)
@@ -260,16 +282,81 @@ class Bridge:
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list, entry: list,
                  dlq_reason: str | None = None) -> None:
+        """Hand one message to the producer. Never blocks, sleeps, polls or raises: it runs on the
+        I/O thread, from on_message and from delivery callbacks inside producer.poll(). With the
+        local queue full the message waits in _pending (in order) for the I/O loop; a message the
+        producer refuses outright goes to the DLQ."""
+        if self._pending:
+            self._pending.append((topic, value, key, headers, entry, dlq_reason))
+        elif not self._hand_over(topic, value, key, headers, entry, dlq_reason):
+            self._pending.append((topic, value, key, headers, entry, dlq_reason))
+
+    def _hand_over(self, topic: str, value: bytes, key: bytes | None, headers: list, entry: list,
+                   dlq_reason: str | None) -> bool:
+        """False only when the producer's local queue is full."""
         # The delivery report carries neither our headers nor the entry: the closure keeps what a
         # retry or a dead-lettering needs.
         def delivered(err, m):
             self._on_delivery(err, m, entry, topic, value, key, headers, dlq_reason)
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+        try:
+            self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+        except BufferError:
+            return False
+        except Exception as e:  # noqa: BLE001 - KafkaException (MSG_SIZE_TOO_LARGE...), TypeError:
+            # this message's problem, not the bridge's: it must not stop the I/O loop.
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            self.m_kafka_errors.inc(code=err.name() if err else type(e).__name__)
+            self._refused(topic, value, key, headers, entry, dlq_reason,
+                          f"produce: {err.str() if err else e}", err.code() if err else None)
+        return True
+
+    def _serve_pending(self) -> None:
+        """I/O loop: produce what waits for room (polling to free it) and the DLQ retries due."""
+        delayed, pending = self._delayed, self._pending
+        now = time.monotonic()
+        while delayed and delayed[0][0] <= now:
+            self._produce(*delayed.popleft()[1])
+        while pending:
+            item = pending.popleft()
+            if not self._hand_over(*item):
+                pending.appendleft(item)
+                # Still full: wait for Kafka to confirm (the callbacks may queue retries: they go
+                # to _pending, never into a nested poll).
+                self.producer.poll(0.01)
                 return
-            except BufferError:  # local queue full: the poll thread frees room as Kafka confirms
-                time.sleep(0.01)
+
+    def _refused(self, topic: str, value: bytes, key: bytes | None, headers: list, entry: list,
+                 dlq_reason: str | None, why: str, code: int | None) -> None:
+        """Kafka refused this message for good, in produce() or in its delivery report. A data
+        message goes to the DLQ (without its user properties when it is too large); a refused DLQ
+        copy becomes a minimal one (truncated payload, the bridge's own headers); a refused minimal
+        copy is retried later. Nothing is acknowledged without a copy in Kafka, and nothing here
+        stops the bridge."""
+        if dlq_reason is None:
+            log.error("kafka rejected a message; dead-lettering", extra={"topic": topic, "error": why})
+            detail = f"{topic}: {why}"
+            if code == KafkaError.MSG_SIZE_TOO_LARGE:
+                kept = [h for h in headers if not h[0].startswith("mqtt.up.")]
+                if len(kept) < len(headers):
+                    detail += f"; {len(headers) - len(kept)} user properties dropped"
+                    headers = kept
+            self._produce_dlq(value, key, headers, entry, Rejection(KAFKA_REJECTED, detail[:500]))
+        elif not any(h[0] == "dlq.minimal" for h in headers):
+            log.error("dead-letter write refused; writing a minimal copy",
+                      extra={"reason": dlq_reason, "error": why})
+            minimal = [(k, v[:1024]) for k, v in headers if k in _MINIMAL_HEADERS]
+            minimal += [("dlq.minimal", _B1), ("dlq.refused", why[:500])]
+            if len(value) > _MINIMAL_BYTES:
+                value = value[:_MINIMAL_BYTES]
+                if not any(h[0] == "dlq.truncated" for h in minimal):
+                    minimal.append(("dlq.truncated", _B1))
+            self._produce(self.s.kafka.dlq_topic, value, key, minimal, entry, dlq_reason)
+        else:
+            # Even a minimal copy is refused: never acknowledge; retry later (never by sleeping
+            # here: this runs on the I/O thread, and MQTT keepalives wait for it).
+            log.error("dead-letter write failed; retrying in 1 s", extra={"error": why})
+            self.m_retries.inc()
+            self._delayed.append((time.monotonic() + 1.0, (topic, value, key, headers, entry, dlq_reason)))
 
     def _produce_dlq(self, payload: bytes, key: bytes | None, headers: list, entry: list,
                      rejection: Rejection) -> None:
@@ -303,17 +390,9 @@ class Bridge:
         if err.retriable() or err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT):
             self.m_retries.inc()
             self._produce(topic, value, key, headers, entry, dlq_reason)
-        elif dlq_reason is None:
-            # Kafka refused it for good (too big for the broker, unknown topic...): keep it in the DLQ.
-            log.error("kafka rejected a message; dead-lettering", extra={"topic": topic, "error": err.str()})
-            self._produce_dlq(value, key, headers, entry,
-                              Rejection(KAFKA_REJECTED, f"{topic}: {err.str()}"[:500]))
         else:
-            # Even the DLQ refuses it: never acknowledge, retry; an operator must look.
-            log.error("dead-letter write failed; retrying", extra={"error": err.str()})
-            time.sleep(1.0)
-            self.m_retries.inc()
-            self._produce(topic, value, key, headers, entry, dlq_reason)
+            # Kafka refused it for good (too big for the broker, unknown topic...): keep it in the DLQ.
+            self._refused(topic, value, key, headers, entry, dlq_reason, err.str(), err.code())
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.m_kafka_errors.inc(code=err.name())
@@ -376,6 +455,8 @@ class Bridge:
                     backoff = min(backoff * 2, m.reconnect_max_s)
                 continue
             producer.poll(0)
+            if self._pending or self._delayed:
+                self._serve_pending()
             with ack_lock:
                 ready = window.pop_ready()
                 if ready:

@@ -156,3 +156,112 @@ def test_overlapping_route_filters_subscribe_once():
     from bridge.core import covering_filters
     assert covering_filters(["smartcity/v1/+/status", "smartcity/v1/+/+", "fleet/+/x"]) == \
         ["fleet/+/x", "smartcity/v1/+/+"]
+
+
+# issue 9: the producer's refusals and a full local queue, with a stand-in producer --------------
+def test_user_properties_are_bounded_by_count_and_bytes():
+    from bridge.core import user_properties_over
+    assert user_properties_over([("a", "b")] * 16, 16, 4096) is None
+    assert user_properties_over([("a", "b")] * 17, 16, 4096).startswith("17 user properties > limit 16")
+    assert user_properties_over([("k", "é" * 2048)], 16, 4096).startswith("4097 bytes of user properties")
+    assert user_properties_over([("k", "v" * 4095)], 16, 4096) is None
+
+
+def test_the_broker_packet_limit_fits_the_bridge_limit_and_one_kafka_record():
+    from bridge.core import DEFAULT_MAX_PAYLOAD_BYTES
+    from deploy.local.mosquitto import MAX_PACKET_BYTES
+    s = BridgeSettings(bridge_id="t")
+    # a payload at the bridge's limit with a long topic and the bounded user properties gets through
+    assert DEFAULT_MAX_PAYLOAD_BYTES + 1024 + s.max_user_property_bytes + 4 * 16 < MAX_PACKET_BYTES
+    # whatever the broker accepts is one record for the producer (message.max.bytes 1,000,000),
+    # whole in the DLQ too
+    assert MAX_PACKET_BYTES + 4096 < min(1_000_000, s.dlq_max_bytes)
+
+
+class _FakeProducer:
+    def __init__(self):
+        self.produced: list[tuple] = []
+        self.full = False
+        self.too_large_over = None      # produce() raises MSG_SIZE_TOO_LARGE above this many bytes
+        self.polls = 0
+
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+        from confluent_kafka import KafkaError, KafkaException
+        if self.full:
+            raise BufferError("Local: Queue full")
+        size = len(value) + sum(len(k) + len(v) for k, v in headers)
+        if self.too_large_over is not None and size > self.too_large_over:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Message size too large"))
+        self.produced.append((topic, value, dict(headers), on_delivery))
+
+    def poll(self, timeout=0):
+        self.polls += 1
+        return 0
+
+
+def _bridge():
+    from bridge.service import Bridge
+    b = Bridge(BridgeSettings(bridge_id="unit", http_port=-1))
+    b.producer = _FakeProducer()
+    return b
+
+
+def test_a_refused_record_goes_to_the_dlq_without_its_user_properties_and_never_raises():
+    from bridge.core import Rejection
+    b = _bridge()
+    b.producer.too_large_over = 50_000
+    entry = b.window.add(1, 1)
+    headers = [("mqtt.topic", "smartcity/v1/c/gps"), ("bridge.id", b"unit"), ("mqtt.up.big", "x" * 60_000)]
+    b._produce("gps_data", b"{}", b"c", headers, entry)              # does not raise
+    topic, value, h, _ = b.producer.produced[-1]
+    assert topic == "smartcity_dlq" and value == b"{}" and h["dlq.reason"] == "kafka_rejected"
+    assert "mqtt.up.big" not in h and "1 user properties dropped" in h["dlq.detail"]
+    # a DLQ copy refused in turn becomes a minimal one: payload cut, the bridge's own headers
+    b.producer.too_large_over = 20_000
+    b._produce_dlq(b"\0" * 30_000, b"c", headers[:2], b.window.add(2, 1), Rejection("not_json", "bad"))
+    topic, value, h, _ = b.producer.produced[-1]
+    assert h["dlq.minimal"] == b"1" and h["dlq.reason"] == "not_json" and len(value) == 16 * 1024
+    assert h["dlq.original_bytes"] == "30000" and h["dlq.truncated"] == b"1"
+    # a refused minimal copy waits for a later retry: no exception, no sleep, not acknowledged
+    b.producer.too_large_over = 10
+    e3 = b.window.add(3, 1)
+    b._produce_dlq(b"x", b"c", headers[:2], e3, Rejection("not_json", "bad"))
+    assert len(b._delayed) == 1 and not e3[2]
+
+
+def test_a_dead_letter_write_refused_in_its_delivery_report_is_retried_later_not_slept_on():
+    import time
+
+    from confluent_kafka import KafkaError
+
+    from bridge.core import Rejection
+    b = _bridge()
+    entry = b.window.add(1, 1)
+    b._produce_dlq(b"x", b"c", [("mqtt.topic", "t")], entry, Rejection("not_json", "bad"))
+    denied = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied")
+    t0 = time.monotonic()
+    b.producer.produced[-1][3](denied, None)                 # -> a minimal copy
+    assert b.producer.produced[-1][2]["dlq.minimal"] == b"1"
+    b.producer.produced[-1][3](denied, None)                 # -> retried later
+    assert time.monotonic() - t0 < 0.1, "a delivery callback must not sleep"
+    assert len(b.producer.produced) == 2 and len(b._delayed) == 1 and b.producer.polls == 0
+    b._delayed[0] = (0.0, b._delayed[0][1])                  # due now
+    b._serve_pending()
+    assert len(b.producer.produced) == 3 and not b._delayed
+    b.producer.produced[-1][3](None, type("M", (), {"latency": lambda self: 0.001})())
+    assert entry[2] and b.window.pop_ready() == [(1, 1)]
+
+
+def test_a_full_local_queue_parks_messages_in_order_and_only_the_io_loop_polls():
+    b = _bridge()
+    b.producer.full = True
+    entries = [b.window.add(i, 1) for i in range(3)]
+    for i, e in enumerate(entries):
+        b._produce("gps_data", str(i).encode(), b"c", [("mqtt.topic", "t")], e)
+    assert len(b._pending) == 3 and b.producer.polls == 0    # produce() neither waits nor polls
+    b._serve_pending()
+    assert b.producer.polls == 1 and len(b._pending) == 3    # the I/O loop polls for room
+    b.producer.full = False
+    b._produce("gps_data", b"3", b"c", [("mqtt.topic", "t")], b.window.add(3, 1))  # behind the others
+    b._serve_pending()
+    assert [p[1] for p in b.producer.produced] == [b"0", b"1", b"2", b"3"] and not b._pending

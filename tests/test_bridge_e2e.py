@@ -375,3 +375,149 @@ def test_a_failing_io_loop_stops_the_bridge_and_a_restart_loses_nothing(broker, 
         fixed.request_stop()
         assert fixed.shutdown() == 0
         pub.close()
+
+
+# issue 9: one message must not stop the bridge; a full producer queue must drain ----------------
+def _v5_client(broker):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    return c
+
+
+def _publish(c, dev, payload, user_properties=None, stream="gps"):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    props = None
+    if user_properties:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = user_properties
+    info = c.publish(f"smartcity/v1/{dev}/{stream}", payload, qos=1, properties=props)
+    info.wait_for_publish(10)
+    assert info.is_published()
+
+
+def test_oversized_user_properties_go_to_the_dlq_and_the_bridge_keeps_forwarding(
+        broker, kafka, collector, bridges, tmp_path, run_id):
+    from bridge.harness import record
+    b = start_bridge(bridges, broker, kafka, tmp_path, run_id)
+    dev, boot = f"car-{run_id}", "0000abcd"
+    rec = [json.dumps(record("gps", dev, boot, i)).encode() for i in range(4)]
+    c = _v5_client(broker)
+    # (an MQTT string holds at most 64 KiB: two big properties make 100 kB)
+    _publish(c, dev, rec[0], [("trace", "abc"), ("big1", "x" * 50_000), ("big2", "y" * 50_000)])
+    _publish(c, dev, rec[1], [(f"p{i}", "v") for i in range(17)])          # one property too many
+    _publish(c, dev, rec[2], [(f"p{i}", "v") for i in range(16)])          # at the limit: forwarded
+    _publish(c, dev, rec[3])
+    assert collector.wait_for(lambda ms: len(ms) == 4, 30, pred=mine(run_id)), \
+        collector.snapshot(mine(run_id))
+    got = collector.snapshot(mine(run_id))
+    dlq = sorted((m for m in got if m.topic == DLQ_TOPIC), key=lambda m: m.json()["seq"])
+    assert [m.value for m in dlq] == rec[:2]                  # the payload kept whole
+    for m, want in zip(dlq, (b"100016 bytes of user properties > limit 4096",
+                             b"17 user properties > limit 16")):
+        assert m.headers["dlq.reason"] == b"headers_too_large"
+        assert m.headers["dlq.detail"].startswith(want), m.headers["dlq.detail"]
+        assert not [h for h in m.headers if h.startswith("mqtt.up.")], "the bad headers are dropped"
+    fwd = sorted((m for m in got if m.topic == "gps_data"), key=lambda m: m.json()["seq"])
+    assert [m.json()["seq"] for m in fwd] == [2, 3]
+    assert len([h for h in fwd[0].headers if h.startswith("mqtt.up.")]) == 16
+    assert b.running()
+    assert b.metrics()['bridge_dlq_total{reason="headers_too_large"}'] == 2
+    c.loop_stop()
+
+
+def test_a_record_the_producer_refuses_is_dead_lettered_and_the_bridge_stays_up(
+        broker, kafka, collector, bridges, tmp_path, run_id):
+    """Issue 9's crash loop: produce() raised KafkaException(MSG_SIZE_TOO_LARGE) out of on_message,
+    the I/O loop exited (code 4), and the unacknowledged message killed the restarted bridge again.
+    Here the user-property bound is lifted and the producer's own size limit lowered, so produce()
+    refuses the records themselves."""
+    from bridge.harness import record
+    b = start_bridge(bridges, broker, kafka, tmp_path, run_id, env={
+        "SMARTCITY_BRIDGE_MAX_USER_PROPERTY_BYTES": "10000000",
+        "SMARTCITY_BRIDGE_KAFKA__EXTRA": "message.max.bytes=100000"})
+    dev, boot = f"car-{run_id}", "0000abcd"
+    rec = [json.dumps(record("gps", dev, boot, i)).encode() for i in range(2)]
+    c = _v5_client(broker)
+    # 1. the headers are the problem: dead-lettered without them
+    _publish(c, dev, rec[0], [("trace", "abc")] + [(f"big{i}", "x" * 50_000) for i in range(4)])
+    # 2. the payload is (under max_payload_bytes, over the producer's limit): its DLQ copy is
+    #    refused too, so a minimal copy goes (payload cut to 16 KiB, the bridge's own headers)
+    not_json = b"\x00" * 150_000
+    _publish(c, dev, not_json)
+    _publish(c, dev, rec[1])
+    assert collector.wait_for(lambda ms: len(ms) == 3, 30, pred=mine(run_id)), b.log_tail()
+    got = collector.snapshot(mine(run_id))
+    by_reason = {m.headers.get("dlq.reason"): m for m in got if m.topic == DLQ_TOPIC}
+    rejected = by_reason[b"kafka_rejected"]
+    assert rejected.value == rec[0]
+    assert b"MSG_SIZE_TOO_LARGE" in rejected.headers["dlq.detail"] or \
+        b"too large" in rejected.headers["dlq.detail"].lower(), rejected.headers["dlq.detail"]
+    assert b"5 user properties dropped" in rejected.headers["dlq.detail"]
+    assert not [h for h in rejected.headers if h.startswith("mqtt.up.")]
+    minimal = by_reason[b"not_json"]
+    assert minimal.headers["dlq.minimal"] == b"1" and minimal.headers["dlq.truncated"] == b"1"
+    assert minimal.value == not_json[:16 * 1024]
+    assert minimal.headers["dlq.original_bytes"] == b"150000"
+    assert minimal.headers["mqtt.topic"] == f"smartcity/v1/{dev}/gps".encode()
+    assert [m.json()["seq"] for m in got if m.topic == "gps_data"] == [1]
+    assert b.running(), b.log_tail()
+    m = b.metrics()
+    assert m['bridge_dlq_total{reason="kafka_rejected"}'] == 1 and m['bridge_dlq_total{reason="not_json"}'] == 1
+    assert m['bridge_kafka_errors_total{code="MSG_SIZE_TOO_LARGE"}'] == 2   # the record, the DLQ copy
+    # everything was acknowledged: nothing comes back to a restarted bridge
+    deadline = time.monotonic() + 10
+    while b.metrics()["bridge_acked_total"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b.metrics()["bridge_acked_total"] == 3 and b.metrics()["bridge_inflight"] == 0
+    c.loop_stop()
+
+
+def test_a_full_producer_queue_drains(broker, kafka, collector, bridges, tmp_path, run_id):
+    """The producer's local queue holds 5 messages: produce() raises BufferError nearly every time.
+    The bridge used to sleep-and-retry without polling on the only thread that polls (a stall for
+    good); now the message waits in order and the I/O loop polls until there is room."""
+    b = start_bridge(bridges, broker, kafka, tmp_path, run_id,
+                     env={"SMARTCITY_BRIDGE_KAFKA__EXTRA": "queue.buffering.max.messages=5",
+                          "SMARTCITY_BRIDGE_KAFKA__LINGER_MS": "5"})
+    pub = FleetPublisher(broker.port, devices(run_id, 3))
+    t0 = time.monotonic()
+    pub.publish(200)
+    assert pub.wait_acked(30)
+    got = wait_all(collector, pub, run_id, timeout_s=60)
+    print(f"600 records through a 5-message producer queue in {time.monotonic() - t0:.1f} s")
+    assert len(got) == len(pub.sent), "no fault, so no duplicate"
+    per_device = defaultdict(list)
+    for m in sorted(got, key=lambda m: (m.topic, m.partition, m.offset)):
+        per_device[(m.topic, m.key)].append(m.json()["seq"])
+    for k, seqs in per_device.items():
+        assert seqs == sorted(seqs), f"{k}: waiting for room must not reorder"
+    m = b.metrics()
+    assert m["bridge_produce_waiting"] == 0 and m["bridge_received_total"] == len(pub.sent)
+    assert m.get('bridge_reconnects_total{side="mqtt"}', 0) == 0
+    assert b.terminate() == 0, b.log_tail()
+    pub.close()
+
+
+def test_the_broker_refuses_a_packet_no_kafka_record_could_hold(broker):
+    """max_packet_size (deploy/local/mosquitto.py): advertised in CONNACK; a bigger PUBLISH gets its
+    sender disconnected instead of reaching the bridge."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from deploy.local.mosquitto import MAX_PACKET_BYTES
+    seen = {}
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda cl, u, f, rc, p: seen.setdefault("max", getattr(p, "MaximumPacketSize", None))
+    c.on_disconnect = lambda cl, u, f, rc, p: (seen.setdefault("reason", str(rc)), done.set())
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    c.publish("smartcity/v1/x/gps", b"x" * (MAX_PACKET_BYTES + 1), qos=1)
+    assert done.wait(10)
+    c.loop_stop()
+    assert seen == {"max": MAX_PACKET_BYTES, "reason": "Packet too large"}
+    assert "oversize packet" in broker.log_tail()

@@ -185,7 +185,7 @@ def test_rejected_rows_count_towards_max_bytes_and_are_evicted_before_waiting_re
 
 def test_a_broker_that_refuses_every_reading_cannot_fill_the_disk_with_rejected_rows(tmp_path, caplog):
     # e.g. mqtt.username != device_id: every reading comes back "Not authorized".
-    with DurableQueue(tmp_path / "q.db", max_bytes=2000) as q:
+    with DurableQueue(tmp_path / "q.db", max_bytes=2000, fsync=False) as q:
         for _ in range(500):
             q.append("gps", builder("gps", size=100))
             q.reject(q.peek(1)[0].rowid, "Not authorized")
