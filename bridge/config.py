@@ -25,10 +25,11 @@ Example TOML:
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .core import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RAW_TOPICS, DEFAULT_ROUTES, Router
 
@@ -57,6 +58,11 @@ class MqttSettings:
     max_inflight: int = 2000
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
+    # Retained presence of each group member on smartcity/bridge/v1/{group}/{bridge_id} (a will says
+    # "offline" when it dies): how a bridge knows which members are away while the broker queues
+    # their share. The broker's ACL must let the bridge user readwrite smartcity/bridge/# (Mosquitto
+    # disconnects a client that publishes where it may not).
+    presence: bool = True
 
     def __post_init__(self):
         if not 1 <= self.max_inflight <= 65535:
@@ -81,9 +87,46 @@ class KafkaSettings:
     extra: list[str] = field(default_factory=list)
 
 
+_BRIDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def stable_bridge_id(hostname: str | None = None, environ: Mapping[str, str] | None = None,
+                     in_container: bool | None = None) -> str:
+    """The default bridge_id: the host name, when it is one that survives a restart.
+
+    The id names the MQTT session (client id smartcity-bridge-{bridge_id}), and the broker keeps
+    queueing a shared-group member's share for that session while it is away: a bridge that comes
+    back under another id strands it. So no pid, and no name a container runtime or Kubernetes
+    generates per container/pod; where only such a name exists, refuse (ValueError) and ask for one.
+    """
+    env = os.environ if environ is None else environ
+    h = (socket.gethostname() if hostname is None else hostname).strip()
+    if in_container is None:
+        in_container = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+    why = None
+    if not h or h.lower() in ("localhost", "localhost.localdomain", "(none)"):
+        why = f"the host name {h!r} is not a name of this machine"
+    elif in_container and re.fullmatch(r"[0-9a-f]{12}", h):
+        why = f"the host name {h!r} is a container id, new each time the container is recreated"
+    elif env.get("KUBERNETES_SERVICE_HOST") and not re.fullmatch(r".+-\d+", h):
+        why = (f"the pod name {h!r} is not a StatefulSet's (name-<ordinal>): a Deployment or DaemonSet "
+               "names each new pod anew")
+    elif not _BRIDGE_ID_RE.fullmatch(h):
+        why = f"the host name {h!r} is not usable as an id (letters, digits, '.', '_', '-'; 64 at most)"
+    if why:
+        raise ValueError(
+            f"bridge_id: no stable default: {why}. The id names the bridge's MQTT session; a bridge "
+            "that restarts under another id leaves its share of the shared subscription stranded "
+            "in the old session. Set one fixed id per replica: --bridge-id, SMARTCITY_BRIDGE_BRIDGE_ID "
+            "or bridge_id in the TOML file")
+    return h
+
+
 @dataclass
 class BridgeSettings:
-    bridge_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # One fixed id per replica (names the MQTT session). Empty: the host name, if stable (see
+    # stable_bridge_id); the process refuses to start when there is none.
+    bridge_id: str = ""
     # First match wins: 'PATTERN -> TOPIC [-> KEY]' with {name} segments.
     routes: list[str] = field(default_factory=lambda: list(DEFAULT_ROUTES))
     raw_topics: list[str] = field(default_factory=lambda: list(DEFAULT_RAW_TOPICS))
@@ -100,12 +143,26 @@ class BridgeSettings:
     http_port: int = 9108                   # 0 = any free port; -1 = no HTTP server
     idle_degraded_s: float = 300.0          # /healthz degraded when nothing arrived this long (0: never)
     drain_timeout_s: float = 30.0
+    # Tell each device which of its readings Kafka confirmed (contracts.acks) so it deletes them
+    # only then; the broker's ACL must let the bridge write smartcity/ack/v1/#.
+    end_to_end_acks: bool = True
+    ack_flush_s: float = 0.2
     log_level: str = "WARNING"
     log_json: bool = True
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    # Retire this bridge_id for good (scale-down, a renamed or lost host): take what the broker
+    # queued for its session into Kafka without subscribing, then end the session and clear its
+    # presence; exits 0 once nothing arrived for retire_idle_s.
+    retire: bool = False
+    retire_idle_s: float = 3.0
 
     def __post_init__(self):
+        if not self.bridge_id:
+            self.bridge_id = stable_bridge_id()
+        elif not _BRIDGE_ID_RE.fullmatch(self.bridge_id):
+            raise ValueError(f"bridge_id {self.bridge_id!r}: letters, digits, '.', '_', '-' only "
+                             "(64 at most): it is an MQTT client id and a topic level")
         Router(self.routes, raw_topics=self.raw_topics)  # fail at load time, with the route named, not on the first message
         if self.max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be > 0")

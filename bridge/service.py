@@ -18,6 +18,7 @@ Why it loses nothing:
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -32,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from contracts.acks import AckRanges, find_event_id
 from edge.obs import CallbackGauge, Registry, serve_http
 
 from .config import BridgeSettings, kafka_config, mqtt_password
@@ -53,6 +55,8 @@ _B0, _B1 = b"0", b"1"
 _MINIMAL_HEADERS = frozenset(("mqtt.topic", "mqtt.qos", "mqtt.dup", "mqtt.retain", "bridge.received_ms",
                               "bridge.id", "dlq.reason", "dlq.detail", "dlq.original_bytes", "dlq.truncated"))
 _MINIMAL_BYTES = 16 * 1024
+# Retained presence of each shared-group member: {PRESENCE_PREFIX}{group}/{bridge_id}.
+PRESENCE_PREFIX = "smartcity/bridge/v1/"
 
 
 class Bridge:
@@ -78,11 +82,23 @@ class Bridge:
         self._started = time.monotonic()
         self._latencies: deque[float] = deque(maxlen=4096)
         self._deferred = 0
+        # End-to-end acknowledgements: (device, boot, seq) that Kafka confirmed, published to each
+        # device's ack topic by the I/O loop every ack_flush_s (contracts.acks).
+        self.acks = AckRanges()
+        self._next_ack_flush = 0.0
         # Messages waiting for room in the producer's local queue, oldest first (I/O thread only):
         # produce() never blocks, never sleeps and never polls; the I/O loop produces from here.
         self._pending: deque[tuple] = deque()
         # (due time, message) for DLQ writes Kafka refused: retried later, never by sleeping.
         self._delayed: deque[tuple[float, tuple]] = deque()
+        # Stable identity (issue 9): the session the broker resumed, and the group's members.
+        self._session_present = False
+        self._data_sub_mid: int | None = None
+        self._presence_topic = f"{PRESENCE_PREFIX}{settings.mqtt.group}/{settings.bridge_id}"
+        self._presence_on = settings.mqtt.presence and not settings.retire
+        self._members: dict[str, bool] = {}       # member bridge_id -> online, from its presence
+        self._unsubscribed_at: float | None = None   # retire: when the broker confirmed UNSUBSCRIBE
+        self._retired = False
         self._connects = 0
         self._poll_stop = False
         self.producer: Producer | None = None
@@ -112,6 +128,10 @@ class Bridge:
         for reason in DLQ_REASONS:
             self.m_dlq.inc(0, reason=reason)
         self.m_acked = r.counter("bridge_acked_total", "PUBACKs sent to the MQTT broker")
+        self.m_device_acks = r.counter("bridge_device_ack_messages_total",
+                                       "End-to-end acknowledgement messages published to devices")
+        self.m_device_acked = r.counter("bridge_device_acked_readings_total",
+                                        "Readings acknowledged end to end to their devices")
         self.m_reconnects = r.counter("bridge_reconnects_total", "Connections re-established",
                                       ("side",))
         self.m_kafka_errors = r.counter("bridge_kafka_errors_total", "Kafka client errors", ("code",))
@@ -129,6 +149,16 @@ class Bridge:
                    lambda: int(self._connected))
         r.gauge_fn("bridge_mqtt_subscribed", "1 once the broker granted the subscription on this connection",
                    lambda: int(self._subscribed))
+        r.gauge_fn("bridge_mqtt_session_present",
+                   "1 when the broker resumed this bridge's session on the last connect (0: a new "
+                   "session; what it queued for this id before, if anything, is gone)",
+                   lambda: int(self._session_present))
+        r.gauge_fn("bridge_group_member_offline",
+                   "Per member of the shared-subscription group (retained presence): 1 while it is "
+                   "offline, its session queueing its share of the messages at the broker; 0 online",
+                   lambda: {(k,): int(not v) for k, v in list(self._members.items())}, ("member",))
+        self.m_taken_over = r.counter("bridge_mqtt_session_taken_over_total",
+                                      "Disconnects because another client connected with this client id")
         r.gauge_fn("bridge_kafka_up", "0 while every Kafka broker is unreachable",
                    lambda: int(self._kafka_up))
         r.gauge_fn("bridge_seconds_since_last_message", "Seconds since the last MQTT message",
@@ -193,6 +223,10 @@ class Bridge:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_unsubscribe = self._on_unsubscribe
+        if self._presence_on:
+            # Retained, so members that start later learn it too; the broker sends it if we die.
+            c.will_set(self._presence_topic, self._presence("offline"), qos=1, retain=True)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = m.session_expiry_s
         props.ReceiveMaximum = m.max_inflight
@@ -222,12 +256,26 @@ class Bridge:
         if self._connects > 1:
             self.m_reconnects.inc(side="mqtt")
         self._connected = True
-        # Re-subscribing is harmless when the session kept the subscription, and repairs it if not.
-        client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.subscription])
+        self._session_present = bool(flags.session_present)
+        if self.s.retire:
+            # Take what the session holds (the broker sends it anyway) and stop the group from
+            # routing more to it.
+            self._unsubscribed_at = None
+            client.unsubscribe(self.subscription)
+        else:
+            # Re-subscribing is harmless when the session kept the subscription, and repairs it if not.
+            _, self._data_sub_mid = client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.subscription])
+        if self._presence_on:
+            client.subscribe(f"{PRESENCE_PREFIX}{self.s.mqtt.group}/+", options=SubscribeOptions(qos=0))
+            client.publish(self._presence_topic, self._presence("online"), qos=1, retain=True)
         log.info("mqtt connected", extra={"session_present": flags.session_present,
-                                          "dropped_unacked": dropped})
+                                          "dropped_unacked": dropped, "client_id": self.s.client_id})
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._data_sub_mid:  # the presence subscription: informative only
+            if any(rc.is_failure for rc in reason_codes):
+                log.warning("mqtt presence subscription refused", extra={"reasons": [str(r) for r in reason_codes]})
+            return
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:
             log.error("mqtt subscription refused", extra={"filters": self.subscription,
@@ -236,14 +284,39 @@ class Bridge:
         self._subscribed = True
         log.info("mqtt subscribed", extra={"filters": self.subscription})
 
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._unsubscribed_at = time.monotonic()
+        log.info("mqtt unsubscribed (retiring)", extra={"filters": self.subscription})
+
+    def _presence(self, state: str, **extra: Any) -> bytes:
+        return json.dumps({"bridge_id": self.s.bridge_id, "client_id": self.s.client_id, "state": state,
+                           "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}).encode()
+
+    def _on_presence(self, topic: str, payload: bytes) -> None:
+        member = topic.rpartition("/")[2]
+        if not payload:                           # cleared: retired for good
+            self._members.pop(member, None)
+            return
+        try:
+            self._members[member] = json.loads(payload).get("state") == "online"
+        except (ValueError, AttributeError):
+            log.warning("unreadable bridge presence", extra={"topic": topic})
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected = False
         self._subscribed = False
+        if reason_code == 142:  # Session taken over
+            self.m_taken_over.inc()
+            log.error("another client connected with this bridge's client id: do two replicas share "
+                      "one bridge_id?", extra={"client_id": self.s.client_id})
         if not self._stop.is_set():
             log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason_code)})
 
     # hot path: MQTT network thread -----------------------------------------------------------
     def _on_message(self, client, userdata, msg) -> None:  # mqtt_client.Message or MQTTMessage
+        if msg.qos == 0 and msg.topic.startswith(PRESENCE_PREFIX):  # a group member's presence
+            self._on_presence(msg.topic, msg.payload)
+            return
         if self._draining:
             # Not produced, not acknowledged: the broker resends it to the next session.
             self._deferred += 1
@@ -275,6 +348,11 @@ class Bridge:
                 else:
                     rejection = Rejection(rejection.reason, f"{rejection.detail}; {over}")
         entry = self.window.add(msg.mid, msg.qos)
+        if self.s.end_to_end_acks and target is not None and not target.raw:
+            found = find_event_id(payload)
+            # Only the topic's own device is acknowledged: a device cannot confirm another's data.
+            if found is not None and found[0] == target.device_id:
+                entry.append(found)
         if rejection is None:
             self._produce(target.topic, payload, target.key, headers, entry)
         else:
@@ -385,6 +463,9 @@ class Bridge:
             if not self._kafka_up:
                 self._set_kafka_up(True)
             AckWindow.complete(entry)
+            if len(entry) > 3:
+                # In Kafka (data or dead-letter topic): the device may delete the reading.
+                self.acks.add(*entry[3])
             return
         self.m_kafka_errors.inc(code=err.name())
         if err.retriable() or err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT):
@@ -463,6 +544,8 @@ class Bridge:
                     # The subscription is QoS 1, so the broker delivers QoS 0 or 1 only.
                     client.ack_many([mid for mid, qos in ready if qos == 1])
                     self.m_acked.inc(len(ready))
+            if self.acks.count:
+                self._flush_device_acks(client)
             if not self._kafka_up and time.monotonic() > next_probe:
                 # Idle bridges get no delivery to tell them Kafka is back; ask for metadata.
                 next_probe = time.monotonic() + 2.0
@@ -472,14 +555,45 @@ class Bridge:
                 except Exception:  # noqa: BLE001 - still down
                     pass
 
+    def _flush_device_acks(self, client, force: bool = False) -> None:
+        """Publish what Kafka confirmed to each device's ack topic, at most every ack_flush_s (or
+        at once when many are pending): one QoS 1 message per device, seqs merged into ranges.
+        Lost acknowledgements only make the device send a reading again (a duplicate, removed by
+        event_id downstream), never lose one."""
+        now = time.monotonic()
+        if not force and now < self._next_ack_flush and self.acks.count < 10_000:
+            return
+        self._next_ack_flush = now + self.s.ack_flush_s
+        n = self.acks.count
+        out = self.acks.drain()
+        for topic, payload in out:
+            client.publish(topic, payload, qos=1)
+        self.m_device_acks.inc(len(out))
+        self.m_device_acked.inc(n)
+
     # shutdown --------------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
 
     def run(self) -> int:
         """Block until SIGTERM/SIGINT (or a fatal Kafka error), then drain. Exit code for main()."""
+        if self.s.retire:
+            self._wait_retired()
         self._stop.wait()
         return self.shutdown()
+
+    def _wait_retired(self) -> None:
+        """Retire mode: done once the broker confirmed the UNSUBSCRIBE, everything received is
+        acknowledged, and nothing arrived for retire_idle_s: the session holds nothing more."""
+        while not self._stop.wait(0.2):
+            t = self._unsubscribed_at
+            if (t is not None and self._connected and not len(self.window) and not self._pending
+                    and not self._delayed
+                    and time.monotonic() - max(t, self._last_received) >= self.s.retire_idle_s):
+                self._retired = True
+                log.warning("retired: the session's queue is in Kafka; ending the session",
+                            extra={"client_id": self.s.client_id, "received": self.n_received})
+                self._stop.set()
 
     def shutdown(self) -> int:
         self._draining = True
@@ -494,9 +608,20 @@ class Bridge:
         self._poll_stop = True
         if self._poller:
             self._poller.join(5)
+        if self.client is not None and self._connected and self.acks.count:
+            # The broker handles this PUBLISH before the DISCONNECT below: the devices hear of
+            # the last confirmed readings now instead of sending them again after a timeout.
+            self._flush_device_acks(self.client, force=True)
         if self.client is not None:
+            if self._retired and self.s.mqtt.presence:
+                self.client.publish(self._presence_topic, b"", qos=1, retain=True)   # clear it
+            elif self._presence_on and self._connected:
+                # (A normal DISCONNECT suppresses the will.)
+                self.client.publish(self._presence_topic, self._presence("offline", clean=True),
+                                    qos=1, retain=True)
             props = Properties(PacketTypes.DISCONNECT)
-            props.SessionExpiryInterval = self.s.mqtt.session_expiry_s
+            # Retired: the session ends now (it is empty); else the broker keeps it, and queues.
+            props.SessionExpiryInterval = 0 if self._retired else self.s.mqtt.session_expiry_s
             self.client.disconnect(properties=props)  # no loop thread: paho writes it at once
             if self._loop_error is None:
                 # (Not after a failed loop: flushing runs the same delivery callbacks again.)
