@@ -1,7 +1,12 @@
 """smartcity-bridge: forward MQTT (shared subscription) to Kafka, losslessly.
 
     smartcity-bridge --config /etc/smartcity/bridge.toml
-    smartcity-bridge --mqtt-port 1883 --kafka-bootstrap 127.0.0.1:9092 --group smartcity-bridge
+    smartcity-bridge --bridge-id bridge-1 --mqtt-port 1883 --kafka-bootstrap 127.0.0.1:9092
+    smartcity-bridge --bridge-id bridge-2 --retire     # a member gone for good: drain, end its session
+
+bridge_id names the bridge's persistent MQTT session: one fixed id per replica. Without one the
+host name is used where it is stable; elsewhere (a container's generated name, a Deployment's pod)
+the bridge refuses to start (exit 2).
 
 Settings: defaults < TOML (--config or $SMARTCITY_BRIDGE_CONFIG) < SMARTCITY_BRIDGE_* environment
 (e.g. SMARTCITY_BRIDGE_MQTT__PASSWORD, SMARTCITY_BRIDGE_KAFKA__SASL_PASSWORD) < flags.
@@ -29,7 +34,9 @@ log = logging.getLogger("bridge")
 def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     p = argparse.ArgumentParser(prog="smartcity-bridge", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=os.environ.get(ENV_PREFIX + "CONFIG"), help="TOML settings file")
-    p.add_argument("--bridge-id")
+    p.add_argument("--bridge-id", help="one fixed id per replica (default: the host name, if stable)")
+    p.add_argument("--retire", action="store_true", default=None,
+                   help="take what the broker queued for this id into Kafka, then end its session")
     p.add_argument("--mqtt-host")
     p.add_argument("--mqtt-port", type=int)
     p.add_argument("--mqtt-username")
@@ -49,7 +56,7 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     p.add_argument("--log-text", action="store_true", default=None, help="key=value logs, not JSON")
     a = p.parse_args(argv)
     overrides = {
-        "bridge_id": a.bridge_id, "routes": a.routes, "max_payload_bytes": a.max_payload_bytes,
+        "bridge_id": a.bridge_id, "retire": a.retire, "routes": a.routes, "max_payload_bytes": a.max_payload_bytes,
         "http_host": a.http_host, "http_port": a.http_port, "idle_degraded_s": a.idle_degraded_s,
         "drain_timeout_s": a.drain_timeout_s, "log_level": a.log_level,
         "log_json": (False if a.log_text else None),

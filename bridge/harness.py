@@ -248,19 +248,21 @@ _quiet = _quiet_logger()
 
 # the bridge as a process --------------------------------------------------------------------
 class BridgeProcess:
-    def __init__(self, mqtt_port: int, kafka_bootstrap: str, log_dir: Path, bridge_id: str = "b1",
+    def __init__(self, mqtt_port: int, kafka_bootstrap: str, log_dir: Path, bridge_id: str | None = "b1",
                  group: str = "smartcity-bridge", extra_args: Iterable[str] = (),
                  env: dict[str, str] | None = None):
         self.mqtt_port, self.kafka_bootstrap = mqtt_port, kafka_bootstrap
         self.bridge_id, self.group = bridge_id, group
         self.extra_args = list(extra_args)
         self.env = env or {}
-        self.log_path = Path(log_dir) / f"bridge-{bridge_id}.log"
+        # bridge_id None: no --bridge-id, the bridge's own default (the host name)
+        self.log_path = Path(log_dir) / f"bridge-{bridge_id or 'default'}.log"
         self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "BridgeProcess":
-        cmd = [sys.executable, "-m", "bridge", "--bridge-id", self.bridge_id, "--group", self.group,
+        cmd = [sys.executable, "-m", "bridge", *(("--bridge-id", self.bridge_id) if self.bridge_id else ()),
+               "--group", self.group,
                "--mqtt-port", str(self.mqtt_port), "--kafka-bootstrap", self.kafka_bootstrap,
                "--http-port", str(self.http_port), "--log-level", "INFO", *self.extra_args]
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"stack up: mqtt 127.0.0.1:{mqtt_port}, kafka {bootstrap}")
 
         bridge_http = free_port()
-        bridge = Proc("bridge", [sys.executable, "-m", "bridge", "--mqtt-port", str(mqtt_port),
+        bridge = Proc("bridge", [sys.executable, "-m", "bridge", "--bridge-id", "demo",
+                                 "--mqtt-port", str(mqtt_port),
                                  "--mqtt-username", "bridge", "--kafka-bootstrap", bootstrap,
                                  "--http-port", str(bridge_http)], run_dir,
                       env={"SMARTCITY_BRIDGE_MQTT__PASSWORD": creds["mqtt"]["bridge"]})

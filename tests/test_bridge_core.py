@@ -265,3 +265,42 @@ def test_a_full_local_queue_parks_messages_in_order_and_only_the_io_loop_polls()
     b._produce("gps_data", b"3", b"c", [("mqtt.topic", "t")], b.window.add(3, 1))  # behind the others
     b._serve_pending()
     assert [p[1] for p in b.producer.produced] == [b"0", b"1", b"2", b"3"] and not b._pending
+
+
+# issue 9: a stable bridge identity -------------------------------------------------------------
+def test_the_default_bridge_id_is_the_host_name_without_a_pid(monkeypatch):
+    import os
+
+    from bridge.config import stable_bridge_id
+    monkeypatch.setattr("socket.gethostname", lambda: "ingest-2")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    s = BridgeSettings()
+    assert s.bridge_id == "ingest-2" and str(os.getpid()) not in s.client_id
+    assert s.client_id == "smartcity-bridge-ingest-2"
+    assert stable_bridge_id("bridge-0", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == "bridge-0"  # StatefulSet
+    assert stable_bridge_id("vm", {}, in_container=True) == "vm"       # a container named by its operator
+
+
+@pytest.mark.parametrize("hostname, env, in_container, why", [
+    ("3f4e5d6c7b8a", {}, True, "container id"),
+    ("bridge-7c9f8d6b5-xk2lp", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, False, "StatefulSet"),
+    ("localhost", {}, False, "not a name of this machine"),
+    ("", {}, False, "not a name of this machine"),
+    ("host/with+wildcards", {}, False, "not usable as an id"),
+])
+def test_no_stable_default_bridge_id_is_refused_with_a_clear_reason(hostname, env, in_container, why):
+    from bridge.config import stable_bridge_id
+    with pytest.raises(ValueError, match=why) as e:
+        stable_bridge_id(hostname, env, in_container=in_container)
+    assert "--bridge-id" in str(e.value) and "SMARTCITY_BRIDGE_BRIDGE_ID" in str(e.value)
+
+
+def test_the_service_refuses_to_start_without_a_stable_id(monkeypatch, capsys):
+    from bridge.cli import main
+    monkeypatch.setattr("socket.gethostname", lambda: "bridge-7c9f8d6b5-xk2lp")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert main(["--mqtt-port", "1", "--http-port", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "bridge_id: no stable default" in err and "stranded" in err
+    with pytest.raises(ValueError, match="letters, digits"):
+        BridgeSettings(bridge_id="a/b")

@@ -42,7 +42,7 @@ def test_the_schema_check_does_catch_mistakes(compose):
 
 
 def test_every_service_of_the_issue_is_there(compose):
-    assert {"mosquitto", "kafka", "bridge", "spark-master", "spark-worker", "s3", "postgres"} <= \
+    assert {"mosquitto", "kafka", "bridge-1", "bridge-2", "spark-master", "spark-worker", "s3", "postgres"} <= \
         set(compose["services"])
 
 
@@ -61,7 +61,7 @@ def test_long_running_services_have_health_checks_and_dependents_wait_for_them(c
         if name in ONE_SHOT:
             continue
         has_own = "healthcheck" in svc and not svc["healthcheck"].get("disable")
-        from_image = name == "bridge" and "HEALTHCHECK" in DOCKERFILE
+        from_image = name.startswith("bridge-") and "HEALTHCHECK" in DOCKERFILE
         assert has_own or from_image, f"{name} has no health check"
         test = svc.get("healthcheck", {}).get("test", ["CMD"])
         assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test must be CMD/CMD-SHELL"
@@ -105,3 +105,17 @@ def test_bridge_image_runs_as_non_root_with_the_pinned_client_libraries():
     for path in re.findall(r"^COPY\s+(.+?)\s+/app/", DOCKERFILE, re.M):
         for src in path.split():
             assert (REPO / src).exists(), f"Dockerfile copies missing {src}"
+
+
+def test_each_bridge_replica_has_its_own_fixed_id(compose):
+    """The id names the replica's persistent MQTT session (issue 9: a bridge back under another id
+    strands its share of the shared subscription)."""
+    bridges = {n: svc for n, svc in compose["services"].items() if n.startswith("bridge")}
+    assert len(bridges) >= 2
+    ids = [svc["environment"]["SMARTCITY_BRIDGE_BRIDGE_ID"] for svc in bridges.values()]
+    assert sorted(ids) == sorted(bridges) and len(set(ids)) == len(ids)
+    for name, svc in bridges.items():
+        assert svc.get("deploy", {}).get("replicas", 1) == 1, f"{name}: replicas would share one id"
+        assert svc["environment"]["SMARTCITY_BRIDGE_MQTT__HOST"] == "mosquitto"
+    acl = compose["configs"]["mosquitto-acl"]["content"]
+    assert "topic readwrite smartcity/bridge/v1/#" in acl      # presence (Mosquitto disconnects on a denied publish)

@@ -36,6 +36,8 @@ user {BRIDGE_USER}
 topic read smartcity/v1/#
 # end-to-end acknowledgements to the devices (contracts.acks)
 topic write smartcity/ack/v1/#
+# each bridge's retained presence in its shared-subscription group (bridge/service.py)
+topic readwrite smartcity/bridge/v1/#
 
 # every other user is a device: its username is its device_id; it reads only its own acks
 pattern write smartcity/v1/%u/#
