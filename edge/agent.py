@@ -26,6 +26,7 @@ from edge.crash import CrashDetector
 from edge.publisher import MqttPublisher, MqttSettings
 from edge.queue import DurableQueue
 from edge.recorder import Recorder
+from edge.sdnotify import Notifier
 from edge.settings import SettingsError
 from edge.settings import load as load_settings
 from edge.timesource import TimeSource
@@ -142,8 +143,12 @@ SIM_VEHICLE = VehicleSettings(make="Toyota", model="Hilux Revo", year=2022, fuel
 
 
 class Agent:
-    def __init__(self, settings: AgentSettings):
+    def __init__(self, settings: AgentSettings, notifier: Notifier | None = None):
         self.s = settings
+        # systemd (Type=notify, WatchdogSec=): READY, WATCHDOG, STOPPING. No-op without systemd.
+        self.notifier = notifier if notifier is not None else Notifier(env={})
+        self._watchdog_sent = float("-inf")
+        self._watchdog_withheld: tuple[str, ...] = ()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.stop_event = threading.Event()
         self.queue = DurableQueue(settings.data_dir / "queue.sqlite3",
@@ -276,8 +281,37 @@ class Agent:
             self.http = obs.serve_http(self.s.http.host, self.s.http.port, self.metrics,
                                        self.health)
 
-    def health(self) -> tuple[bool, dict]:
+    def dead_threads(self) -> list[str]:
+        """Names of the agent's threads that have stopped (sensor threads or the publisher)."""
         dead = [t.name for t in self.threads if not t.is_alive()]
+        if not self.publisher.alive:
+            dead.append("mqtt-publisher")
+        return dead
+
+    def watchdog_tick(self, now: float | None = None) -> bool:
+        """Ping systemd's watchdog (WATCHDOG=1) when half its interval has passed, but only while
+        every thread runs: a crashed sensor or publisher thread, or a hung main loop, lets
+        WatchdogSec= expire and systemd restarts the agent (the queue is on disk: lossless).
+        Returns True when a ping was sent."""
+        interval = self.notifier.watchdog_s
+        if interval is None:
+            return False
+        now = time.monotonic() if now is None else now
+        if now - self._watchdog_sent < interval / 2:
+            return False
+        dead = tuple(self.dead_threads())
+        if dead:
+            if dead != self._watchdog_withheld:
+                log.error("threads stopped; withholding the systemd watchdog so the agent is "
+                          "restarted", extra={"dead_threads": list(dead)})
+                self.notifier.status(f"threads stopped: {', '.join(dead)}; restart pending")
+                self._watchdog_withheld = dead
+            return False
+        self._watchdog_sent = now
+        return self.notifier.watchdog()
+
+    def health(self) -> tuple[bool, dict]:
+        dead = self.dead_threads()
         oldest = self.queue.oldest_age_s()
         ok = not dead and (self.publisher.connected or oldest < 60)
         return ok, {"dead_threads": dead, "mqtt_connected": self.publisher.connected,
@@ -351,6 +385,7 @@ class Agent:
 
     def run(self) -> int:
         self.start()
+        self.notifier.ready(f"recording as {self.s.device_id}")
         deadline = time.monotonic() + self.s.duration_s if self.s.duration_s else None
         while not self.stop_event.is_set():
             if deadline and time.monotonic() >= deadline:
@@ -358,8 +393,11 @@ class Agent:
             if self.world and self.s.sim.exit_at_trip_end and self.world.finished.is_set():
                 log.warning("simulated trip reached Pattaya")
                 break
+            self.watchdog_tick()
             self.stop_event.wait(0.2)
+        self.notifier.stopping("draining the queue")
         self.shutdown()
+        self.notifier.close()
         return 0
 
     def shutdown(self) -> None:
@@ -456,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     obs.configure_logging(settings.log_level)
     for w in warnings:
         log.warning(w)
-    agent = Agent(settings)
+    agent = Agent(settings, Notifier.from_environ())
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stop_event.set())
     return agent.run()

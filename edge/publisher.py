@@ -203,6 +203,11 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def alive(self) -> bool:
+        """True while the publishing thread runs (it ends only on stop() or a bug)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def status(self) -> dict:
         return {"connected": self._connected, "inflight": len(self._inflight),
                 "unconfirmed": len(self._unconfirmed), "delivery": self.settings.delivery,
