@@ -1,18 +1,18 @@
 """Pure parts of the bridge: topic routing, payload inspection, the ordered acknowledgement window.
 
 Nothing here touches a socket, so each rule is testable on its own and the hot path stays cheap:
-one regex match per distinct MQTT topic (cached), one json.loads and one generated contract
-check (contracts.checker) per message.
+one regex match per distinct MQTT topic (cached), one contracts.jsontext.loads (json.loads behind
+the checks the lake applies too) and one generated contract check (contracts.checker) per message.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from contracts import jsontext
 from contracts.schema import BY_NAME
 from contracts.validate import checker, violations
 
@@ -26,7 +26,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 # DLQ reasons (header dlq.reason); a closed set so dashboards can count them.
 TOO_LARGE = "too_large"
-NOT_JSON = "not_json"
+NOT_JSON = jsontext.NOT_JSON            # not UTF-8, not one JSON value, NaN/Infinity (contracts.jsontext)
+TOO_DEEP = jsontext.TOO_DEEP            # nesting beyond contracts.jsontext.MAX_DEPTH
+DUPLICATE_KEY = jsontext.DUPLICATE_KEY  # an object with the same key twice
 CONTRACT = "contract_invalid"
 SPOOFED = "device_id_mismatch"
 UNMAPPED = "unmapped_topic"
@@ -34,8 +36,8 @@ NO_CONTRACT = "no_contract"
 KAFKA_REJECTED = "kafka_rejected"
 BRIDGE_ERROR = "bridge_error"   # the bridge failed on this payload: a bug to fix, the payload kept
 HEADERS_TOO_LARGE = "headers_too_large"  # MQTT v5 user properties past the bridge's bounds (dropped)
-DLQ_REASONS = (TOO_LARGE, NOT_JSON, CONTRACT, SPOOFED, UNMAPPED, NO_CONTRACT, KAFKA_REJECTED, BRIDGE_ERROR,
-               HEADERS_TOO_LARGE)
+DLQ_REASONS = (TOO_LARGE, NOT_JSON, TOO_DEEP, DUPLICATE_KEY, CONTRACT, SPOOFED, UNMAPPED, NO_CONTRACT,
+               KAFKA_REJECTED, BRIDGE_ERROR, HEADERS_TOO_LARGE)
 
 _SEGMENT_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -157,9 +159,10 @@ def inspect(payload: bytes, target: Target | None, *, max_bytes: int = DEFAULT_M
     if target.raw:
         return None
     try:
-        record: Any = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as e:
-        return Rejection(NOT_JSON, f"{type(e).__name__}: {e}"[:300])
+        # The lake's definition too (spark_jobs.validation.parse): one place says what is JSON.
+        record: Any = jsontext.loads(payload)
+    except jsontext.JsonRejected as e:
+        return Rejection(e.reason, e.detail[:300])
     if check_device and target.device_id is not None and isinstance(record, dict):
         claimed = record.get("device_id")
         if claimed is not None and claimed != target.device_id:
