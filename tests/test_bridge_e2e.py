@@ -626,3 +626,35 @@ def test_the_local_stack_acl_lets_the_bridge_keep_its_presence(kafka, collector,
         pub.close()
     finally:
         srv.kill()
+
+
+def test_waiting_for_producer_room_through_a_kafka_outage_keeps_the_mqtt_session(
+        broker, kafka, collector, bridges, tmp_path, run_id):
+    """A 5-message producer queue and Kafka down: produce() finds no room for most of the outage.
+    The I/O thread must keep serving MQTT meanwhile (keepalive 2 s: the broker drops a client
+    silent for 3 s), then drain everything once Kafka is back."""
+    b = start_bridge(bridges, broker, kafka, tmp_path, run_id, extra_args=["--max-inflight", "200"],
+                     env={"SMARTCITY_BRIDGE_KAFKA__EXTRA": "queue.buffering.max.messages=5",
+                          "SMARTCITY_BRIDGE_MQTT__KEEPALIVE_S": "2"})
+    pub = FleetPublisher(broker.port, devices(run_id, 2))
+    pub.publish(20)
+    wait_all(collector, pub, run_id)
+    kafka.stop()
+    try:
+        pub.publish(150)
+        assert pub.wait_acked(30)                 # the broker has them; the bridge holds <= 200
+        waiting = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            waiting = max(waiting, b.metrics()["bridge_produce_waiting"])
+            time.sleep(0.5)
+        assert waiting > 0, "the producer queue never filled: the test tests nothing"
+    finally:
+        kafka.start()
+    got = wait_all(collector, pub, run_id, timeout_s=90)
+    assert len(event_ids(got)) == len(pub.sent)
+    m = b.metrics()
+    assert m.get('bridge_reconnects_total{side="mqtt"}', 0) == 0, "MQTT went silent while waiting for room"
+    assert m["bridge_produce_waiting"] == 0
+    print(f"most waiting for producer room: {waiting:.0f}")
+    pub.close()
