@@ -42,7 +42,7 @@ from contracts import schema as cs
 from . import validation as V
 from .commit import BatchCommitter, HadoopFS, plan_moves
 from .schemas import LINEAGE, wire_struct
-from .settings import LakeSettings, join
+from .settings import LakeSettings, join, kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def quarantine_frame(batch: DataFrame) -> DataFrame:
 
 def kafka_stream(spark: SparkSession, s: LakeSettings) -> DataFrame:
     r = (spark.readStream.format("kafka")
-         .option("kafka.bootstrap.servers", s.bootstrap)
+         .options(**kafka_options(s))  # bootstrap servers, SASL/SSL (settings.kafka_options)
          .option("subscribe", ",".join(s.topics))
          .option("startingOffsets", s.starting_offsets)
          .option("failOnDataLoss", str(s.fail_on_data_loss).lower()))

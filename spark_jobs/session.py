@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from .settings import LakeSettings
+from .settings import SECRET_OPTIONS_RE, LakeSettings
 
 log = logging.getLogger(__name__)
 JAVA17 = "/usr/lib/jvm/java-17-openjdk-amd64"
@@ -96,6 +96,9 @@ def spark_conf(settings: LakeSettings, submitted: bool | None = None) -> dict[st
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MILLIS",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.sql.streaming.stateStore.providerClass": STATE_STORES[settings.state_store],
+        # Data source options whose name matches are redacted in plans and the UI: the Kafka
+        # source's JAAS line and PEM private key (Spark's default redacts only *url* names).
+        "spark.sql.redaction.options.regex": f"(?i)url|{SECRET_OPTIONS_RE.removeprefix('(?i)')}",
     }
     if needs_s3(settings):
         s3 = settings.s3

@@ -3,10 +3,25 @@
 
 Credentials are deliberately not settings: s3a takes them from the standard AWS provider chain
 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, instance role), never from code or a file here.
+
+Kafka security is the `[kafka]` section, with the bridge's field names (bridge/config.py), e.g.
+
+    bootstrap = "kafka-1:9093"
+    [kafka]
+    security_protocol = "SASL_SSL"
+    sasl_mechanism = "SCRAM-SHA-512"
+    sasl_username = "lake"
+    sasl_password_file = "/run/secrets/kafka_password"   # or SMARTCITY_LAKE_KAFKA__SASL_PASSWORD
+    ssl_ca_file = "/etc/smartcity/kafka-ca.pem"
+
+`kafka_options()` turns it into the Spark Kafka source's `kafka.*` options; the password is read
+from its file when the stream starts and appears only inside `kafka.sasl.jaas.config`, which no
+repr, log line or Spark plan shows (KafkaOptions, spark.sql.redaction.options.regex).
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +37,50 @@ class S3:
     path_style: bool = False         # True for most S3-compatible servers (no bucket DNS names)
     region: str | None = None
     expect_continue: bool = False    # True is AWS's default; off works with every local server
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# JAAS login module per SASL mechanism (GSSAPI and OAUTHBEARER need more than a password: extra).
+SASL_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+@dataclass
+class Kafka:
+    """How the lake job connects to Kafka: the bridge's [kafka] security fields, same names."""
+    security_protocol: str = "PLAINTEXT"    # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    sasl_mechanism: str | None = None       # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    # Prefer sasl_password_file; a password given directly never shows in repr() either.
+    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password_file: Path | None = None
+    ssl_ca_file: Path | None = None         # PEM CA certificate(s) that signed the brokers'
+    ssl_cert_file: Path | None = None       # PEM client certificate (chain), for mutual TLS
+    ssl_key_file: Path | None = None        # its unencrypted PKCS#8 PEM private key
+    # Further Kafka consumer properties, "name=value" each (not for secrets: use the fields above).
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.security_protocol = self.security_protocol.upper()
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"kafka.security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                             f"not {self.security_protocol!r}")
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism not in SASL_LOGIN_MODULES:
+                raise ValueError(f"kafka.sasl_mechanism must be one of {', '.join(SASL_LOGIN_MODULES)} "
+                                 f"with {self.security_protocol}, not {self.sasl_mechanism!r}")
+            if not self.sasl_username or (self.sasl_password is None and self.sasl_password_file is None):
+                raise ValueError(f"kafka: {self.security_protocol} needs sasl_username and "
+                                 "sasl_password_file (or sasl_password)")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("kafka: ssl_cert_file and ssl_key_file go together")
+        for item in self.extra:
+            k, sep, _ = item.partition("=")
+            if not sep or not k.strip():
+                raise ValueError(f"kafka.extra: {item!r} is not name=value")
 
 
 @dataclass
@@ -49,6 +108,7 @@ class LakeSettings:
     spark_log_level: str = "ERROR"
     jars_dir: str | None = None      # default $SMARTCITY_CACHE/spark-jars
     s3: S3 = field(default_factory=S3)
+    kafka: Kafka = field(default_factory=Kafka)
 
     def __post_init__(self) -> None:
         unknown = set(self.topics) - {rt.name for rt in RECORD_TYPES}
@@ -80,3 +140,81 @@ def load(toml_path: str | None = None, overrides: Mapping[str, Any] | None = Non
          environ: Mapping[str, str] | None = None) -> LakeSettings:
     from edge.settings import load as _load
     return _load(LakeSettings, toml_path, ENV_PREFIX, overrides, environ)
+
+
+# Option names whose values are secret: never shown by KafkaOptions, and redacted by Spark in plans
+# and the UI (session.spark_conf sets spark.sql.redaction.options.regex from this).
+SECRET_OPTIONS_RE = r"(?i)jaas|password|ssl\.keystore\.key"
+
+
+class KafkaOptions(dict):
+    """The Kafka source's options; repr()/str() show every secret value as ***."""
+
+    def redacted(self) -> dict[str, str]:
+        return {k: "***" if re.search(SECRET_OPTIONS_RE, k) else v for k, v in self.items()}
+
+    def __repr__(self) -> str:
+        return f"KafkaOptions({self.redacted()!r})"
+
+    __str__ = __repr__
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:  # the path is named, never the content
+        raise ValueError(f"kafka.{what}: cannot read {path}: {e.strerror}") from None
+
+
+def _jaas_quote(value: str, what: str) -> str:
+    """A JAAS option value in double quotes (Kafka parses it with java.io.StreamTokenizer)."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ValueError(f"kafka.{what} contains a control character")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def kafka_options(s: LakeSettings) -> KafkaOptions:
+    """`kafka.*` options of Spark's Kafka source: bootstrap servers and security.
+
+    SASL: kafka.sasl.mechanism and a kafka.sasl.jaas.config line built from the user name and
+    the password, read from sasl_password_file now (a rotated secret is picked up at the next
+    start). TLS: the CA as a PEM truststore file (kafka.ssl.truststore.type=PEM, .location: on a
+    cluster the file must be at that path on every executor); a client certificate and key are
+    passed as PEM text (kafka.ssl.keystore.certificate.chain/.key), so executors need no copy.
+    Raises ValueError naming the setting when a file is missing or unusable."""
+    k = s.kafka
+    opts = KafkaOptions()
+    for item in k.extra:
+        name, _, value = item.partition("=")
+        opts[f"kafka.{name.strip()}"] = value.strip()
+    opts["kafka.bootstrap.servers"] = s.bootstrap
+    opts["kafka.security.protocol"] = k.security_protocol
+    if k.security_protocol.startswith("SASL_"):
+        password = k.sasl_password
+        if k.sasl_password_file is not None:
+            password = _read(k.sasl_password_file, "sasl_password_file").strip()
+        if not password:
+            raise ValueError("kafka: the SASL password is empty")
+        opts["kafka.sasl.mechanism"] = k.sasl_mechanism
+        opts["kafka.sasl.jaas.config"] = (
+            f"{SASL_LOGIN_MODULES[k.sasl_mechanism]} required "
+            f"username={_jaas_quote(k.sasl_username, 'sasl_username')} "
+            f"password={_jaas_quote(password, 'sasl_password')};")
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        if k.ssl_ca_file is not None:
+            if "-----BEGIN CERTIFICATE-----" not in _read(k.ssl_ca_file, "ssl_ca_file"):
+                raise ValueError(f"kafka.ssl_ca_file: {k.ssl_ca_file} holds no PEM certificate")
+            opts["kafka.ssl.truststore.type"] = "PEM"
+            opts["kafka.ssl.truststore.location"] = str(k.ssl_ca_file)
+        if k.ssl_cert_file is not None:
+            chain = _read(k.ssl_cert_file, "ssl_cert_file")
+            key = _read(k.ssl_key_file, "ssl_key_file")
+            if "-----BEGIN CERTIFICATE-----" not in chain:
+                raise ValueError(f"kafka.ssl_cert_file: {k.ssl_cert_file} holds no PEM certificate")
+            if "-----BEGIN PRIVATE KEY-----" not in key:  # what Kafka's PEM keystore reads
+                raise ValueError(f"kafka.ssl_key_file: {k.ssl_key_file} is not an unencrypted PKCS#8 "
+                                 "PEM key (convert: openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY8)")
+            opts["kafka.ssl.keystore.type"] = "PEM"
+            opts["kafka.ssl.keystore.certificate.chain"] = chain
+            opts["kafka.ssl.keystore.key"] = key
+    return opts
