@@ -26,6 +26,13 @@ to persistence_location on clean shutdown (SIGTERM, see stop()) and every autosa
 seconds. A SIGKILL (kill()) loses what arrived since the last autosave: that is a property of
 the broker, the tests use it deliberately.
 
+TLS (TlsFiles, certificates from make_ca/issue_cert): either the one listener speaks TLS, or, with
+tls_port, a second listener does beside the plain one. Authentication is global
+(per_listener_settings false): one password file and one ACL for both; with
+use_identity_as_username the TLS listener takes the client certificate's CN as the username and
+asks no password, so the ACL's %u works for certificates too. Seen with 2.0.11: a publish the ACL
+denies gets PUBACK 0x87 and then the client is disconnected, on either listener.
+
 CLI: python -m deploy.local.mosquitto --dir DIR [--port N]   (runs in the foreground)
 """
 from __future__ import annotations
@@ -34,6 +41,7 @@ import argparse
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -70,11 +78,85 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """Server side TLS. require_certificate=True makes clients present a cert signed by cafile."""
+    """Server side TLS. require_certificate=True makes clients present a cert signed by cafile;
+    use_identity_as_username=True makes the certificate's CN the client's MQTT username (no
+    password asked; the ACL's %u is the CN)."""
     cafile: Path
     certfile: Path
     keyfile: Path
     require_certificate: bool = False
+    use_identity_as_username: bool = False
+
+
+def _openssl(cwd: Path, *args: str) -> str:
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise MosquittoError("openssl not found (apt-get install openssl)")
+    r = subprocess.run([openssl, *args], capture_output=True, text=True, cwd=cwd)
+    if r.returncode != 0:
+        raise MosquittoError(f"openssl {args[0]} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+_EC = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+_LEAF_EXT = ("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+
+
+def _private_file(path: Path) -> None:
+    """Create path empty with mode 0600 before openssl writes a key into it (openssl would create
+    it with the umask's mode and the key would be readable by others for a moment)."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def make_ca(out_dir: str | os.PathLike, cn: str = "smartcity-test-ca", days: int = 2) -> dict[str, Path]:
+    """A self-signed EC CA in out_dir: ca.crt and ca.key (mode 0600, unencrypted)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _private_file(out / "ca.key")
+    _openssl(out, "req", "-x509", *_EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
+             "-subj", f"/CN={cn}",
+             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    os.chmod(out / "ca.key", 0o600)
+    return {"ca": out / "ca.crt", "ca_key": out / "ca.key"}
+
+
+def issue_cert(ca_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None,
+               days: int = 2, server: bool = False) -> tuple[Path, Path]:
+    """A certificate with CN=name signed by the CA in ca_dir (make_ca): a server certificate for
+    127.0.0.1/localhost, or a client certificate (CN = the MQTT username under
+    use_identity_as_username). Writes {name}.crt and {name}.key (mode 0600, unencrypted) to
+    out_dir (default ca_dir); returns their paths."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", name):
+        raise ValueError(f"certificate name {name!r}: letters, digits, '_', '-', '.' (not first); 64 at most")
+    ca = Path(ca_dir).resolve()
+    out = Path(out_dir).resolve() if out_dir else ca
+    out.mkdir(parents=True, exist_ok=True)
+    key, crt, csr, ext = (out / f"{name}{sfx}" for sfx in (".key", ".crt", ".csr", ".ext"))
+    ext.write_text(_LEAF_EXT + ("extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                if server else "extendedKeyUsage=clientAuth\n"))
+    _private_file(key)
+    _openssl(out, "req", *_EC, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    os.chmod(key, 0o600)
+    _openssl(out, "x509", "-req", "-in", str(csr), "-CA", str(ca / "ca.crt"), "-CAkey", str(ca / "ca.key"),
+             "-CAcreateserial", "-CAserial", str(ca / "ca.srl"), "-out", str(crt), "-days", str(days),
+             "-extfile", str(ext))
+    csr.unlink()
+    ext.unlink()
+    return crt, key
+
+
+def cert_valid(cert: str | os.PathLike, ca: str | os.PathLike, for_s: int = 0) -> bool:
+    """True when cert (PEM) is signed by ca and both are still valid `for_s` seconds from now;
+    False when either is missing or unreadable."""
+    openssl = shutil.which("openssl")
+    if not openssl or not Path(cert).is_file() or not Path(ca).is_file():
+        return False
+    r = subprocess.run([openssl, "verify", "-CAfile", str(ca), "-attime", str(int(time.time()) + for_s),
+                        str(cert)], capture_output=True, text=True)
+    return r.returncode == 0
 
 
 def make_test_pki(out_dir: str | os.PathLike, client_names: tuple[str, ...] = ("client",),
@@ -83,27 +165,10 @@ def make_test_pki(out_dir: str | os.PathLike, client_names: tuple[str, ...] = ("
     (CN = name), with openssl. Test use only: keys are unencrypted. Returns paths:
     ca, server_cert, server_key, and {name}_cert / {name}_key per client."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    openssl = shutil.which("openssl")
-    if not openssl:
-        raise MosquittoError("openssl not found (apt-get install openssl)")
-
-    def run(*args: str) -> None:
-        r = subprocess.run([openssl, *args], capture_output=True, text=True, cwd=out)
-        if r.returncode != 0:
-            raise MosquittoError(f"openssl {args[0]} failed: {r.stderr.strip()}")
-
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
-        "-subj", "/CN=smartcity-test-ca")
-    paths = {"ca": out / "ca.crt"}
-    (out / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, ext in [("server", "server.ext")] + [(c, None) for c in client_names]:
-        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", str(days),
-            *(("-extfile", ext) if ext else ()))
-        paths[f"{name}_cert"], paths[f"{name}_key"] = out / f"{name}.crt", out / f"{name}.key"
+    paths = {"ca": make_ca(out, days=days)["ca"]}
+    paths["server_cert"], paths["server_key"] = issue_cert(out, "server", days=days, server=True)
+    for name in client_names:
+        paths[f"{name}_cert"], paths[f"{name}_key"] = issue_cert(out, name, days=days)
     return paths
 
 
@@ -114,7 +179,10 @@ class MosquittoServer:
                  max_queued_bytes: int = ONE_GIB, max_inflight_messages: int = 1000,
                  max_packet_size: int = MAX_PACKET_BYTES,
                  autosave_interval_s: int = 1, tls: TlsFiles | None = None,
-                 extra_conf: str = "", verbose: bool = False):
+                 tls_port: int | None = None, extra_conf: str = "", verbose: bool = False):
+        """tls without tls_port: the one listener (port) speaks TLS. tls with tls_port: port stays
+        a plain (password) listener and a second listener on tls_port (0: a free port) speaks TLS;
+        both share the password file and the ACL (per_listener_settings false)."""
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"MosquittoServer listens on loopback only, not {host!r}")
         self.data_dir = Path(data_dir).resolve()
@@ -129,6 +197,9 @@ class MosquittoServer:
         self.max_packet_size = max_packet_size
         self.autosave_interval_s = autosave_interval_s
         self.tls = tls
+        if tls_port is not None and tls is None:
+            raise ValueError("tls_port without tls")
+        self.tls_port = (tls_port or free_port(host)) if tls_port is not None else None
         self.extra_conf = extra_conf
         self.verbose = verbose
         self.binary = find_binary("mosquitto")
@@ -149,15 +220,24 @@ class MosquittoServer:
 
     @property
     def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls and self.tls_port is None else 'mqtt'}://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        if self.tls is None:
+            return None
+        return f"mqtts://{self.host}:{self.tls_port or self.port}"
 
     # config ----------------------------------------------------------------------------------
     def render_conf(self) -> str:
         lines = [
             "# generated by deploy/local/mosquitto.py; see its docstring for the why of each limit",
             f"user {pwd.getpwuid(os.getuid()).pw_name}",  # as root, mosquitto would drop to 'mosquitto'
-            f"listener {self.port} {self.host}",
+            # Authentication (password_file, acl_file, allow_anonymous) is global: the same users and
+            # ACL on every listener. A certificate listener with use_identity_as_username takes
+            # the CN as the username and asks no password; the ACL's %u is the CN there.
             "per_listener_settings false",
+            f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if self.passwords is not None else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.data_dir}/",
@@ -180,12 +260,18 @@ class MosquittoServer:
             lines.append(f"password_file {self.data_dir / 'passwords'}")
         if self.acl is not None:
             lines.append(f"acl_file {self.data_dir / 'acl'}")
-        if self.tls:
-            lines += [f"cafile {self.tls.cafile}", f"certfile {self.tls.certfile}",
-                      f"keyfile {self.tls.keyfile}",
-                      f"require_certificate {'true' if self.tls.require_certificate else 'false'}"]
         if self.extra_conf:
             lines.append(self.extra_conf)
+        if self.tls:
+            # Listener options apply to the listener declared last: the TLS one goes at the end.
+            if self.tls_port is not None:
+                lines.append(f"listener {self.tls_port} {self.host}")
+            else:
+                lines.append(f"# TLS on the listener {self.port} above")
+            lines += [f"cafile {self.tls.cafile}", f"certfile {self.tls.certfile}",
+                      f"keyfile {self.tls.keyfile}",
+                      f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+                      f"use_identity_as_username {'true' if self.tls.use_identity_as_username else 'false'}"]
         return "\n".join(lines) + "\n"
 
     def _write_files(self) -> None:
@@ -229,8 +315,10 @@ class MosquittoServer:
                 raise MosquittoError(f"mosquitto exited (rc={rc}) on port {self.port}; "
                                      f"log tail:\n{self.log_tail()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
+                for port in (self.port, self.tls_port) if self.tls_port else (self.port,):
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        pass
+                return
             except OSError:
                 pass
             if time.monotonic() > deadline:
