@@ -33,7 +33,7 @@ def stack(run_dir, *args, check=True):
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    ports = ["--mqtt-port", str(free_port()), "--kafka-port", str(free_port()),
+    ports = ["--mqtt-port", str(free_port()), "--mqtt-tls-port", "0", "--kafka-port", str(free_port()),
              "--kafka-controller-port", str(free_port()), "--s3-port", str(free_port())]
     extra = [] if S3Server.available() else ["--no-s3"]
     r = stack(run_dir, "up", *ports, *extra, "--device", "car-1", "--device", "car-2", "--partitions", "2")
@@ -124,7 +124,7 @@ def test_stack_s3_accepts_the_generated_keys(local_stack):
 
 
 def test_down_stops_everything_and_status_then_fails(tmp_path):
-    ports = ["--mqtt-port", str(free_port()), "--no-kafka", "--no-s3"]
+    ports = ["--mqtt-port", str(free_port()), "--no-mqtt-tls", "--no-kafka", "--no-s3"]
     stack(tmp_path, "up", *ports)
     pid = json.loads((tmp_path / "stack.json").read_text())["mosquitto"]["pid"]
     assert stack(tmp_path, "status").returncode == 0
@@ -142,5 +142,6 @@ def test_a_taken_port_is_a_clear_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = stack(tmp_path, "up", "--mqtt-port", str(port), "--no-kafka", "--no-s3", check=False)
+        r = stack(tmp_path, "up", "--mqtt-port", str(port), "--mqtt-tls-port", "0", "--no-kafka", "--no-s3",
+                  check=False)
     assert r.returncode == 1 and f"port {port} is taken" in r.stderr

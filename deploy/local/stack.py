@@ -3,6 +3,7 @@
     python -m deploy.local.stack up     [--run-dir run] [--mqtt-port 1883] [--kafka-port 9092] ...
     python -m deploy.local.stack status [--run-dir run]      # exit 0 only when everything answers
     python -m deploy.local.stack down   [--run-dir run]
+    python -m deploy.local.stack device-cert bus-0042 [--run-dir run]   # a device's TLS client cert
 
 Idempotent: `up` starts only what is not already answering, `down` stops only what it started
 (it checks each pid's command line before signalling it). Everything lives in the run folder
@@ -12,6 +13,16 @@ Idempotent: `up` starts only what is not already answering, `down` stops only wh
 Mosquitto runs with persistence, raised queue limits (see deploy/local/mosquitto.py), a password
 file and an ACL: user `bridge` may read smartcity/v1/#, and every other user is a device whose
 username is its device_id and who may write only smartcity/v1/{device_id}/#.
+
+Two listeners on loopback, one password file and one ACL (per_listener_settings false):
+- --mqtt-port (1883): username + password from credentials.json;
+- --mqtt-tls-port (8883; the Python API picks a free port): TLS with client certificates
+  (require_certificate, use_identity_as_username): the certificate's CN is the MQTT username, so
+  the ACL's %u is the device_id there too and no password is asked. The stack's own CA lives in
+  run/pki/ (ca.crt; ca.key mode 0600), with a server certificate for 127.0.0.1/localhost and a
+  client certificate for the bridge (CN=bridge). `device-cert DEVICE_ID` issues one per device into
+  run/pki/devices/ (key mode 0600) and prints the agent's [mqtt] settings for it. A development CA:
+  anyone who can read run/pki/ca.key can mint any identity, the bridge's included.
 """
 from __future__ import annotations
 
@@ -19,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -47,6 +59,24 @@ pattern read smartcity/ack/v1/%u
 
 class StackError(RuntimeError):
     pass
+
+
+PKI_DAYS = 825              # the stack's certificates; the CA lives longer (below)
+CA_DAYS = 3650
+_RENEW_S = 7 * 86400        # reissue what expires within a week
+
+
+def check_device_name(device_id: str) -> str:
+    """A device id that may be a certificate's CN: the contract's device_id rule, and never the
+    bridge's name (its CN would get the bridge's ACL: read every device's data)."""
+    from contracts.schema import ENVELOPE
+    f = next(f for f in ENVELOPE if f.name == "device_id")
+    if len(device_id) > f.max_length or not re.fullmatch(f.pattern, device_id) or device_id.startswith("."):
+        raise StackError(f"device id {device_id!r} must match {f.pattern} (at most {f.max_length} "
+                         "characters, not starting with '.')")
+    if device_id == BRIDGE_USER:
+        raise StackError(f"{BRIDGE_USER!r} is the bridge's identity, not a device's")
+    return device_id
 
 
 def _pid_alive(pid: int | None, expect: str) -> bool:
@@ -86,6 +116,7 @@ class Stack:
         self.run_dir = Path(run_dir).resolve()
         self.state_path = self.run_dir / "stack.json"
         self.creds_path = self.run_dir / "credentials.json"
+        self.pki_dir = self.run_dir / "pki"
 
     # state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -119,14 +150,50 @@ class Stack:
         os.chmod(self.creds_path, 0o600)
         return creds
 
+    # certificates ------------------------------------------------------------------------------
+    def pki(self) -> dict[str, Path]:
+        """The stack's CA, server certificate and the bridge's client certificate, created when
+        missing, expiring within a week or not signed by the current CA. Paths: ca, server_cert,
+        server_key, bridge_cert, bridge_key."""
+        from .mosquitto import cert_valid, issue_cert, make_ca
+        d = self.pki_dir
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        ca = d / "ca.crt"
+        if not (d / "ca.key").is_file() or not cert_valid(ca, ca, _RENEW_S):
+            make_ca(d, cn="smartcity-local-stack-ca", days=CA_DAYS)
+            log.info("new stack CA", extra={"ca": str(ca)})
+        out = {"ca": ca}
+        for name, server in (("server", True), (BRIDGE_USER, False)):
+            crt, key = d / f"{name}.crt", d / f"{name}.key"
+            if not key.is_file() or not cert_valid(crt, ca, _RENEW_S):
+                crt, key = issue_cert(d, name, days=PKI_DAYS, server=server)
+            out[f"{name}_cert"], out[f"{name}_key"] = crt, key
+        return out
+
+    def device_cert(self, device_id: str, renew: bool = False) -> dict[str, Path]:
+        """A client certificate with CN=device_id, signed by the stack's CA, in pki/devices/
+        ({id}.crt, {id}.key mode 0600); kept when it is still valid unless renew. Paths: ca,
+        cert_file, key_file."""
+        from .mosquitto import cert_valid, issue_cert
+        check_device_name(device_id)
+        ca = self.pki()["ca"]
+        d = self.pki_dir / "devices"
+        crt, key = d / f"{device_id}.crt", d / f"{device_id}.key"
+        if renew or not key.is_file() or not cert_valid(crt, ca, _RENEW_S):
+            crt, key = issue_cert(self.pki_dir, device_id, out_dir=d, days=PKI_DAYS)
+        return {"ca": ca, "cert_file": crt, "key_file": key}
+
     # up --------------------------------------------------------------------------------------
     def up(self, mqtt_port: int = 1883, kafka_port: int = 9092, kafka_controller_port: int = 9093,
            s3_port: int = 9000, partitions: int = 3, retention_hours: float = 168,
-           devices: list[str] = ("edge-0001",), with_kafka: bool = True, with_s3: bool = True) -> dict:
+           devices: list[str] = ("edge-0001",), with_kafka: bool = True, with_s3: bool = True,
+           mqtt_tls_port: int | None = 0) -> dict:
+        """mqtt_tls_port: the client-certificate listener's port; 0 a free one, None none."""
         st = self.state()
         creds = self.credentials(list(devices))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        st["mosquitto"] = self._up_mosquitto(st.get("mosquitto"), mqtt_port, creds)
+        st["mosquitto"] = self._up_mosquitto(st.get("mosquitto"), mqtt_port, creds, mqtt_tls_port)
         self._save_state(st)
         if with_kafka:
             st["kafka"] = self._up_kafka(st.get("kafka"), kafka_port, kafka_controller_port,
@@ -137,24 +204,43 @@ class Stack:
             self._save_state(st)
         return st
 
-    def _up_mosquitto(self, prev: dict | None, port: int, creds: dict) -> dict:
+    def _tls_files(self) -> "TlsFiles":
+        from .mosquitto import TlsFiles
+        pki = self.pki()
+        return TlsFiles(pki["ca"], pki["server_cert"], pki["server_key"], require_certificate=True,
+                        use_identity_as_username=True)
+
+    def _up_mosquitto(self, prev: dict | None, port: int, creds: dict, tls_port: int | None = None) -> dict:
         from .mosquitto import MosquittoServer
         if prev and _pid_alive(prev.get("pid"), "mosquitto") and _port_open(prev["port"]):
             log.info("mosquitto already running", extra={"port": prev["port"]})
             # Devices added since: rewrite the password file and reload (SIGHUP) without a restart.
+            # The listeners stay as they were started (a reload does not reopen them).
             srv = MosquittoServer(self.run_dir / "mosquitto", port=prev["port"],
-                                  passwords=creds["mqtt"], acl=ACL)
+                                  passwords=creds["mqtt"], acl=ACL,
+                                  tls=self._tls_files() if prev.get("tls_port") else None,
+                                  tls_port=prev.get("tls_port"))
             srv._write_files()
             os.kill(prev["pid"], signal.SIGHUP)
             return prev
         if _port_open(port):
             raise StackError(f"mqtt port {port} is taken by another process; pass --mqtt-port")
-        srv = MosquittoServer(self.run_dir / "mosquitto", port=port, passwords=creds["mqtt"], acl=ACL)
+        if tls_port and _port_open(tls_port):
+            raise StackError(f"mqtt TLS port {tls_port} is taken by another process; pass --mqtt-tls-port")
+        tls = self._tls_files() if tls_port is not None else None
+        srv = MosquittoServer(self.run_dir / "mosquitto", port=port, passwords=creds["mqtt"], acl=ACL,
+                              tls=tls, tls_port=tls_port)
         srv.start()
         pid = srv.proc.pid
         srv.proc = None  # detach: the broker outlives this command (down stops it by pid)
-        return {"pid": pid, "port": port, "host": "127.0.0.1", "url": f"mqtt://127.0.0.1:{port}",
+        info = {"pid": pid, "port": port, "host": "127.0.0.1", "url": f"mqtt://127.0.0.1:{port}",
                 "data_dir": str(srv.data_dir), "log": str(srv.log_path)}
+        if tls:
+            # Paths only: the keys stay in run/pki (mode 0600), never in stack.json.
+            info.update(tls_port=srv.tls_port, tls_url=srv.tls_url, ca_file=str(tls.cafile),
+                        bridge_cert_file=str(self.pki_dir / f"{BRIDGE_USER}.crt"),
+                        bridge_key_file=str(self.pki_dir / f"{BRIDGE_USER}.key"))
+        return info
 
     def _up_kafka(self, prev: dict | None, port: int, controller_port: int, partitions: int,
                   retention_hours: float) -> dict:
@@ -200,6 +286,9 @@ class Stack:
         if m:
             out["mosquitto"] = {"port": m["port"], "running": _pid_alive(m["pid"], "mosquitto"),
                                 "answering": _port_open(m["port"])}
+            if m.get("tls_port"):
+                out["mosquitto"].update(tls_port=m["tls_port"],
+                                        answering=out["mosquitto"]["answering"] and _port_open(m["tls_port"]))
         k = st.get("kafka")
         if k:
             info = {"port": k["port"], "running": _pid_alive(k["pid"], "kafka.Kafka"),
@@ -235,11 +324,35 @@ class Stack:
         return stopped
 
 
+def device_cert_toml(stack: Stack, device_id: str, files: dict[str, Path]) -> str:
+    """The agent's settings for this device against this stack's TLS listener (README's Pi shape)."""
+    tls_port = stack.state().get("mosquitto", {}).get("tls_port")
+    return "\n".join([
+        f"# {device_id} against the local stack's TLS listener: the certificate's CN is the MQTT",
+        "# username, so no username or password. On a Pi: copy the three files to /etc/smartcity/",
+        "# (key mode 0600) and use those paths; the broker listens on loopback only, so reach it",
+        "# through an SSH tunnel (README, 'Trying it on a Pi').",
+        f'device_id = "{device_id}"',
+        "[mqtt]",
+        'host = "localhost"',
+        f"port = {tls_port or 8883}" + ("" if tls_port else "   # the stack is not up: its default"),
+        "tls = true",
+        f'ca_file = "{files["ca"]}"',
+        f'cert_file = "{files["cert_file"]}"',
+        f'key_file = "{files["key_file"]}"',
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("up", "down", "status"))
+    ap.add_argument("command", choices=("up", "down", "status", "device-cert"))
+    ap.add_argument("device_id", nargs="?", help="device-cert: the device id (the certificate's CN)")
     ap.add_argument("--run-dir", default="run", type=Path)
     ap.add_argument("--mqtt-port", type=int, default=1883)
+    ap.add_argument("--mqtt-tls-port", type=int, default=8883,
+                    help="TLS listener with client certificates (0: a free port)")
+    ap.add_argument("--no-mqtt-tls", action="store_true", help="no TLS listener")
+    ap.add_argument("--renew", action="store_true", help="device-cert: issue a new one even if valid")
     ap.add_argument("--kafka-port", type=int, default=9092)
     ap.add_argument("--kafka-controller-port", type=int, default=9093)
     ap.add_argument("--s3-port", type=int, default=9000)
@@ -251,13 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-s3", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
+    if (a.command == "device-cert") != (a.device_id is not None):
+        ap.error("device-cert takes one device id; the other commands none")
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack = Stack(a.run_dir)
     try:
         if a.command == "up":
             st = stack.up(a.mqtt_port, a.kafka_port, a.kafka_controller_port, a.s3_port, a.partitions,
-                          a.retention_hours, a.devices or ["edge-0001"], not a.no_kafka, not a.no_s3)
+                          a.retention_hours, a.devices or ["edge-0001"], not a.no_kafka, not a.no_s3,
+                          None if a.no_mqtt_tls else a.mqtt_tls_port)
             print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "match"} for k, v in st.items()},
                              indent=2, sort_keys=True))
             print(f"credentials: {stack.creds_path} (mode 0600)", file=sys.stderr)
@@ -267,8 +383,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(st, indent=2, sort_keys=True))
             healthy = bool(st) and all(v["running"] and v["answering"] for v in st.values())
             return 0 if healthy else 1
+        if a.command == "device-cert":
+            print(device_cert_toml(stack, a.device_id, stack.device_cert(a.device_id, renew=a.renew)))
+            return 0
         print(json.dumps(stack.down(), sort_keys=True))
         return 0
+    except StackError as e:
+        print(f"stack {a.command}: {e}", file=sys.stderr)
+        return 2 if a.command == "device-cert" else 1
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for an operator
         print(f"stack {a.command} failed: {e}", file=sys.stderr)
         return 1
