@@ -41,6 +41,11 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     p.add_argument("--mqtt-port", type=int)
     p.add_argument("--mqtt-username")
     p.add_argument("--mqtt-password-file")
+    p.add_argument("--mqtt-tls", action="store_true", default=None, help="TLS to the broker")
+    p.add_argument("--mqtt-ca-file", help="CA that signed the broker's certificate (default: system CAs)")
+    p.add_argument("--mqtt-cert-file", help="client certificate (a broker with use_identity_as_username "
+                                            "takes its CN as the username)")
+    p.add_argument("--mqtt-key-file", help="the client certificate's private key")
     p.add_argument("--group", help="shared subscription group")
     p.add_argument("--max-inflight", type=int)
     p.add_argument("--kafka-bootstrap")
@@ -62,6 +67,8 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
         "log_json": (False if a.log_text else None),
         "mqtt.host": a.mqtt_host, "mqtt.port": a.mqtt_port, "mqtt.username": a.mqtt_username,
         "mqtt.password_file": a.mqtt_password_file, "mqtt.group": a.group,
+        "mqtt.tls": a.mqtt_tls, "mqtt.ca_file": a.mqtt_ca_file, "mqtt.cert_file": a.mqtt_cert_file,
+        "mqtt.key_file": a.mqtt_key_file,
         "mqtt.max_inflight": a.max_inflight,
         "kafka.bootstrap_servers": a.kafka_bootstrap, "kafka.dlq_topic": a.dlq_topic,
     }

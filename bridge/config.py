@@ -67,6 +67,12 @@ class MqttSettings:
     def __post_init__(self):
         if not 1 <= self.max_inflight <= 65535:
             raise ValueError(f"mqtt.max_inflight must be 1..65535, got {self.max_inflight}")
+        # Certificate files without tls would be ignored: a plain connection the operator did not mean.
+        given = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
+        if given and not self.tls:
+            raise ValueError(f"mqtt.{', mqtt.'.join(given)} set but mqtt.tls is false")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("mqtt.key_file set without mqtt.cert_file")
 
 
 @dataclass
