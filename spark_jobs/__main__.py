@@ -16,7 +16,25 @@ import logging
 import signal
 import sys
 
+from .partitions import partition_dt, partition_hour
 from .settings import load
+
+
+def _checked(parse, what: str):
+    """An argparse type from a parser that raises ValueError: the message names the problem,
+    argparse prints it with the usage and exits 2, before any Spark session starts."""
+    def check(value: str) -> str:
+        try:
+            return parse(value)
+        except (KeyError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e.args[0] if e.args else e)) from None
+    check.__name__ = what
+    return check
+
+
+def _topic(value: str) -> str:
+    from contracts import record_type
+    return record_type(value).name
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -55,14 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--duration-s", type=float, help="stop after this long (default: run until signalled)")
     co = sub.add_parser("compact", help="rewrite hour partitions into fewer files")
     _common(co)
-    co.add_argument("--topic", required=True)
-    co.add_argument("--dt")
-    co.add_argument("--hour")
+    co.add_argument("--topic", required=True, type=_checked(_topic, "topic"))
+    co.add_argument("--dt", type=_checked(partition_dt, "dt"), help="YYYY-MM-DD (UTC)")
+    co.add_argument("--hour", type=_checked(partition_hour, "hour"), help="00-23 (UTC)")
     co.add_argument("--all", action="store_true", help="every hour partition of the topic")
     dd = sub.add_parser("ddl", help="print Athena/Glue and Redshift DDL generated from contracts")
     _common(dd)
     dd.add_argument("--dialect", choices=("athena", "redshift", "all"), default="all")
     a = ap.parse_args(argv)
+    if a.cmd == "compact" and not ((a.all and not (a.dt or a.hour)) or (not a.all and a.dt and a.hour)):
+        co.error("compact needs --dt and --hour, or --all (not both)")
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     s = _settings(a)
@@ -81,8 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     from .session import build_session
     spark = build_session(s, "smartcity-lake-compact")
     todo = hours(s, a.topic) if a.all else [(a.dt, a.hour)]
-    if not a.all and not (a.dt and a.hour):
-        ap.error("compact needs --dt and --hour, or --all")
     for dt, hour in todo:
         print(json.dumps(compact_hour(spark, s, a.topic, dt, hour), sort_keys=True))
     return 0

@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from contracts import record_type
 
 from .commit import lake_lock
+from .partitions import partition_dt, partition_hour
 from .schemas import data_struct
 from .settings import LakeSettings, join
 
@@ -66,6 +67,7 @@ def _local(uri: str) -> Path:
 def compact_hour(spark: SparkSession, s: LakeSettings, topic: str, dt: str, hour: str,
                  grace_s: float = 600.0, min_files: int = 2) -> dict:
     rt = record_type(topic)
+    dt, hour = partition_dt(dt), partition_hour(hour)  # ValueError: never a path from raw input
     lake = _local(s.lake)
     folder = lake / "data" / rt.name / f"dt={dt}" / f"hour={hour}"
     _cleanup_replaced(folder.parent, grace_s)
@@ -117,9 +119,12 @@ def _cleanup_replaced(dt_folder: Path, grace_s: float) -> None:
 
 
 def hours(s: LakeSettings, topic: str) -> list[tuple[str, str]]:
-    root = _local(s.lake) / "data" / topic
+    root = _local(s.lake) / "data" / record_type(topic).name
     out = []
     for d in sorted(root.glob("dt=*")):
         for h in sorted(d.glob("hour=*")):
-            out.append((d.name[3:], h.name[5:]))
+            try:
+                out.append((partition_dt(d.name[3:]), partition_hour(h.name[5:])))
+            except ValueError as e:  # not written by the lake job: leave it alone
+                log.warning("compact: skipping %s: %s", h, e)
     return out
