@@ -96,7 +96,7 @@ def classify_topic(d: DataFrame, topic: str, future_tolerance_s: int) -> DataFra
                   .when(F.col("viol") != "", "contract")
                   .when(future, "future_ts"))
     reason = (F.when(F.col("value").isNull(), F.lit("empty Kafka value"))
-              .when(F.col("v").isNull(), F.lit("not valid JSON"))
+              .when(F.col("v").isNull(), V.json_problem(F.col("value")))  # the bridge's reason
               .when(~is_obj, F.concat(F.lit("<record>="), F.lower(top), F.lit(": must be a JSON object")))
               .when(F.col("viol") != "", F.col("viol"))
               .when(future, F.concat(F.lit("ts="), F.col("event_ts").cast("string"),

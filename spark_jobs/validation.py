@@ -6,13 +6,19 @@ int, true is not a number, unknown fields are violations) instead of from_json's
 and silent nulls. Everything runs in the JVM; no Python UDF touches a row.
 
 Messages follow `contracts.Violation`: "field=value: rule", joined with "; ".
+
+Before any of that, the bytes must be a record's JSON text as `contracts.jsontext` defines it for
+the bridge too (UTF-8, bounded nesting, exactly one JSON value, no NaN, no duplicate key): `parse`
+gives null otherwise and `json_problem` says why, with the bridge's reason code.
 """
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import VariantType
 
 from contracts import RecordType, record_type
+from contracts import jsontext as J
 from contracts import schema as cs
 
 INT_KINDS = ("TINYINT", "SMALLINT", "INT", "BIGINT")
@@ -20,9 +26,74 @@ TS_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 
+# Jackson as strict as RFC 8259 and json.loads (from_json's defaults allow single quotes and
+# NaN); nesting bounded one level above contracts.jsontext.MAX_DEPTH for the array around the text.
+JSON_OPTIONS = {
+    "maxNestingDepth": str(J.MAX_DEPTH + 1), "maxNumLen": str(J.MAX_NUMBER_DIGITS),
+    "allowNonNumericNumbers": "false", "allowSingleQuotes": "false", "allowComments": "false",
+    "allowUnquotedFieldNames": "false", "allowNumericLeadingZeros": "false",
+    "allowBackslashEscapingAnyCharacter": "false", "allowUnquotedControlChars": "false",
+}
+
+
+def _nonce(value: Column) -> Column:
+    return F.xxhash64(value).cast("string")
+
+
+def _wrapped(value: Column) -> Column:
+    """`[<text>,"<hash of the bytes>"]`. Spark's JSON parsers stop after the first value and ignore
+    what follows, so `{...} garbage` would pass; inside this array, anything after the value is
+    either a syntax error or an element before the hash (a payload cannot contain its own hash)."""
+    return F.concat(F.lit("["), value.cast("string"), F.lit(',"'), _nonce(value), F.lit('"]'))
+
+
+def _lone_surrogate(text: Column) -> Column:
+    return text.contains("\\") & text.rlike(J.LONE_SURROGATE_PATTERN)
+
+
 def parse(value: Column) -> Column:
-    """Kafka value (binary) -> VARIANT, or null when it is not valid JSON."""
-    return F.try_parse_json(value.cast("string"))
+    """Kafka value (binary) -> VARIANT, or null when it is not a record's JSON text
+    (contracts.jsontext: invalid UTF-8, a lone surrogate escape, nesting beyond MAX_DEPTH, not
+    exactly one JSON value, NaN/Infinity, a duplicate key; json_problem says which)."""
+    text = value.cast("string")
+    arr = F.from_json(_wrapped(value), VariantType(), JSON_OPTIONS)
+    one = ((F.try_variant_get(arr, "$[1]", "string") == _nonce(value))
+           & F.try_variant_get(arr, "$[2]", "variant").isNull())
+    return F.when(F.is_valid_utf8(text) & ~_lone_surrogate(text) & one,
+                  F.try_variant_get(arr, "$[0]", "variant"))
+
+
+def json_depth(text: Column) -> Column:
+    """contracts.jsontext.depth in Spark: brackets outside strings, the deepest prefix. A linear
+    aggregate (row by row, outside code generation): only for rows `parse` already rejected."""
+    brackets = F.translate(F.regexp_replace(F.regexp_replace(text, J.STRING_PATTERN, ""),
+                                            r"[^\[\]{}]", ""), "{}", "[]")
+    start = F.struct(F.lit(0).alias("d"), F.lit(0).alias("m"))
+
+    def step(acc: Column, c: Column) -> Column:
+        d = acc["d"] + F.when(c == "[", 1).otherwise(-1)
+        return F.struct(d.alias("d"), F.greatest(acc["m"], d).alias("m"))
+    return F.aggregate(F.split(brackets, ""), start, step, lambda acc: acc["m"])
+
+
+def json_problem(value: Column) -> Column:
+    """Why `parse(value)` is null, as "<reason>: <detail>" with contracts.jsontext's reasons (the
+    bridge's dead-letter reasons), checked in the same order. Meaningful only where parse(value)
+    is null and value is not: Spark evaluates it only for the rows that take that branch."""
+    text = value.cast("string")
+    d = json_depth(text)
+    loose = F.from_json(_wrapped(value), "array<string>", JSON_OPTIONS)  # duplicate keys allowed
+    one = (F.size(loose) == 2) & (F.element_at(loose, 2) == _nonce(value))
+    return (F.when(~F.is_valid_utf8(text), F.lit(f"{J.NOT_JSON}: not valid UTF-8"))
+            .when(_lone_surrogate(text), F.lit(f"{J.NOT_JSON}: a \\u escape is a lone surrogate: not valid Unicode"))
+            .when(d > J.MAX_DEPTH, F.concat(F.lit(f"{J.TOO_DEEP}: nesting depth "), d.cast("string"),
+                                            F.lit(f" > limit {J.MAX_DEPTH}")))
+            .when(F.regexp_replace(text, J.STRING_PATTERN, "").rlike("NaN|Infinity"),
+                  F.lit(f"{J.NOT_JSON}: NaN or Infinity is not JSON (RFC 8259 has neither)"))
+            .when(F.coalesce(~one, F.lit(True)),
+                  F.lit(f"{J.NOT_JSON}: not exactly one JSON value (syntax, data after it, a number of more than "
+                        f"{J.MAX_NUMBER_DIGITS} digits or a key of more than {J.MAX_NAME_LENGTH} characters)"))
+            .otherwise(F.lit(f"{J.DUPLICATE_KEY}: an object has the same key twice")))
 
 
 def _field(v: Column, name: str) -> Column:
