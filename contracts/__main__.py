@@ -24,6 +24,11 @@ definition of the record types (a test fails when this file is stale). JSON Sche
 - Nullable fields are those a sensor may be missing for (no fix, unsupported PID, no DHT).
 - `int` is 32-bit and `long` 64-bit signed, the lake's column types: a larger integer is a violation.
 - Unknown fields are violations (a typo in a producer must not become a silently missing column).
+- The payload must first be a record's JSON text (`contracts.jsontext`, applied by the bridge and the
+  lake alike): valid UTF-8 without BOM, exactly one JSON value, no `NaN`/`Infinity`, no lone
+  surrogate escape, no number of more than 1,000 digits nor key of more than 50,000 characters
+  (otherwise `not_json`), nesting at most 64 deep (`too_deep`), no object with a key twice
+  (`duplicate_key`).
 - A violation names the field, the value and the rule, e.g.
   `gps_data: lat=91.0: must be <= 90; fix_mode=5: must be one of [1, 2, 3]`.
 
