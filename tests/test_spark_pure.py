@@ -53,3 +53,15 @@ def test_settings_resolve_paths_and_default_the_checkpoint_next_to_the_lake(tmp_
     assert (s.trigger_s, s.max_offsets_per_trigger) == (2.0, 1000)
     with pytest.raises(ValueError, match="unknown topics"):
         LakeSettings(topics=["nope"])
+
+
+def test_the_v1_kafka_source_is_used_only_where_the_v2_one_dies_after_a_restart():
+    """pyspark 4.1.0-4.1.2: NullPointerException in KafkaMicroBatchStream.metrics on the first
+    trigger after a restart that re-runs an unfinished batch (session.py, issue 9)."""
+    from spark_jobs.session import KAFKA_V1_SOURCE, kafka_v2_restart_bug, spark_conf
+    versions = ["4.0.1", "4.1.0", "4.1.1", "4.1.2", "4.1.3", "4.1.4", "4.2.0", "5.0.0.dev1"]
+    assert [v for v in versions if kafka_v2_restart_bug(v)] == ["4.1.0", "4.1.1", "4.1.2"]
+    pyspark = pytest.importorskip("pyspark")
+    conf = spark_conf(LakeSettings(lake="/tmp/unused"), submitted=True)
+    (key, value), = KAFKA_V1_SOURCE.items()
+    assert (conf.get(key) == value) == kafka_v2_restart_bug(pyspark.__version__)
