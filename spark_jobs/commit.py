@@ -156,9 +156,10 @@ class HadoopFS:
 
 
 def _fault_point(moves_done: int) -> None:
-    """Test hook for the crash test: SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES=N makes the first commit
+    """Test hook for the crash tests: SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES=N makes the first commit
     that reaches N moves announce itself (a file named by SMARTCITY_LAKE_TEST_PAUSE_FILE) and hang,
-    so the test can kill -9 the driver at exactly that point. Unset in production."""
+    so the test can kill -9 the driver at exactly that point. N=0 pauses once the batch is written
+    to staging, before its manifest: nothing of it is visible yet. Unset in production."""
     n = os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES")
     flag = os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_FILE")
     if n and flag and moves_done == int(n) and not os.path.exists(flag):
@@ -188,6 +189,7 @@ class BatchCommitter:
     def commit(self, batch_id: int, staging: str, moves: list[tuple[str, str]], info: dict) -> None:
         manifest = {"batch_id": batch_id, "staging": staging,
                     "moves": [[f"{staging}/{s}", f"{self.lake}/{d}"] for s, d in moves], **info}
+        _fault_point(0)
         self.log_fs.write_text(self._marker(batch_id, "pending"), json.dumps(manifest))
         self._roll_forward(manifest)
 

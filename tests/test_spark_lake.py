@@ -240,12 +240,33 @@ def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(k
     assert sorted(lake_ids(s.lake, topic)) == before
 
 
-def _run_stream(lake: Path, bootstrap: str, env_extra: dict, log: Path) -> subprocess.Popen:
+def _run_stream(lake: Path, bootstrap: str, env_extra: dict, log: Path,
+                topics: str = "gps_data,vehicle_data") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
     cmd = [sys.executable, "-m", "spark_jobs", "stream", "--lake", str(lake), "--bootstrap", bootstrap,
-           "--trigger-s", "1", "--topics", "gps_data,vehicle_data"]
+           "--trigger-s", "1", "--topics", topics]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # the job and its JVM are gone already
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    """SIGTERM to the job alone (to its whole group it would kill the JVM under the query's feet),
+    which stops the query and exits 0; then SIGKILL to whatever of the group is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal(proc, signal.SIGKILL)
+    return proc.wait(10)
 
 
 def test_driver_kill_9_mid_commit_then_restart_leaves_every_event_exactly_once(kafka, tmp_path):
@@ -282,12 +303,9 @@ def test_driver_kill_9_mid_commit_then_restart_leaves_every_event_exactly_once(k
         wait_until(lambda: all(len(mine(t)) >= 30 for t in topics), 180,
                    f"restart to finish ({tmp_path / 'run2.log'})")
         time.sleep(4)  # a few more (empty) triggers: nothing may appear twice later either
+        assert proc.poll() is None, f"the restarted job exited ({tmp_path / 'run2.log'})"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc)
     for t in topics:
         assert sorted(mine(t)) == sorted(r["event_id"] for r in sent[t])
     commits = lake / "_checkpoints" / "lake-stream" / "lake_commits"
@@ -296,6 +314,68 @@ def test_driver_kill_9_mid_commit_then_restart_leaves_every_event_exactly_once(k
     for t in topics:
         for f in visible_files(f"file://{lake}", "data", t):
             assert f"file://{f}" in listed, f"orphan file {f}"
+    assert not list((lake / "_staging").rglob("*.parquet"))
+
+
+def test_driver_kill_9_mid_batch_then_one_restart_keeps_processing(kafka, tmp_path):
+    """Issue 9: after a driver killed mid-batch, ONE restart must resume for good. On pyspark
+    4.1.0-4.1.2 the V2 Kafka source threw NullPointerException (KafkaMicroBatchStream.metrics)
+    right after re-running the unfinished batch, so the restarted job exited (session.py)."""
+    lake = tmp_path / "lake"
+    topics = ["gps_data"]  # one topic: half the generated code to compile at each start
+    now = datetime.now(timezone.utc)
+    first = {t: [record(t, now - timedelta(minutes=k), device="restart") for k in range(20)] for t in topics}
+    later = {t: [record(t, now, device="restart") for _ in range(10)] for t in topics}
+    produce(kafka.bootstrap, [(t, encode(t, r)) for t in topics for r in first[t]])
+    flag = tmp_path / "paused"
+    # Paused once the first batch is in staging, before its manifest: killed mid-batch.
+    proc = _run_stream(lake, kafka.bootstrap, {"SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES": "0",
+                                               "SMARTCITY_LAKE_TEST_PAUSE_FILE": str(flag)}, tmp_path / "run1.log",
+                       ",".join(topics))
+    try:
+        wait_until(flag.exists, 180, f"the driver to pause mid-batch ({tmp_path / 'run1.log'})")
+    finally:
+        _signal(proc, signal.SIGKILL)
+        proc.wait(10)
+
+    def mine(topic):
+        t = read_table(f"file://{lake}", "data", topic, ["event_id", "device_id"])
+        return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == "restart"]
+
+    ckpt = lake / "_checkpoints" / "lake-stream"
+    assert not any(mine(t) for t in topics), "nothing of the killed batch may be visible"
+    batches = {d: {int(p.name) for p in (ckpt / d).glob("[0-9]*")} for d in ("offsets", "commits")}
+    assert max(batches["offsets"]) not in batches["commits"], "Spark must have an unfinished batch to re-run"
+    log2 = tmp_path / "run2.log"
+    proc = _run_stream(lake, kafka.bootstrap, {}, log2, ",".join(topics))
+
+    def alive_and(pred):
+        def check():
+            if proc.poll() is not None:
+                why = [ln[:300] for ln in log2.read_text(errors="replace").splitlines()
+                       if "Exception" in ln or "kafka010" in ln]
+                raise AssertionError(f"the restarted job exited ({proc.returncode}, {log2}):\n"
+                                     + "\n".join(why[:12]))
+            return pred()
+        return check
+
+    try:
+        wait_until(alive_and(lambda: all(len(mine(t)) >= len(first[t]) for t in topics)), 180,
+                   f"the restart to re-run the killed batch ({log2})")
+        # It must keep going: new events and a bridge retry of old ones, in later batches.
+        produce(kafka.bootstrap, [(t, encode(t, r)) for t in topics for r in later[t] + first[t][:5]])
+        wait_until(alive_and(lambda: all(len(mine(t)) >= len(first[t]) + len(later[t]) for t in topics)),
+                   120, f"events sent after the restart ({log2})")
+        time.sleep(3)  # a few more (empty) triggers
+        assert proc.poll() is None, log2.read_text(errors="replace")[-3000:]
+    finally:
+        rc = _stop(proc)
+    out = log2.read_text(errors="replace")
+    assert rc == 0 and '"totals"' in out, out[-3000:]
+    assert "NullPointerException" not in out
+    for t in topics:
+        assert sorted(mine(t)) == sorted(r["event_id"] for r in first[t] + later[t]), t
+    assert not list((ckpt / "lake_commits").glob("*.pending.json"))
     assert not list((lake / "_staging").rglob("*.parquet"))
 
 
