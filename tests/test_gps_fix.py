@@ -1,4 +1,6 @@
-"""FixBuilder: sentences of a reporting cycle -> one fix, with gpsd's no-fix and date rules."""
+"""FixBuilder: gpsd's reporting-cycle model (report points, cycle starts, learnt end-of-cycle
+kinds) with gpsd's no-fix and date rules. The receiver classes of issue 14 are in
+test_gps_cycles.py."""
 import json
 import subprocess
 import sys
@@ -33,6 +35,14 @@ def run(*bodies: str, builder: FixBuilder | None = None) -> list[Fix]:
     return out + b.flush()
 
 
+def last(*bodies: str) -> Fix:
+    """The last report of a single cycle. Before any end of cycle is learnt, gpsd reports after
+    every sentence that brings a position or a mode; the last report carries the whole merge."""
+    fixes = run(*bodies)
+    assert fixes, bodies
+    return fixes[-1]
+
+
 def rmc(t="123519.00", status="A", lat="4807.038", ns="N", lon="01131.000", ew="E",
         kn="022.4", trk="084.4", date="230394", faa="A"):
     return f"GPRMC,{t},{status},{lat},{ns},{lon},{ew},{kn},{trk},{date},,,{faa}"
@@ -44,71 +54,85 @@ def gga(t="123519.00", q="1", sats="08", hdop="0.9", alt="545.4", lat="4807.038"
 
 
 def test_gga_and_rmc_of_one_cycle_merge_into_one_fix():
-    [fix] = run(gga(), rmc(), "GPVTG,084.4,T,,M,022.4,N,041.5,K,A")
+    fix = last(gga(), rmc())
     assert fix.ts == datetime(1994, 3, 23, 12, 35, 19, tzinfo=timezone.utc)
     assert fix.fix_mode == 3
     assert fix.lat == pytest.approx(48 + 7.038 / 60) and fix.lon == pytest.approx(11 + 31 / 60)
     assert fix.alt_m == 545.4 and fix.sats_used == 8 and fix.hdop == 0.9
-    # VTG comes after RMC in the cycle and carries km/h directly
-    assert fix.speed_kmh == 41.5 and fix.heading_deg == 84.4
-    [fix] = run(gga(), rmc())
-    assert fix.speed_kmh == pytest.approx(22.4 * 1.852)
+    assert fix.speed_kmh == pytest.approx(22.4 * 1.852) and fix.heading_deg == 84.4
+
+
+def test_vtg_after_the_end_of_cycle_is_reported_with_its_knots_field():
+    # RMC is the cycle's last timed sentence: once learnt, the cycle is reported at it, and
+    # again at the VTG right after it, which brings new data. Speed from VTG's knots field
+    # (022.5 kn = 41.67 km/h), not its separately rounded km/h field (gpsd's processVTG).
+    vtg = "GPVTG,084.4,T,,M,022.5,N,041.5,K,A"
+    fixes = run(gga(t="123519.00"), rmc(t="123519.00"), vtg,
+                gga(t="123520.00"), rmc(t="123520.00"), vtg)
+    second = [f for f in fixes if f.ts and f.ts.second == 20]
+    assert [f.speed_kmh for f in second] == [pytest.approx(22.4 * 1.852),
+                                             pytest.approx(22.5 * 1.852)]
 
 
 def test_void_rmc_is_not_a_fix():
-    [fix] = run(rmc(status="V"))
+    fix = last(rmc(status="V"))
     assert fix.fix_mode == 1 and fix.lat is None and fix.lon is None and fix.speed_kmh is None
 
 
 def test_rmc_with_faa_mode_not_valid_is_not_a_fix():
-    [fix] = run(rmc(faa="N"))
+    fix = last(rmc(faa="N"))
     assert fix.fix_mode == 1 and fix.lat is None
 
 
 def test_gga_quality_zero_is_not_a_fix():
-    [fix] = run(rmc(status="V"), gga(q="0"))
-    assert fix.fix_mode == 1 and fix.lat is None and fix.alt_m is None
+    fixes = run(rmc(status="V"), gga(q="0"))
+    assert fixes and all(f.fix_mode == 1 and f.lat is None and f.alt_m is None for f in fixes)
 
 
 @pytest.mark.parametrize("talker", ["GP", "GN"])
 def test_gp_gn_gga_with_fewer_than_three_satellites_is_not_a_fix(talker):
-    [fix] = run(rmc(), gga(sats="02", talker=talker))
-    # the RMC still had a valid position, the GGA added nothing
-    assert fix.fix_mode == 2 and fix.alt_m is None
-    [fix] = run(rmc(status="V"), gga(sats="02", talker=talker))
-    assert fix.fix_mode == 1
+    # gpsd: the latest sentence's mode is the fix's mode; RMC's report said 2D, the GGA's
+    # report after it says no fix (and its altitude is not taken)
+    fixes = run(rmc(), gga(sats="02", talker=talker))
+    assert [f.fix_mode for f in fixes] == [2, 1] and fixes[-1].alt_m is None
+    assert last(rmc(status="V"), gga(sats="02", talker=talker)).fix_mode == 1
 
 
 def test_glonass_gga_counts_only_its_own_satellites_so_two_are_enough():
-    [fix] = run(rmc(status="V"), gga(sats="02", talker="GL"))
+    fix = last(rmc(status="V"), gga(sats="02", talker="GL"))
     assert fix.fix_mode == 2 and fix.lat is not None
 
 
 @pytest.mark.parametrize("hdop,expected", [("99.99", None), ("0.00", None), ("90.0", None),
                                            ("89.99", 89.99), ("0.01", 0.01)])
 def test_hdop_outside_0_01_to_89_99_is_unknown(hdop, expected):
-    [fix] = run(rmc(), gga(hdop=hdop))
-    assert fix.hdop == expected
+    assert last(rmc(), gga(hdop=hdop)).hdop == expected
 
 
 def test_mode_is_3d_with_altitude_and_four_satellites():
-    assert run(rmc(), gga(sats="04"))[0].fix_mode == 3
-    assert run(rmc(), gga(sats="03"))[0].fix_mode == 2
-    assert run(rmc(), gga(alt=""))[0].fix_mode == 2
-    assert run(rmc())[0].fix_mode == 2
+    assert last(rmc(), gga(sats="04")).fix_mode == 3
+    assert last(rmc(), gga(sats="03")).fix_mode == 2
+    assert last(rmc(), gga(alt="")).fix_mode == 2
+    assert last(rmc()).fix_mode == 2
 
 
 def test_gsa_saying_3d_makes_the_fix_3d():
-    [fix] = run(rmc(), "GPGSA,A,3,01,02,03,,,,,,,,,,2.0,1.0,1.5")
+    fix = last(rmc(), "GPGSA,A,3,01,02,03,,,,,,,,,,2.0,1.0,1.5")
     assert fix.fix_mode == 3 and fix.sats_used == 3 and fix.hdop == 1.0
 
 
+def test_gsa_saying_no_fix_makes_the_report_no_fix():
+    # gpsd: a GSA's fix type sets the mode like any other sentence
+    fixes = run(rmc(), "GPGSA,A,1,,,,,,,,,,,,,,,")
+    assert [f.fix_mode for f in fixes] == [2, 1]
+
+
 def test_gll_and_gns_give_positions_and_their_invalid_flags_do_not():
-    assert run(rmc(status="V"), "GPGLL,4916.45,N,12311.12,W,123519.00,A,A")[0].fix_mode == 2
-    assert run(rmc(status="V"), "GPGLL,4916.45,N,12311.12,W,123519.00,V,N")[0].fix_mode == 1
-    [fix] = run(rmc(status="V"), "GNGNS,123519.00,3333.4268304,N,11153.3538273,W,AA,09,0.9,406.1,-26.3,,,S")
+    assert last(rmc(status="V"), "GPGLL,4916.45,N,12311.12,W,123519.00,A,A").fix_mode == 2
+    assert last(rmc(status="V"), "GPGLL,4916.45,N,12311.12,W,123519.00,V,N").fix_mode == 1
+    fix = last(rmc(status="V"), "GNGNS,123519.00,3333.4268304,N,11153.3538273,W,AA,09,0.9,406.1,-26.3,,,S")
     assert fix.fix_mode == 3 and fix.alt_m == 406.1
-    assert run(rmc(status="V"), "GNGNS,123519.00,3333.42,N,11153.35,W,NN,00,,,,,,V")[0].fix_mode == 1
+    assert last(rmc(status="V"), "GNGNS,123519.00,3333.42,N,11153.35,W,NN,00,,,,,,V").fix_mode == 1
 
 
 def test_gga_before_any_date_has_no_timestamp():
@@ -118,14 +142,17 @@ def test_gga_before_any_date_has_no_timestamp():
 
 
 def test_gga_takes_its_date_from_an_earlier_rmc():
-    fixes = run(rmc(t="100000.00", date="150726"), gga(t="100001.00"), gga(t="100002.00"))
+    fixes = run(rmc(t="100000.00", date="150726"), gga(t="100001.00"), gga(t="100002.00"),
+                gga(t="100003.00"))
+    # 10:00:01 starts the second cycle and teaches RMC as the end of cycle, so that GGA is
+    # not reported; 10:00:02 teaches GGA, and from then on every GGA is reported (gpsd)
     assert [f.ts for f in fixes] == [datetime(2026, 7, 15, 10, 0, s, tzinfo=timezone.utc)
-                                     for s in range(3)]
+                                     for s in (0, 2, 3)]
 
 
 def test_gga_takes_its_date_from_zda():
-    fixes = run("GPZDA,095959.00,01,02,2031,00,00", gga(t="100000.00"))
-    assert fixes[-1].ts == datetime(2031, 2, 1, 10, 0, tzinfo=timezone.utc)
+    fixes = run("GPZDA,095959.00,01,02,2031,00,00", gga(t="100000.00"), gga(t="100001.00"))
+    assert [f.ts for f in fixes] == [datetime(2031, 2, 1, 10, 0, 1, tzinfo=timezone.utc)]
 
 
 def test_void_rmc_date_is_not_used():
@@ -140,14 +167,14 @@ def test_malformed_rmc_date_gives_no_timestamp_but_keeps_the_position():
 
 
 def test_carried_date_moves_on_at_midnight():
+    # a deliberate difference: gpsd keeps the RMC's day for GGA times after midnight
     fixes = run(rmc(t="235959.00", date="311226"), gga(t="000000.00"), gga(t="000001.00"))
     assert [f.ts.isoformat() for f in fixes] == [
-        "2026-12-31T23:59:59+00:00", "2027-01-01T00:00:00+00:00", "2027-01-01T00:00:01+00:00"]
+        "2026-12-31T23:59:59+00:00", "2027-01-01T00:00:01+00:00"]
 
 
 def test_fractional_seconds_are_kept():
-    [fix] = run(rmc(t="101010.125"))
-    assert fix.ts.microsecond == 125000
+    assert last(rmc(t="101010.125")).ts.microsecond == 125000
 
 
 def cycle(sec: int) -> list[str]:
@@ -162,36 +189,44 @@ def test_one_fix_per_cycle_reported_as_soon_as_the_learnt_last_sentence_arrives(
     for sec in range(4):
         for body in cycle(sec):
             per_line.append(len(b.feed(d.decode(nmea(body)))))
-    # cycle 0 is reported when cycle 1 starts; from then on each cycle at its GSA
-    assert per_line == [0, 0, 0, 0,
-                        1, 0, 0, 1,
-                        0, 0, 0, 1,
-                        0, 0, 0, 1]
+    # cycle 0: no end of cycle known yet, so GGA (no date yet) and RMC are reported (VTG and
+    # GSA change nothing). Cycle 1 starts with GGA and teaches RMC, the last timed sentence,
+    # as the end of cycle: from then on each cycle is reported once, at its RMC; the VTG and
+    # GSA after it would be reported too if they changed the fix.
+    assert per_line == [1, 1, 0, 0,
+                        0, 1, 0, 0,
+                        0, 1, 0, 0,
+                        0, 1, 0, 0]
     assert b.flush() == []
-    assert b.fixes == 4
+    assert b.fixes == 5 and b.cycles_reemitted == 1
 
 
-def test_cycle_cut_off_before_its_position_is_complete_is_not_reported():
+def test_cycle_cut_off_before_its_end_is_not_reported():
     b = FixBuilder()
     bodies = cycle(0) + cycle(1) + cycle(2)[:1] + cycle(3)
     fixes = run(*bodies, builder=b)
-    # the cut-off cycle had its GGA only: its RMC (the last timed sentence) never came
-    assert [f.ts.second for f in fixes] == [0, 1, 3]
+    # the cut-off cycle had its GGA only: its RMC (the end of cycle) never came, and the next
+    # cycle's start dropped it (gpsd's CLEAR_IS). As in gpsd, its GGA, the last timed sentence
+    # before a cycle start, is learnt as another end of cycle: cycle 3 is reported at its GGA
+    # and again, completed, at its RMC.
+    assert [f.ts.second for f in fixes if f.ts] == [0, 1, 3, 3]
+    assert fixes[-1].speed_kmh is not None and fixes[-2].speed_kmh is None
     assert b.cycles_incomplete == 1
 
 
-def test_changed_sentence_order_costs_at_most_one_cycle():
+def test_changed_sentence_order_loses_no_cycle():
     order_a = lambda s: cycle(s)                               # noqa: E731
     order_b = lambda s: [cycle(s)[i] for i in (1, 2, 0)]       # noqa: E731  RMC, VTG, GGA; no GSA
     fixes = run(*(order_a(0) + order_a(1) + order_b(2) + order_b(3) + order_b(4) + order_b(5)))
-    secs = [f.ts.second for f in fixes]
-    assert secs == sorted(set(secs))
-    assert len(secs) >= 5
+    secs = [f.ts.second for f in fixes if f.ts]
+    assert secs == sorted(secs) and set(secs) == set(range(6))
+    # RMC and then GGA were learnt as ends of cycle: each later cycle is reported at both,
+    # the last report carrying the GGA's altitude
+    assert secs[-2:] == [5, 5] and fixes[-1].alt_m == 545.4
 
 
 def test_to_fields_uses_exactly_the_gps_data_payload_names_and_validates():
-    [fix] = run(gga(), rmc())
-    fields = fix.to_fields()
+    fields = last(gga(), rmc()).to_fields()
     envelope = {f.name for f in schema.ENVELOPE}
     assert set(fields) == set(schema.GPS.field_names) - envelope
     record = schema.example("gps")
@@ -200,7 +235,7 @@ def test_to_fields_uses_exactly_the_gps_data_payload_names_and_validates():
 
 
 def test_no_fix_record_validates_too():
-    [fix] = run(rmc(status="V"))
+    fix = last(rmc(status="V"))
     record = schema.example("gps")
     record.update(fix.to_fields())
     validate(schema.GPS, record)
@@ -210,7 +245,7 @@ def test_pipeline_takes_raw_bytes_with_noise():
     raw = b"\x00\xff\xfe garbage\r\n" + b"\r\n".join(nmea(x).encode() for x in cycle(0) + cycle(1))
     p = NmeaPipeline()
     fixes = p.feed(raw[:37]) + p.feed(raw[37:]) + p.flush()
-    assert [f.ts.second for f in fixes] == [0, 1]
+    assert [f.ts.second for f in fixes if f.ts] == [0, 1]
     assert p.framer.rejected["garbage"] == 1
 
 
@@ -221,7 +256,8 @@ def test_replay_cli_prints_one_json_fix_per_line(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["ts"] for r in rows] == ["2026-01-01T12:00:00.000Z", "2026-01-01T12:00:01.000Z"]
+    # the first cycle's GGA comes before any date: reported without one
+    assert [r["ts"] for r in rows] == [None, "2026-01-01T12:00:00.000Z", "2026-01-01T12:00:01.000Z"]
     assert set(rows[0]) == {"ts", "fix_mode", "lat", "lon", "alt_m", "speed_kmh", "heading_deg",
                             "sats_used", "hdop"}
 
@@ -239,7 +275,9 @@ def test_receiver_without_time_reports_one_no_fix_per_cycle():
     empty = ["GPRMC,,V,,,,,,,,,,N", "GPVTG,,,,,,,,,N", "GPGGA,,,,,,0,00,99.99,,,,,,",
              "GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99", "GPGLL,,,,,,V,N", "GPZDA,,,,,00,00"]
     fixes = run(*(empty * 3))
-    assert len(fixes) == 3
+    # RMC without time forces a report every cycle; in the first one the GGA adds its
+    # satellite count (00), reported once more
+    assert len(fixes) == 4
     assert all(f.fix_mode == 1 and f.ts is None and f.lat is None and f.hdop is None
                for f in fixes)
 

@@ -139,9 +139,10 @@ def test_callback_exception_is_counted_not_fatal(tmp_path):
     r = GpsReader("/nonexistent", 9600, bad)
     data = b"".join(nmea_cycle(T0 + timedelta(seconds=i), 1.0, 2.0, 3.0, 4.0, 5.0, 6, 1.0)
                     for i in range(3))
-    # cycle 0 is reported when cycle 1 starts, cycles 1 and 2 at their learnt last sentence
-    assert r.process(data) == 3
-    assert r.stats.callback_errors == 3 and len(calls) == 3 and r.stats.fixes == 3
+    # cycle 0 (RMC, GGA, ...) is reported at its RMC and again at its GGA (no end of cycle
+    # known yet); cycle 1 teaches GGA as the end of cycle: cycles 1 and 2 are reported there
+    assert r.process(data) == 4
+    assert r.stats.callback_errors == 4 and len(calls) == 4 and r.stats.fixes == 4
 
 
 @pytest.mark.parametrize("baud", [1200, 2400, 230400, 9601])

@@ -3,7 +3,7 @@ from datetime import date
 
 import pytest
 
-from edge.gps.sentences import Decoder, Gga, Gll, Gns, Gsa, Rmc, Vtg, Zda
+from edge.gps.sentences import Decoder, Gbs, Gga, Gll, Gns, Gsa, Rmc, Vtg, Zda
 
 
 def nmea(body: str) -> str:
@@ -38,15 +38,36 @@ def test_gns_gll_vtg_gsa_zda_are_decoded():
     gll = d.decode(nmea("GPGLL,4916.45,N,12311.12,W,225444,A,A"))
     assert isinstance(gll, Gll) and gll.valid and gll.tod_us == (22 * 3600 + 54 * 60 + 44) * 10**6
     vtg = d.decode(nmea("GPVTG,054.7,T,034.4,M,005.5,N,010.2,K,A"))
-    # km/h is taken as sent (the knots field is rounded independently by the receiver)
-    assert isinstance(vtg, Vtg) and vtg.track_deg == 54.7 and vtg.speed_kmh == 10.2
-    vtg = d.decode(nmea("GPVTG,054.7,T,034.4,M,005.5,N,,K,A"))
+    # the knots field, as gpsd takes it (receivers round knots and km/h separately)
+    assert isinstance(vtg, Vtg) and vtg.valid and vtg.track_deg == 54.7
     assert vtg.speed_kmh == pytest.approx(5.5 * 1.852)
+    vtg = d.decode(nmea("GPVTG,054.7,T,034.4,M,,N,010.2,K,A"))
+    assert vtg.valid and vtg.speed_kmh == 10.2      # km/h only when knots is missing
     gsa = d.decode(nmea("GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1"))
     assert isinstance(gsa, Gsa) and gsa.fix_type == 3 and gsa.sats_used == 5 and gsa.hdop == 1.3
     zda = d.decode(nmea("GPZDA,160012.71,11,03,2004,-1,00"))
     assert isinstance(zda, Zda) and zda.date == date(2004, 3, 11)
     assert d.sentences_ok == 6 and d.field_errors == 0
+
+
+def test_vtg_without_true_track_or_with_mode_n_is_not_used():
+    d = Decoder()
+    assert not d.decode(nmea("GPVTG,,T,,M,0.0,N,0.1,K,A")).valid
+    assert not d.decode(nmea("GPVTG,054.7,T,,M,5.5,N,10.2,K,N")).valid
+    assert d.decode(nmea("GPVTG,054.7,034.4,005.5,010.2")).speed_kmh == pytest.approx(5.5 * 1.852)
+
+
+def test_gns_navigation_status_unsafe_is_kept_apart_from_the_mode():
+    d = Decoder()
+    s = d.decode(nmea("GNGNS,224749.00,3333.42,N,11153.35,W,AA,09,0.9,406.1,-26.3,,,U"))
+    assert s.unsafe and not s.valid and s.tod_us is not None
+    s = d.decode(nmea("GNGNS,224749.00,3333.42,N,11153.35,W,NN,00,,,,,,S"))
+    assert not s.unsafe and not s.valid
+
+
+def test_gbs_is_decoded_for_its_time_of_day_only():
+    s = Decoder().decode(nmea("GPGBS,194939.00,3.0,1.9,4.2,,,,"))
+    assert isinstance(s, Gbs) and s.tod_us == (19 * 3600 + 49 * 60 + 39) * 10**6
 
 
 @pytest.mark.parametrize("talker", ["GP", "GN", "GL", "GA", "BD", "GB", "QZ"])

@@ -1,7 +1,8 @@
 """GPS driver of the edge agent: NMEA 0183 over a serial port.
 
-framing (bytes -> lines) -> sentences (line -> typed record) -> fix (records -> one Fix per
-reporting cycle); reader wraps them around a pyserial port that may vanish and come back.
+framing (bytes -> lines) -> sentences (line -> typed record) -> fix (records -> a Fix where
+gpsd reports one: docs/gps.md); reader wraps them around a pyserial port that may vanish and
+come back.
 """
 from .fix import Fix, FixBuilder
 from .framing import NmeaFramer

@@ -2,7 +2,8 @@
 
 The checksum is mandatory: a line without `*hh` is rejected even though pynmea2 would parse it.
 Every talker (GP, GN, GL, GA, BD, GB, QZ, ...) goes to the same decoder for a sentence type.
-Only the sentences the fix builder needs are decoded (RMC, GGA, GNS, GLL, VTG, GSA, ZDA);
+Only the sentences the fix builder needs are decoded (RMC, GGA, GNS, GLL, VTG, GSA, ZDA, and
+GBS for its time of day);
 proprietary ($P...), other standard (GSV, TXT, ...) and unknown sentences are counted and
 ignored. A malformed field becomes None and is counted; no exception leaves `Decoder.decode`.
 """
@@ -50,6 +51,7 @@ class Gns:
     talker: str
     tod_us: int | None
     valid: bool                 # first mode char not N/empty and nav status not U/V
+    unsafe: bool                # nav status U/V: gpsd takes nothing but the time from it
     lat: float | None
     lon: float | None
     sats_used: int | None
@@ -69,7 +71,7 @@ class Gll:
 @dataclass(slots=True)
 class Vtg:
     talker: str
-    valid: bool                 # FAA mode not N/E
+    valid: bool                 # true track present and FAA mode not N/E (else ignored)
     track_deg: float | None
     speed_kmh: float | None
 
@@ -89,7 +91,15 @@ class Zda:
     date: date | None
 
 
-Sentence = Rmc | Gga | Gns | Gll | Vtg | Gsa | Zda
+@dataclass(slots=True)
+class Gbs:
+    """Only its time of day is used: gpsd counts it in end-of-cycle detection (receivers that
+    send it last in the cycle are reported at it)."""
+    talker: str
+    tod_us: int | None
+
+
+Sentence = Rmc | Gga | Gns | Gll | Vtg | Gsa | Zda | Gbs
 
 
 class FieldError(ValueError):
@@ -232,8 +242,9 @@ def _dec_gns(talker: str, f: _Fields) -> Gns:
     d = f.data
     mode = _get(d, 5)
     nav_status = _get(d, 12)
-    valid = bool(mode) and mode[0] != "N" and nav_status not in ("U", "V")
-    return Gns(talker, f.get(parse_tod, _get(d, 0)), valid,
+    unsafe = nav_status in ("U", "V")
+    valid = bool(mode) and mode[0] != "N" and not unsafe
+    return Gns(talker, f.get(parse_tod, _get(d, 0)), valid, unsafe,
                f.get(_lat, d, 1), f.get(_lon, d, 3),
                f.get(_int, _get(d, 6)), f.get(_num, _get(d, 7)), f.get(_num, _get(d, 8)))
 
@@ -245,19 +256,20 @@ def _dec_gll(talker: str, f: _Fields) -> Gll:
 
 
 def _dec_vtg(talker: str, f: _Fields) -> Vtg:
+    """Speed from the knots field as gpsd takes it (receivers round knots and km/h separately:
+    6.2 kn sent beside 11.4 km/h is 11.48 km/h); the km/h field only when knots is missing.
+    A VTG without a true track is ignored (gpsd: speed then comes from RMC)."""
     d = f.data
+    track = f.get(_num, _get(d, 0))
     if len(d) > 2 and d[1] != "T" and d[1] != "":
         # NMEA 1.x VTG: track, magnetic track, knots, km/h without unit letters
         kn = f.get(_num, _get(d, 2))
-        return Vtg(talker, True, f.get(_num, _get(d, 0)),
+        return Vtg(talker, track is not None, track,
                    kn * KNOTS_TO_KMH if kn is not None else None)
     mode = _get(d, 8)
-    # the km/h field is the receiver's own value; knots converted would add rounding
-    kmh = f.get(_num, _get(d, 6))
-    if kmh is None:
-        kn = f.get(_num, _get(d, 4))
-        kmh = kn * KNOTS_TO_KMH if kn is not None else None
-    return Vtg(talker, mode not in ("N", "E"), f.get(_num, _get(d, 0)), kmh)
+    kn = f.get(_num, _get(d, 4))
+    kmh = kn * KNOTS_TO_KMH if kn is not None else f.get(_num, _get(d, 6))
+    return Vtg(talker, track is not None and mode != "N" and mode != "E", track, kmh)
 
 
 def _dec_gsa(talker: str, f: _Fields) -> Gsa:
@@ -281,8 +293,12 @@ def _dec_zda(talker: str, f: _Fields) -> Zda:
     return Zda(talker, f.get(parse_tod, _get(d, 0)), dt)
 
 
+def _dec_gbs(talker: str, f: _Fields) -> Gbs:
+    return Gbs(talker, f.get(parse_tod, _get(f.data, 0)))
+
+
 _DECODERS = {"RMC": _dec_rmc, "GGA": _dec_gga, "GNS": _dec_gns, "GLL": _dec_gll,
-             "VTG": _dec_vtg, "GSA": _dec_gsa, "ZDA": _dec_zda}
+             "VTG": _dec_vtg, "GSA": _dec_gsa, "ZDA": _dec_zda, "GBS": _dec_gbs}
 
 
 def checksum(body: str) -> int:
@@ -368,6 +384,6 @@ class Decoder:
 
 
 _KNOWN_UNUSED = frozenset({
-    "GSV", "TXT", "GBS", "GST", "GRS", "HDT", "HDG", "RMB", "RMA", "DTM", "ALM", "BOD", "BWC",
+    "GSV", "TXT", "GST", "GRS", "HDT", "HDG", "RMB", "RMA", "DTM", "ALM", "BOD", "BWC",
     "XTE", "APB", "RTE", "WPL", "ROT", "THS", "VHW", "MWV", "DBT", "DPT", "MTW", "AAM",
 })
