@@ -49,20 +49,25 @@ REASONS = (NOT_JSON, TOO_DEEP, DUPLICATE_KEY)
 # matches a possessive group iteratively, so a 1 MB payload cannot overflow its stack.
 #
 # A string: a quote to its closing quote, escapes honoured; an unterminated one runs to the end.
-STRING_PATTERN = r'"(?:[^"\\]|\\[\s\S])*+(?:"|\\|)'
+STRING_PATTERN = r'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\|)'
 # A lone surrogate escape: the text is read escape by escape from the start (so "\\ud800" is an
 # escaped backslash, not an escape), a high surrogate followed by a low one is a pair.
-LONE_SURROGATE_PATTERN = (r'^(?:[^\\]|\\[^u]|\\u(?![dD][89a-fA-F])'
+LONE_SURROGATE_PATTERN = (r'^(?:[^\\]++|\\[^u]|\\u(?![dD][89a-fA-F])'
                           r'|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})*+'
                           r'\\u[dD][89a-fA-F]')
+# Any surrogate escape at all (a cheap search before the tokenizing one above).
+SURROGATE_ESCAPE_PATTERN = r'\\u[dD][89a-fA-F]'
 # A number's digits, as Jackson counts them (sign, point and exponent marker excluded).
 NUMBER_PATTERN = r'([0-9]+)(?:\.([0-9]*))?(?:[eE][-+]?([0-9]*))?'
 
 _STRING_RE = re.compile(STRING_PATTERN.encode())
 _LONE_RE = re.compile(LONE_SURROGATE_PATTERN.encode())
+_SURROGATE_ESCAPE_RE = re.compile(SURROGATE_ESCAPE_PATTERN.encode())
 _NUMBER_RE = re.compile(NUMBER_PATTERN.encode())
-# A number with more than MAX_NUMBER_DIGITS digits has a run of at least a third of them.
-_LONG_RUN_RE = re.compile(rb'[0-9]{%d}' % (MAX_NUMBER_DIGITS // 3 + 1))
+# A number with more than MAX_NUMBER_DIGITS digits has a run of at least a third of them (tried
+# from the start of each run only: linear however many runs there are).
+_LONG_RUN_RE = re.compile(rb'(?<![0-9])[0-9]{%d}' % (MAX_NUMBER_DIGITS // 3 + 1))
+_DIGITS = b"0123456789"
 _NOT_BRACKET = bytes(c for c in range(256) if c not in b'[]{}')
 _DELTA = bytes.maketrans(b'[{]}', b'\x01\x01\xff\xff')
 
@@ -95,21 +100,34 @@ def _pairs(pairs: list) -> dict:
     return d
 
 
+def _check_names(pairs: list) -> None:
+    for k, _ in pairs:
+        # A str of n code points is n to 2n UTF-16 code units: encode only the candidates.
+        if len(k) > MAX_NAME_LENGTH // 2:
+            n = len(k.encode("utf-16-le")) // 2
+            if n > MAX_NAME_LENGTH:
+                raise _LongName(f"a key of {n} characters > limit {MAX_NAME_LENGTH}")
+
+
+def _pairs_names(pairs: list) -> dict:
+    _check_names(pairs)
+    return _pairs(pairs)
+
+
+def _names_only(pairs: list) -> dict:
+    _check_names(pairs)
+    return dict(pairs)
+
+
 def _constant(name: str):
     raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
 
 
-def _long_names(pairs: list) -> dict:
-    for k, _ in pairs:
-        n = len(k.encode("utf-16-le")) // 2
-        if n > MAX_NAME_LENGTH:
-            raise _LongName(f"a key of {n} characters > limit {MAX_NAME_LENGTH}")
-    return dict(pairs)
-
-
+# Payloads of at most MAX_NAME_LENGTH bytes cannot hold a key that long: they skip that check.
 _STRICT = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
-_ANY_KEYS = json.JSONDecoder(parse_constant=_constant)            # duplicates allowed
-_NAMES = json.JSONDecoder(object_pairs_hook=_long_names, parse_constant=_constant)
+_STRICT_BIG = json.JSONDecoder(object_pairs_hook=_pairs_names, parse_constant=_constant)
+_ANY_KEYS = json.JSONDecoder(parse_constant=_constant)  # duplicates allowed
+_ANY_KEYS_BIG = json.JSONDecoder(object_pairs_hook=_names_only, parse_constant=_constant)
 
 
 def strip_strings(payload: bytes) -> bytes:
@@ -126,6 +144,8 @@ def depth(payload: bytes) -> int:
 
 def _long_number(payload: bytes) -> int:
     """Digits of the longest number outside strings when it is past the limit, else 0."""
+    if len(payload) - len(payload.translate(None, _DIGITS)) <= MAX_NUMBER_DIGITS:
+        return 0  # not that many digits in all
     if not _LONG_RUN_RE.search(payload):
         return 0
     for m in _NUMBER_RE.finditer(strip_strings(payload)):
@@ -143,7 +163,7 @@ def loads(payload: bytes) -> Any:
         text = payload.decode()
     except UnicodeDecodeError as e:
         raise JsonRejected(NOT_JSON, f"not valid UTF-8: {e.reason} at byte {e.start}") from None
-    if b"\\" in payload and _LONE_RE.match(payload):
+    if b"\\" in payload and _SURROGATE_ESCAPE_RE.search(payload) and _LONE_RE.match(payload):
         raise JsonRejected(NOT_JSON, "a \\u escape is a lone surrogate: not valid Unicode")
     if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH:
         d = depth(payload)
@@ -153,34 +173,26 @@ def loads(payload: bytes) -> Any:
         n = _long_number(payload)
         if n:
             raise JsonRejected(NOT_JSON, f"a number of {n} digits > limit {MAX_NUMBER_DIGITS}")
+    big = len(payload) > MAX_NAME_LENGTH
     try:
-        value = _STRICT.decode(text)
+        return (_STRICT_BIG if big else _STRICT).decode(text)
     except _DuplicateKey as e:
-        # A syntax error further on outranks the duplicate: check the whole text first.
-        _syntax(_ANY_KEYS, text)
-        _names(payload, text)
-        raise JsonRejected(DUPLICATE_KEY, f"key {str(e)[:80]!r} appears twice in one object") from None
-    except ValueError as e:  # JSONDecodeError, NaN/Infinity
-        if text.startswith("\ufeff"):
-            raise JsonRejected(NOT_JSON, "starts with a byte order mark (RFC 8259: JSON text has none)") from None
-        raise JsonRejected(NOT_JSON, f"{type(e).__name__}: {e}"[:300]) from None
-    _names(payload, text)
-    return value
-
-
-def _syntax(decoder: json.JSONDecoder, text: str) -> None:
-    try:
-        decoder.decode(text)
-    except ValueError as e:
-        raise JsonRejected(NOT_JSON, f"{type(e).__name__}: {e}"[:300]) from None
-
-
-def _names(payload: bytes, text: str) -> None:
-    if len(payload) > MAX_NAME_LENGTH:  # only then can a key be that long
+        # Not JSON further on (syntax, NaN, a long key) outranks the duplicate: check it all first.
         try:
-            _NAMES.decode(text)
-        except _LongName as e:
-            raise JsonRejected(NOT_JSON, str(e)) from None
+            (_ANY_KEYS_BIG if big else _ANY_KEYS).decode(text)
+        except ValueError as e2:
+            raise _not_json(e2, text) from None
+        raise JsonRejected(DUPLICATE_KEY, f"key {str(e)[:80]!r} appears twice in one object") from None
+    except ValueError as e:  # JSONDecodeError, NaN/Infinity, a long key
+        raise _not_json(e, text) from None
+
+
+def _not_json(e: ValueError, text: str) -> JsonRejected:
+    if isinstance(e, _LongName):
+        return JsonRejected(NOT_JSON, str(e))
+    if text.startswith("\ufeff"):
+        return JsonRejected(NOT_JSON, "starts with a byte order mark (RFC 8259: JSON text has none)")
+    return JsonRejected(NOT_JSON, f"{type(e).__name__}: {e}"[:300])
 
 
 def verdict(payload: bytes) -> str | None:

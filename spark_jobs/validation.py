@@ -48,7 +48,8 @@ def _wrapped(value: Column) -> Column:
 
 
 def _lone_surrogate(text: Column) -> Column:
-    return text.contains("\\") & text.rlike(J.LONE_SURROGATE_PATTERN)
+    return (text.contains("\\") & text.rlike(J.SURROGATE_ESCAPE_PATTERN)
+            & text.rlike(J.LONE_SURROGATE_PATTERN))
 
 
 def parse(value: Column) -> Column:

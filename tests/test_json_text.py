@@ -62,3 +62,20 @@ def test_a_valid_record_decodes_as_json_loads_does():
     for _, _, payload, reason in CASES:
         if reason is None or reason == "contract_invalid":
             assert J.loads(payload) == json.loads(payload), payload[:80]
+
+
+@pytest.mark.parametrize("name,payload", [
+    ("unterminated string of escaped quotes", b'"' + b'\\"' * 131_000),   # a backtracking regex: minutes
+    ("333-digit numbers", b"[" + b",".join([b"1" * 333] * 780) + b"]"),  # a naive digit-run search: 0.1 s
+    ("\\u escapes", b'{"a":"' + b"\\u0041" * 43_000 + b'\\ud800"}'),
+    ("[] pairs", b"[" + b"[]," * 87_000 + b"1]"),
+    ("one bracket after another", b"[" * 262_000),
+    ("many keys", b"{" + b",".join(b'"k%d":1' % i for i in range(19_000)) + b"}"),
+])
+def test_adversarial_payloads_at_the_size_limit_cost_milliseconds(name, payload):
+    """Every check is linear: ~1-25 ms for these 256 KiB payloads (json.loads alone: 0.1-15 ms)."""
+    import time
+    assert len(payload) <= 256 * 1024
+    t = time.perf_counter()
+    inspect(payload, _target("gps_data"))
+    assert time.perf_counter() - t < 0.5
