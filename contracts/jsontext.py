@@ -27,6 +27,10 @@ contract's business (contracts.validate), not this module's.
 Cost on the bridge's hot path (a valid record): the UTF-8 decode json.loads did anyway, a count of
 `{` and `[` (the exact depth scan runs only past MAX_DEPTH of them), a search for a backslash
 (the lone-surrogate check runs only when there is one), and an object_pairs_hook per object.
+Measured with timeit on the five canonical records: json.loads 3.3-3.8 us, loads 3.9-4.7 us (the
+hook ~1 us and the count ~0.35 us, less ~1 us of json.loads' own bytes handling that decoding here
+saves). Not mirrored: Jackson's 20,000,000-character limit on a string value, far beyond the
+bridge's payload limit and Kafka's default message size.
 """
 from __future__ import annotations
 
