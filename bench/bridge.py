@@ -84,7 +84,7 @@ def _pctl(xs: list[float], q: float) -> float | None:
 # child processes ---------------------------------------------------------------------------
 def publisher_main(port: int, devices: list[str], seconds: float, out: str, per_device: int = 0) -> None:
     """Publish for `seconds`, or exactly `per_device` records per device when it is given."""
-    from bridge.harness import FleetPublisher
+    from tests.support.harness import FleetPublisher
     pub = FleetPublisher(port, devices, max_inflight=1000)
     if per_device:
         pub.publish(per_device)
@@ -206,7 +206,7 @@ def phase_raw(port: int, n_devices: int, seconds: float, tmp: Path) -> dict:
 
 def phase_bridges(port: int, bootstrap: str, n_devices: int, seconds: float, n_bridges: int,
                   tmp: Path) -> dict:
-    from bridge.harness import BridgeProcess, Collector
+    from tests.support.harness import BridgeProcess, Collector
     from deploy.local.kafka import DATA_TOPICS
     run = uuid.uuid4().hex[:6]
     bridges = [BridgeProcess(port, bootstrap, tmp, bridge_id=f"bench{i}-{run}", group=f"g{run}",
@@ -270,7 +270,7 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
                         service_pids: dict[str, int] | None = None) -> dict:
     """The same backlog drained by bridge processes into Kafka: rate from Kafka's append times
     of the first and last record; the check for loss runs after the drain, not during it."""
-    from bridge.harness import BridgeProcess, Collector
+    from tests.support.harness import BridgeProcess, Collector
     from deploy.local.kafka import DATA_TOPICS
     run = uuid.uuid4().hex[:6]
     bridges = [BridgeProcess(port, bootstrap, tmp, bridge_id=f"drain{i}-{run}", group=f"d{run}",

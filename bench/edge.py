@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def nmea_throughput(seconds_of_trip: float = 600.0, rate_hz: float = 10.0) -> dict:
-    from edge.gps import NmeaPipeline
-    from sim.backend import DEFAULT_START_UTC
-    from sim.nmea import nmea_cycle
-    from sim.trip import TripSimulator
+    from smartcity.edge.gps import NmeaPipeline
+    from smartcity.sim.backend import DEFAULT_START_UTC
+    from smartcity.sim.nmea import nmea_cycle
+    from smartcity.sim.trip import TripSimulator
 
     trip = TripSimulator(seed=1, start_utc=DEFAULT_START_UTC)
     chunks = []
@@ -88,7 +88,7 @@ class AckPeer:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from contracts.acks import AckRanges, find_event_id
+        from smartcity.contracts.acks import AckRanges, find_event_id
         self._find = find_event_id
         self.pending = AckRanges()
         self.received = 0
@@ -138,7 +138,7 @@ def agent_cost(seconds: float, speedup: float, gps_rate_hz: float, delivery: str
     peer = AckPeer(broker.port)
     http_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.agent", "--simulate", "--device-id", "bench-edge",
+        [sys.executable, "-m", "smartcity.edge.agent", "--simulate", "--device-id", "bench-edge",
          "--data-dir", str(tmp / "edge"), "--mqtt-port", str(broker.port),
          "--speedup", str(speedup), "--gps-rate-hz", str(gps_rate_hz),
          "--http-port", str(http_port)],
@@ -176,10 +176,10 @@ def drain_benchmark(n: int = 100_000, payload_bytes: int = 300, window: int = 50
                     fsync: bool = False, timeout_s: float = 300.0) -> dict:
     """Fill a queue with n readings (~payload_bytes JSON each), start a local Mosquitto (and an
     AckPeer), publish until every row is confirmed. Returns the rate."""
-    from contracts.envelope import TOPIC_PREFIX
+    from smartcity.contracts.envelope import TOPIC_PREFIX
     from deploy.local.mosquitto import MosquittoServer
-    from edge.publisher import MqttPublisher, MqttSettings
-    from edge.queue import DurableQueue
+    from smartcity.edge.publisher import MqttPublisher, MqttSettings
+    from smartcity.edge.queue import DurableQueue
 
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="smartcity-drain-"))
     tmp.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ class Agent:
         from deploy.local.mosquitto import free_port
         self.device_id, self.data_dir = device_id, work / "agents" / device_id
         self.http_port = free_port()
-        self.proc = Proc([sys.executable, "-m", "edge.agent", "--simulate", "--device-id", device_id,
+        self.proc = Proc([sys.executable, "-m", "smartcity.edge.agent", "--simulate", "--device-id", device_id,
                           "--data-dir", str(self.data_dir), "--mqtt-port", str(mqtt_port),
                           "--speedup", str(speedup), "--gps-rate-hz", str(gps_rate_hz),
                           "--http-port", str(self.http_port)],
@@ -179,7 +179,7 @@ class Rig:
 
     def start_lake(self) -> None:
         self.lake_starts += 1
-        self.lake_job = Proc([sys.executable, "-m", "spark_jobs", "stream", "--lake", str(self.lake),
+        self.lake_job = Proc([sys.executable, "-m", "smartcity.spark_jobs", "stream", "--lake", str(self.lake),
                               "--bootstrap", self.kafka.bootstrap, "--trigger-s", str(self.trigger_s)],
                              self.work / "logs" / f"lake-{self.lake_starts}.log", group=True).start()
 
@@ -191,7 +191,7 @@ class Rig:
 
     def lake_events(self, devices: set[str]) -> dict[str, list[tuple[str, int]]]:
         """device -> [(event_id, seq)] for every row of these devices in the lake's data tables."""
-        from spark_jobs.reader import read_table
+        from smartcity.spark_jobs.reader import read_table
         out: dict[str, list[tuple[str, int]]] = {d: [] for d in devices}
         for topic in DATA_TOPICS:
             for attempt in range(3):
@@ -217,7 +217,7 @@ class Rig:
     def bridge(self, case: str, port: int, bridge_id: str | None, env: dict | None = None) -> Proc:
         from deploy.local.mosquitto import free_port
         http = free_port()
-        cmd = [sys.executable, "-m", "bridge", "--mqtt-port", str(port),
+        cmd = [sys.executable, "-m", "smartcity.bridge", "--mqtt-port", str(port),
                "--kafka-bootstrap", self.kafka.bootstrap, "--http-port", str(http),
                "--group", f"g-{case}-{self.run_id}"]
         if bridge_id is not None:
@@ -374,7 +374,7 @@ def case_spark_driver_kill9_one_restart(rig: Rig) -> dict:
 
 def bad_payloads(device: str) -> list[tuple[bytes, list[tuple[str, str]] | None]]:
     """(payload, user properties) that must each end in the DLQ, never in the lake."""
-    from contracts.schema import example
+    from smartcity.contracts.schema import example
     good = example("gps_data")
     good.update(device_id=device, event_id=f"{device}:bad:1", seq=1)
     spoofed = dict(good, device_id="someone-else", event_id="someone-else:bad:1")

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 def _template(rt) -> dict:
     """A valid record with every nullable field filled (real readings mostly are), so the parse
     does the work it does on the agent's records, not on a record of nulls."""
-    from contracts import example, violations
-    from contracts import schema as cs
+    from smartcity.contracts import example, violations
+    from smartcity.contracts import schema as cs
     r = example(rt.name)
     for f in rt.fields:
         if r.get(f.name) is not None:
@@ -49,8 +49,8 @@ def _template(rt) -> dict:
 
 
 def _records(n: int, start: datetime, device: str, hours: int, canonical: bool = True):
-    from contracts import encode, format_ts
-    from contracts.schema import RECORD_TYPES
+    from smartcity.contracts import encode, format_ts
+    from smartcity.contracts.schema import RECORD_TYPES
     templates = {rt.name: _template(rt) for rt in RECORD_TYPES}
     topics = list(templates)
     for i in range(n):
@@ -81,8 +81,8 @@ def _produce(bootstrap: str, items) -> int:
 
 
 def _files_per_hour(lake: str) -> float:
-    from spark_jobs.reader import visible_files
-    from contracts.schema import RECORD_TYPES
+    from smartcity.spark_jobs.reader import visible_files
+    from smartcity.contracts.schema import RECORD_TYPES
     counts: dict[tuple, int] = {}
     for rt in RECORD_TYPES:
         for f in visible_files(lake, "data", rt.name):
@@ -101,11 +101,11 @@ def run(args: list[str]) -> dict:
                     help="canonical: the agent's wire form; spaced: json.dumps default (full path)")
     a = ap.parse_args(args)
     from deploy.local.kafka import KafkaServer
-    from spark_jobs.compact import compact_hour, hours
-    from spark_jobs.lake import build_query
-    from spark_jobs.reader import visible_files
-    from spark_jobs.session import build_session
-    from spark_jobs.settings import LakeSettings
+    from smartcity.spark_jobs.compact import compact_hour, hours
+    from smartcity.spark_jobs.lake import build_query
+    from smartcity.spark_jobs.reader import visible_files
+    from smartcity.spark_jobs.session import build_session
+    from smartcity.spark_jobs.settings import LakeSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-spark-"))
     out: dict = {"rows": a.rows, "encoding": a.encoding}
@@ -160,7 +160,7 @@ def run(args: list[str]) -> dict:
 
         def producer():
             from confluent_kafka import Producer
-            from contracts import encode, example, format_ts
+            from smartcity.contracts import encode, example, format_ts
             p = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 0})
             i = 0
             while not stop.is_set():

@@ -22,8 +22,8 @@ import os
 import sys
 from typing import Any
 
-from edge.obs import configure_logging
-from edge.settings import SettingsError, load, redacted
+from smartcity.runtime.obs import configure_logging
+from smartcity.runtime.settings import SettingsError, load, redacted
 
 from .config import ENV_PREFIX, BridgeSettings
 from .service import Bridge, install_signal_handlers

@@ -12,9 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from contracts import jsontext
-from contracts.schema import BY_NAME
-from contracts.validate import checker, violations
+from smartcity.contracts import jsontext
+from smartcity.contracts.schema import BY_NAME
+from smartcity.contracts.validate import checker, violations
 
 DEFAULT_ROUTE = "smartcity/v1/{device_id}/{stream} -> {stream}_data -> {device_id}"
 # The agent's retained online/offline presence (its MQTT will) is not a record: it goes to its own

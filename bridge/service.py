@@ -33,8 +33,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from contracts.acks import AckRanges, find_event_id
-from edge.obs import CallbackGauge, Registry, serve_http
+from smartcity.contracts.acks import AckRanges, find_event_id
+from smartcity.runtime.obs import CallbackGauge, Registry, serve_http
 
 from .config import BridgeSettings, kafka_config, mqtt_password
 from .core import (BRIDGE_ERROR, DLQ_REASONS, HEADERS_TOO_LARGE, KAFKA_REJECTED, AckWindow, Rejection,

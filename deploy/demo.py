@@ -120,7 +120,7 @@ def wait_subscribed(bridge: Proc, http_port: int, timeout_s: float = 60.0) -> No
 
 
 def lake_ids(lake: str, topic: str) -> list[str]:
-    from spark_jobs.reader import read_table
+    from smartcity.spark_jobs.reader import read_table
     t = read_table(lake, "data", topic, columns=["event_id"])
     return [] if t is None else t.column("event_id").to_pylist()
 
@@ -135,8 +135,8 @@ def haversine_km(lat1, lon1, lat2, lon2) -> float:
 
 def summary(lake: str) -> dict:
     """Computed from the Parquet files alone, as an analyst's query would."""
-    from spark_jobs.reader import read_table, visible_files
-    import contracts
+    from smartcity.spark_jobs.reader import read_table, visible_files
+    import smartcity.contracts as contracts
     out: dict = {"records": {}, "files": {}}
     for rt in contracts.RECORD_TYPES:
         t = read_table(lake, "data", rt.name, columns=["event_id"])
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"stack up: mqtt 127.0.0.1:{mqtt_port}, kafka {bootstrap}")
 
         bridge_http = free_port()
-        bridge = Proc("bridge", [sys.executable, "-m", "bridge", "--bridge-id", "demo",
+        bridge = Proc("bridge", [sys.executable, "-m", "smartcity.bridge", "--bridge-id", "demo",
                                  "--mqtt-port", str(mqtt_port),
                                  "--mqtt-username", "bridge", "--kafka-bootstrap", bootstrap,
                                  "--http-port", str(bridge_http)], run_dir,
@@ -211,13 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         wait_subscribed(bridge, bridge_http)
         say(f"bridge subscribed (metrics on http://127.0.0.1:{bridge_http}/metrics)")
         say("starting the Spark job (Kafka -> lake); Spark takes a while to start ...")
-        spark = Proc("spark", [sys.executable, "-m", "spark_jobs", "stream", "--lake", lake,
+        spark = Proc("spark", [sys.executable, "-m", "smartcity.spark_jobs", "stream", "--lake", lake,
                                "--bootstrap", bootstrap, "--trigger-s", str(a.trigger_s)], run_dir)
         procs.append(spark)
         audit = PublishedIds(mqtt_port, creds["mqtt"]["bridge"])
 
         say(f"agent --simulate: Bangkok -> Pattaya at {a.speedup:g}x ...")
-        agent = Proc("agent", [sys.executable, "-m", "edge.agent", "--simulate",
+        agent = Proc("agent", [sys.executable, "-m", "smartcity.edge.agent", "--simulate",
                                "--device-id", DEVICE, "--data-dir", str(run_dir / "edge"),
                                "--mqtt-port", str(mqtt_port), "--speedup", str(a.speedup),
                                "--gps-rate-hz", str(a.gps_rate_hz), "--http-port", "0"], run_dir,

@@ -20,16 +20,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from contracts.schema import ENVELOPE
-from edge import obs
-from edge.crash import CrashDetector
-from edge.publisher import MqttPublisher, MqttSettings
-from edge.queue import DurableQueue
-from edge.recorder import Recorder
-from edge.sdnotify import Notifier
-from edge.settings import SettingsError
-from edge.settings import load as load_settings
-from edge.timesource import TimeSource
+from smartcity.contracts.schema import ENVELOPE
+from smartcity.runtime import obs
+from smartcity.edge.crash import CrashDetector
+from smartcity.edge.publisher import MqttPublisher, MqttSettings
+from smartcity.edge.queue import DurableQueue
+from smartcity.edge.recorder import Recorder
+from smartcity.runtime.sdnotify import Notifier
+from smartcity.runtime.settings import SettingsError
+from smartcity.runtime.settings import load as load_settings
+from smartcity.edge.timesource import TimeSource
 
 log = logging.getLogger("smartcity.edge")
 
@@ -159,7 +159,7 @@ class Agent:
         self.time = TimeSource()
         self.world = None
         if settings.simulate:
-            from sim.backend import SimWorld
+            from smartcity.sim.backend import SimWorld
             self.world = SimWorld(seed=settings.sim.seed, speedup=settings.sim.speedup,
                                   gps_rate_hz=settings.sim.gps_rate_hz,
                                   dht_error_rate=settings.sim.dht_error_rate,
@@ -257,16 +257,16 @@ class Agent:
             obd_interval /= self.s.sim.speedup
         self.publisher.start()
         if self.s.gps.enabled:
-            from edge.gps.reader import GpsReader
+            from smartcity.edge.gps.reader import GpsReader
             self.gps_reader = GpsReader(gps_port, self.s.gps.baud, on_fix=self._on_fix)
             self._spawn("gps", lambda: self.gps_reader.run(self.stop_event))
         if self.s.obd.enabled:
-            from edge.obd.reader import ObdReader
+            from smartcity.edge.obd.reader import ObdReader
             self.obd_reader = ObdReader(obd_port, self.s.obd.baud)
             self._spawn("obd", lambda: self.obd_reader.run(self.stop_event, self._on_obd,
                                                           obd_interval))
         if self.s.dht.enabled:
-            from edge.dht import DhtReader, hardware_device
+            from smartcity.edge.dht import DhtReader, hardware_device
             if self.world:  # rate limits and retry waits run on simulated time
                 speedup = self.s.sim.speedup
                 self.dht_reader = DhtReader(lambda: self.world.dht, model="dht22",

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from contracts import format_ts
+from smartcity.contracts import format_ts
 
 log = logging.getLogger("smartcity.edge.crash")
 

@@ -55,12 +55,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contracts.acks import ack_topic, decode_acks, find_event_id
-from contracts.envelope import TOPIC_PREFIX
+from smartcity.contracts.acks import ack_topic, decode_acks, find_event_id
+from smartcity.contracts.envelope import TOPIC_PREFIX
 
-from .obs import Registry
+from smartcity.runtime.obs import Registry
 from .queue import DurableQueue, Row
-from .ratelimit import LogLimiter
+from smartcity.runtime.ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
 

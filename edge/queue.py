@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .ratelimit import LogLimiter
+from smartcity.runtime.ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
 

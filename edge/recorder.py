@@ -11,8 +11,8 @@ import secrets
 from datetime import datetime
 from typing import Any, Callable
 
-import contracts
-from contracts import SCHEMA_VERSION, ContractError, event_id, format_ts, mqtt_topic
+import smartcity.contracts as contracts
+from smartcity.contracts import SCHEMA_VERSION, ContractError, event_id, format_ts, mqtt_topic
 
 log = logging.getLogger("smartcity.edge.recorder")
 

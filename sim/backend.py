@@ -16,13 +16,13 @@ import tty
 from datetime import datetime, timezone
 from typing import Callable
 
-from sim.cameras import CameraNetwork
-from sim.clock import SimClock
-from sim.dht import SimulatedDhtDevice
-from sim.incidents import IncidentSimulator
-from sim.nmea import nmea_cycle
-from sim.trip import TripSimulator, VehicleState
-from sim.weather import WeatherModel
+from smartcity.sim.cameras import CameraNetwork
+from smartcity.sim.clock import SimClock
+from smartcity.sim.dht import SimulatedDhtDevice
+from smartcity.sim.incidents import IncidentSimulator
+from smartcity.sim.nmea import nmea_cycle
+from smartcity.sim.trip import TripSimulator, VehicleState
+from smartcity.sim.weather import WeatherModel
 
 log = logging.getLogger("smartcity.sim")
 
@@ -79,7 +79,7 @@ class SimWorld:
         self.gps_pty = NmeaPty()
         self.elm = None
         if obd:
-            from sim.elm327 import Elm327Emulator
+            from smartcity.sim.elm327 import Elm327Emulator
             self.elm = Elm327Emulator(self._obd_values, vin=vin)
         self.obd_path: str | None = None
         # The sensor's own 2 s limit runs on simulated time, like everything else here.

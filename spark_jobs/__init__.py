@@ -1,6 +1,6 @@
 """smartcity's Spark side: Kafka -> validated, deduplicated, Hive-partitioned Parquet lake.
 
-    from spark_jobs import settings, session, lake
+    from smartcity.spark_jobs import settings, session, lake
     s = settings.load(overrides={"bootstrap": "127.0.0.1:9092", "lake": "lake"})
     spark = session.build_session(s)
     query = lake.build_query(spark, s)     # StreamingQuery; query.lake_writer.totals counts rows

@@ -33,7 +33,7 @@ def _checked(parse, what: str):
 
 
 def _topic(value: str) -> str:
-    from contracts import record_type
+    from smartcity.contracts import record_type
     return record_type(value).name
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from contracts import record_type
+from smartcity.contracts import record_type
 
 from .commit import lake_lock
 from .partitions import partition_dt, partition_hour

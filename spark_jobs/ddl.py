@@ -6,8 +6,8 @@ table for COPY ... FORMAT AS PARQUET.
 """
 from __future__ import annotations
 
-from contracts import RECORD_TYPES, RecordType
-from contracts import schema as cs
+from smartcity.contracts import RECORD_TYPES, RecordType
+from smartcity.contracts import schema as cs
 
 from .schemas import LINEAGE, PARTITIONS, QUARANTINE_FIELDS, QUARANTINE_PARTITIONS
 from .settings import join

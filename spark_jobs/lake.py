@@ -36,8 +36,8 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from contracts import RecordType, record_type
-from contracts import schema as cs
+from smartcity.contracts import RecordType, record_type
+from smartcity.contracts import schema as cs
 
 from . import validation as V
 from .commit import BatchCommitter, HadoopFS, plan_moves

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pyspark.sql.types import (BinaryType, DataType, DoubleType, IntegerType, LongType, StringType,
                                StructField, StructType, TimestampType)
 
-from contracts import RECORD_TYPES, RecordType, record_type
-from contracts import schema as cs
+from smartcity.contracts import RECORD_TYPES, RecordType, record_type
+from smartcity.contracts import schema as cs
 
 SPARK_TYPES: dict[str, DataType] = {
     cs.STRING: StringType(),

@@ -1,5 +1,5 @@
 """Settings of the lake job: dataclass defaults < TOML file < SMARTCITY_LAKE_* environment < flags
-(loaded with edge.settings, e.g. SMARTCITY_LAKE_TRIGGER_S=2, SMARTCITY_LAKE_S3__ENDPOINT=...).
+(loaded with smartcity.runtime.settings, e.g. SMARTCITY_LAKE_TRIGGER_S=2, SMARTCITY_LAKE_S3__ENDPOINT=...).
 
 Credentials are deliberately not settings: s3a takes them from the standard AWS provider chain
 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, instance role), never from code or a file here.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from contracts import RECORD_TYPES
+from smartcity.contracts import RECORD_TYPES
 
 ENV_PREFIX = "SMARTCITY_LAKE_"
 
@@ -138,7 +138,7 @@ def join(base: str, *parts: str) -> str:
 
 def load(toml_path: str | None = None, overrides: Mapping[str, Any] | None = None,
          environ: Mapping[str, str] | None = None) -> LakeSettings:
-    from edge.settings import load as _load
+    from smartcity.runtime.settings import load as _load
     return _load(LakeSettings, toml_path, ENV_PREFIX, overrides, environ)
 
 

@@ -17,9 +17,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import VariantType
 
-from contracts import RecordType, record_type
-from contracts import jsontext as J
-from contracts import schema as cs
+from smartcity.contracts import RecordType, record_type
+from smartcity.contracts import jsontext as J
+from smartcity.contracts import schema as cs
 
 INT_KINDS = ("TINYINT", "SMALLINT", "INT", "BIGINT")
 TS_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"

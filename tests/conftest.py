@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contracts.acks import ack_topic, encode_acks, find_event_id
+from smartcity.contracts.acks import ack_topic, encode_acks, find_event_id
 from deploy.local.mosquitto import MosquittoServer
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 
-from contracts import encode, example
-from contracts.jsontext import DUPLICATE_KEY, MAX_DEPTH, MAX_NAME_LENGTH, MAX_NUMBER_DIGITS, NOT_JSON, TOO_DEEP
+from smartcity.contracts import encode, example
+from smartcity.contracts.jsontext import DUPLICATE_KEY, MAX_DEPTH, MAX_NAME_LENGTH, MAX_NUMBER_DIGITS, NOT_JSON, TOO_DEEP
 
 CONTRACT = "contract_invalid"
 GPS, EMERGENCY = "gps_data", "emergency_data"

@@ -21,7 +21,7 @@ import pytest
 from deploy.local.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENT = [sys.executable, "-m", "edge.agent"]
+AGENT = [sys.executable, "-m", "smartcity.edge.agent"]
 
 
 class AgentProcess:

@@ -5,11 +5,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-import contracts
-from edge.agent import AgentSettings, RateMeter, check_settings, main
-from edge.settings import SettingsError
-from edge.queue import DurableQueue
-from edge.recorder import Recorder
+import smartcity.contracts as contracts
+from smartcity.edge.agent import AgentSettings, RateMeter, check_settings, main
+from smartcity.runtime.settings import SettingsError
+from smartcity.edge.queue import DurableQueue
+from smartcity.edge.recorder import Recorder
 
 TS = datetime(2026, 11, 28, 1, 2, 3, 456000, tzinfo=timezone.utc)
 

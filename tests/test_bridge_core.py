@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from bridge.config import BridgeSettings, KafkaSettings, MqttSettings, kafka_config, mqtt_password
-from bridge.core import (CONTRACT, NO_CONTRACT, NOT_JSON, SPOOFED, TOO_LARGE, UNMAPPED, AckWindow,
+from smartcity.bridge.config import BridgeSettings, KafkaSettings, MqttSettings, kafka_config, mqtt_password
+from smartcity.bridge.core import (CONTRACT, NO_CONTRACT, NOT_JSON, SPOOFED, TOO_LARGE, UNMAPPED, AckWindow,
                          Route, RouteError, Router, inspect)
-from bridge.harness import record
-from edge.settings import load
+from tests.support.harness import record
+from smartcity.runtime.settings import load
 
 
 def test_default_route_maps_stream_to_topic_and_keys_by_device():
@@ -153,14 +153,14 @@ def test_agent_presence_goes_unvalidated_to_the_status_topic():
 
 
 def test_overlapping_route_filters_subscribe_once():
-    from bridge.core import covering_filters
+    from smartcity.bridge.core import covering_filters
     assert covering_filters(["smartcity/v1/+/status", "smartcity/v1/+/+", "fleet/+/x"]) == \
         ["fleet/+/x", "smartcity/v1/+/+"]
 
 
 # issue 9: the producer's refusals and a full local queue, with a stand-in producer --------------
 def test_user_properties_are_bounded_by_count_and_bytes():
-    from bridge.core import user_properties_over
+    from smartcity.bridge.core import user_properties_over
     assert user_properties_over([("a", "b")] * 16, 16, 4096) is None
     assert user_properties_over([("a", "b")] * 17, 16, 4096).startswith("17 user properties > limit 16")
     assert user_properties_over([("k", "é" * 2048)], 16, 4096).startswith("4097 bytes of user properties")
@@ -168,7 +168,7 @@ def test_user_properties_are_bounded_by_count_and_bytes():
 
 
 def test_the_broker_packet_limit_fits_the_bridge_limit_and_one_kafka_record():
-    from bridge.core import DEFAULT_MAX_PAYLOAD_BYTES
+    from smartcity.bridge.core import DEFAULT_MAX_PAYLOAD_BYTES
     from deploy.local.mosquitto import MAX_PACKET_BYTES
     s = BridgeSettings(bridge_id="t")
     # a payload at the bridge's limit with a long topic and the bounded user properties gets through
@@ -200,14 +200,14 @@ class _FakeProducer:
 
 
 def _bridge():
-    from bridge.service import Bridge
+    from smartcity.bridge.service import Bridge
     b = Bridge(BridgeSettings(bridge_id="unit", http_port=-1))
     b.producer = _FakeProducer()
     return b
 
 
 def test_a_refused_record_goes_to_the_dlq_without_its_user_properties_and_never_raises():
-    from bridge.core import Rejection
+    from smartcity.bridge.core import Rejection
     b = _bridge()
     b.producer.too_large_over = 50_000
     entry = b.window.add(1, 1)
@@ -234,7 +234,7 @@ def test_a_dead_letter_write_refused_in_its_delivery_report_is_retried_later_not
 
     from confluent_kafka import KafkaError
 
-    from bridge.core import Rejection
+    from smartcity.bridge.core import Rejection
     b = _bridge()
     entry = b.window.add(1, 1)
     b._produce_dlq(b"x", b"c", [("mqtt.topic", "t")], entry, Rejection("not_json", "bad"))
@@ -271,7 +271,7 @@ def test_a_full_local_queue_parks_messages_in_order_and_only_the_io_loop_polls()
 def test_the_default_bridge_id_is_the_host_name_without_a_pid(monkeypatch):
     import os
 
-    from bridge.config import stable_bridge_id
+    from smartcity.bridge.config import stable_bridge_id
     monkeypatch.setattr("socket.gethostname", lambda: "ingest-2")
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     s = BridgeSettings()
@@ -289,14 +289,14 @@ def test_the_default_bridge_id_is_the_host_name_without_a_pid(monkeypatch):
     ("host/with+wildcards", {}, False, "not usable as an id"),
 ])
 def test_no_stable_default_bridge_id_is_refused_with_a_clear_reason(hostname, env, in_container, why):
-    from bridge.config import stable_bridge_id
+    from smartcity.bridge.config import stable_bridge_id
     with pytest.raises(ValueError, match=why) as e:
         stable_bridge_id(hostname, env, in_container=in_container)
     assert "--bridge-id" in str(e.value) and "SMARTCITY_BRIDGE_BRIDGE_ID" in str(e.value)
 
 
 def test_the_service_refuses_to_start_without_a_stable_id(monkeypatch, capsys):
-    from bridge.cli import main
+    from smartcity.bridge.cli import main
     monkeypatch.setattr("socket.gethostname", lambda: "bridge-7c9f8d6b5-xk2lp")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     assert main(["--mqtt-port", "1", "--http-port", "-1"]) == 2

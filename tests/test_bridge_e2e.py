@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import pytest
 
-from bridge.harness import BridgeProcess, Collector, FleetPublisher, shared_kafka
+from tests.support.harness import BridgeProcess, Collector, FleetPublisher, shared_kafka
 from deploy.local.kafka import ALL_TOPICS, DLQ_TOPIC
 from deploy.local.mosquitto import MosquittoServer
 
@@ -124,7 +124,7 @@ def test_mqtt5_user_properties_become_kafka_headers(broker, kafka, collector, br
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from bridge.harness import record
+    from tests.support.harness import record
     start_bridge(bridges, broker, kafka, tmp_path, run_id)
     dev = f"car-{run_id}"
     c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -246,7 +246,7 @@ def test_bad_payload_corpus_ends_in_the_dlq_with_its_reason_and_the_bridge_keeps
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from bridge.harness import record
+    from tests.support.harness import record
     b = start_bridge(bridges, broker, kafka, tmp_path, run_id)
     dev = f"car-{run_id}"
     good = record("gps", dev, "0000abcd", 0)
@@ -306,7 +306,7 @@ def test_simulated_agent_to_kafka_every_seq_arrives_in_order(broker, kafka, coll
     pytest.importorskip("edge.agent")
     start_bridge(bridges, broker, kafka, tmp_path, run_id)
     dev = f"sim-{run_id}"
-    r = subprocess.run([sys.executable, "-m", "edge.agent", "--simulate", "--device-id", dev,
+    r = subprocess.run([sys.executable, "-m", "smartcity.edge.agent", "--simulate", "--device-id", dev,
                         "--data-dir", str(tmp_path / "agent"), "--mqtt-port", str(broker.port),
                         "--http-port", "0", "--speedup", "30", "--duration-s", "5"],
                        capture_output=True, text=True, timeout=90,
@@ -343,9 +343,9 @@ def test_healthz_turns_degraded_when_nothing_arrives_for_the_configured_time(
 def test_a_failing_io_loop_stops_the_bridge_and_a_restart_loses_nothing(broker, kafka, collector, run_id):
     """A bug in the I/O thread must not leave a process that looks alive and forwards nothing:
     the bridge reports it, exits with code 4, and what it had not acknowledged comes back."""
-    from bridge.config import BridgeSettings
-    from bridge.service import Bridge
-    from edge.settings import load
+    from smartcity.bridge.config import BridgeSettings
+    from smartcity.bridge.service import Bridge
+    from smartcity.runtime.settings import load
 
     settings = load(BridgeSettings, None, overrides={
         "mqtt.port": broker.port, "kafka.bootstrap_servers": kafka.bootstrap,
@@ -401,7 +401,7 @@ def _publish(c, dev, payload, user_properties=None, stream="gps"):
 
 def test_oversized_user_properties_go_to_the_dlq_and_the_bridge_keeps_forwarding(
         broker, kafka, collector, bridges, tmp_path, run_id):
-    from bridge.harness import record
+    from tests.support.harness import record
     b = start_bridge(bridges, broker, kafka, tmp_path, run_id)
     dev, boot = f"car-{run_id}", "0000abcd"
     rec = [json.dumps(record("gps", dev, boot, i)).encode() for i in range(4)]
@@ -435,7 +435,7 @@ def test_a_record_the_producer_refuses_is_dead_lettered_and_the_bridge_stays_up(
     the I/O loop exited (code 4), and the unacknowledged message killed the restarted bridge again.
     Here the user-property bound is lifted and the producer's own size limit lowered, so produce()
     refuses the records themselves."""
-    from bridge.harness import record
+    from tests.support.harness import record
     b = start_bridge(bridges, broker, kafka, tmp_path, run_id, env={
         "SMARTCITY_BRIDGE_MAX_USER_PROPERTY_BYTES": "10000000",
         "SMARTCITY_BRIDGE_KAFKA__EXTRA": "message.max.bytes=100000"})
@@ -528,7 +528,7 @@ def test_a_bridge_restarted_with_default_settings_resumes_its_session_and_strand
         broker, kafka, collector, bridges, tmp_path, run_id):
     """No --bridge-id, as the docs used to show: the id used to be host-pid, so a restarted bridge
     was a new session and the old one kept its share (2,328 of 6,005 messages in the fault run)."""
-    from bridge.config import stable_bridge_id
+    from smartcity.bridge.config import stable_bridge_id
     try:
         host = stable_bridge_id()
     except ValueError as e:
@@ -606,7 +606,7 @@ def test_a_member_gone_for_good_shows_offline_and_retire_drains_and_ends_its_ses
 def test_the_local_stack_acl_lets_the_bridge_keep_its_presence(kafka, collector, bridges, tmp_path, run_id):
     """Mosquitto 2.0.11 disconnects a client that publishes where its ACL denies it: a bridge whose
     presence (or acknowledgement) topic the ACL does not grant would reconnect for ever."""
-    from bridge.harness import record
+    from tests.support.harness import record
     from deploy.local.stack import ACL, BRIDGE_USER
     dev = f"car-{run_id}"
     srv = MosquittoServer(tmp_path / "acl-mosquitto", passwords={BRIDGE_USER: "bpw", dev: "dpw"},

@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt_client import BridgeMqttClient, _varint
+from smartcity.bridge.mqtt_client import BridgeMqttClient, _varint
 from deploy.local.mosquitto import MosquittoServer, TlsFiles, make_test_pki
 
 

@@ -85,7 +85,7 @@ def _mdwe_supported() -> bool:
 @pytest.mark.skipif(sys.platform != "linux" or not _mdwe_supported(),
                     reason="prctl(PR_SET_MDWE) needs Linux >= 6.3")
 def test_the_bridge_forwards_with_memory_deny_write_execute(tmp_path):
-    from bridge.harness import Collector, FleetPublisher, shared_kafka
+    from tests.support.harness import Collector, FleetPublisher, shared_kafka
     from deploy.local.mosquitto import MosquittoServer, free_port
     kafka = shared_kafka()
     run = uuid.uuid4().hex[:6]
@@ -93,7 +93,7 @@ def test_the_bridge_forwards_with_memory_deny_write_execute(tmp_path):
     with MosquittoServer(tmp_path / "mqtt") as broker:
         log = open(tmp_path / "bridge.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "--bridge-id", f"mdwe-{run}", "--group", f"g-{run}",
+            [sys.executable, "-m", "smartcity.bridge", "--bridge-id", f"mdwe-{run}", "--group", f"g-{run}",
              "--mqtt-port", str(broker.port), "--kafka-bootstrap", kafka.bootstrap,
              "--http-port", str(http_port), "--log-level", "INFO"],
             cwd=ROOT, preexec_fn=_set_mdwe, stdout=log, stderr=subprocess.STDOUT)

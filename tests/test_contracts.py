@@ -5,8 +5,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-import contracts as c
-from contracts.jsonschema import all_schemas
+import smartcity.contracts as c
+from smartcity.contracts.jsonschema import all_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_a_topic_with_a_trailing_newline_is_not_a_data_topic():
 
 
 def test_docs_contracts_md_is_generated_from_the_contracts():
-    from contracts.__main__ import markdown
+    from smartcity.contracts.__main__ import markdown
     committed = (ROOT / "docs/contracts.md").read_text()
     assert committed.strip() == markdown().strip(), \
         "regenerate with: python -m contracts docs > docs/contracts.md"

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import encode
-from contracts.acks import (AckRanges, ack_topic, decode_acks, encode_acks, find_event_id,
+from smartcity.contracts import encode
+from smartcity.contracts.acks import (AckRanges, ack_topic, decode_acks, encode_acks, find_event_id,
                             split_event_id, to_ranges)
-from contracts.schema import example
+from smartcity.contracts.schema import example
 
 
 def test_seqs_are_merged_into_sorted_inclusive_ranges():

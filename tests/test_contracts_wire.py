@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from contracts import RECORD_TYPES, encode, example, validate
+from smartcity.contracts import RECORD_TYPES, encode, example, validate
 
 
 @pytest.mark.parametrize("rt", RECORD_TYPES, ids=lambda rt: rt.name)

@@ -3,9 +3,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import contracts
-from edge.crash import CrashDetector, severity_for_delta_v
-from sim.trip import TripSimulator
+import smartcity.contracts as contracts
+from smartcity.edge.crash import CrashDetector, severity_for_delta_v
+from smartcity.sim.trip import TripSimulator
 
 T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
 LAT, LON = 13.36, 101.045

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.harness import BridgeProcess, Collector, shared_kafka
+from tests.support.harness import BridgeProcess, Collector, shared_kafka
 from deploy.local.kafka import ALL_TOPICS, DLQ_TOPIC
 from deploy.local.mosquitto import MosquittoServer, free_port
-from edge.queue import DurableQueue
+from smartcity.edge.queue import DurableQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ class Agent:
         self.http_port = free_port()
         self.log = open(data_dir.parent / f"agent-{device_id}.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.agent", "--simulate", "--device-id", device_id,
+            [sys.executable, "-m", "smartcity.edge.agent", "--simulate", "--device-id", device_id,
              "--data-dir", str(data_dir), "--mqtt-port", str(mqtt_port), "--speedup", str(speedup),
              "--http-port", str(self.http_port), "--log-level", "INFO"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edge.dht import DhtReader, DhtStats, DhtUnavailableError, hardware_device
-from sim.dht import SimulatedDhtDevice
-from sim.weather import WeatherModel
+from smartcity.edge.dht import DhtReader, DhtStats, DhtUnavailableError, hardware_device
+from smartcity.sim.dht import SimulatedDhtDevice
+from smartcity.sim.weather import WeatherModel
 
 START = datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
 

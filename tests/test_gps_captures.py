@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.gps import NmeaPipeline
+from smartcity.edge.gps import NmeaPipeline
 
 SHARED = (Path(__file__).parents[1] / "../shared/data").resolve()
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from edge.gps import NmeaPipeline
-from edge.gps.__main__ import fix_json
+from smartcity.edge.gps import NmeaPipeline
+from smartcity.edge.gps.__main__ import fix_json
 
 FIELDS = ("ts", "fix_mode", "lat", "lon", "alt_m", "speed_kmh", "heading_deg", "sats_used", "hdop")
 

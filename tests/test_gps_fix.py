@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from contracts import schema
-from contracts.validate import validate
-from edge.gps import NmeaPipeline
-from edge.gps.fix import Fix, FixBuilder
-from edge.gps.sentences import Decoder
+from smartcity.contracts import schema
+from smartcity.contracts.validate import validate
+from smartcity.edge.gps import NmeaPipeline
+from smartcity.edge.gps.fix import Fix, FixBuilder
+from smartcity.edge.gps.sentences import Decoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,7 +252,7 @@ def test_pipeline_takes_raw_bytes_with_noise():
 def test_replay_cli_prints_one_json_fix_per_line(tmp_path):
     log = tmp_path / "x.log"
     log.write_bytes(b"# comment\n" + b"\r\n".join(nmea(x).encode() for x in cycle(0) + cycle(1)))
-    out = subprocess.run([sys.executable, "-m", "edge.gps", "replay", str(log)], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "smartcity.edge.gps", "replay", str(log)], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -266,7 +266,7 @@ def test_replay_cli_never_crashes_on_garbage_or_missing_files(tmp_path):
     junk = tmp_path / "junk.log"
     junk.write_bytes(bytes(range(256)) * 50 + b"$GPRMC,,,,*\r\n$$$$*ZZ\n")
     for path in (junk, tmp_path / "missing.log"):
-        out = subprocess.run([sys.executable, "-m", "edge.gps", "replay", str(path)], cwd=REPO,
+        out = subprocess.run([sys.executable, "-m", "smartcity.edge.gps", "replay", str(path)], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout == "", out.stderr
 

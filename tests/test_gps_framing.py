@@ -1,5 +1,5 @@
 """NmeaFramer: raw serial bytes -> candidate sentence lines."""
-from edge.gps.framing import MAX_SENTENCE_LEN, NmeaFramer
+from smartcity.edge.gps.framing import MAX_SENTENCE_LEN, NmeaFramer
 
 GGA = b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47"
 RMC = b"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A"

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edge.gps.reader import GpsReader, GpsStats
-from sim.nmea import nmea_cycle
+from smartcity.edge.gps.reader import GpsReader, GpsStats
+from smartcity.sim.nmea import nmea_cycle
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 

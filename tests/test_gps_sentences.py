@@ -3,7 +3,7 @@ from datetime import date
 
 import pytest
 
-from edge.gps.sentences import Decoder, Gbs, Gga, Gll, Gns, Gsa, Rmc, Vtg, Zda
+from smartcity.edge.gps.sentences import Decoder, Gbs, Gga, Gll, Gns, Gsa, Rmc, Vtg, Zda
 
 
 def nmea(body: str) -> str:

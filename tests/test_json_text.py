@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bridge.core import DLQ_REASONS, Router, inspect
-from contracts import jsontext as J
+from smartcity.bridge.core import DLQ_REASONS, Router, inspect
+from smartcity.contracts import jsontext as J
 from json_corpus import CASES, GPS_BYTES, nested
 
 

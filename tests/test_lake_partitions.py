@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jobs.__main__ import main
-from spark_jobs.partitions import partition_dt, partition_hour
+from smartcity.spark_jobs.__main__ import main
+from smartcity.spark_jobs.partitions import partition_dt, partition_hour
 
 BAD_DT = ["2026-13-01", "2026-02-30", "../x", "2026-11-28/../..", "2026-1-01", "20261128",
           "2026-W48-6", "２０２６-１１-２８", "2026-11-28 ", "", "dt=2026-11-28"]
@@ -36,7 +36,7 @@ def test_good_values_come_back_as_the_lake_writes_them():
 @pytest.fixture
 def no_spark(monkeypatch):
     """Fail the test if the CLI gets as far as starting Spark."""
-    import spark_jobs.session as session
+    import smartcity.spark_jobs.session as session
     monkeypatch.setattr(session, "build_session",
                         lambda *a, **k: pytest.fail("a Spark session was started"))
 
@@ -61,8 +61,8 @@ def test_the_cli_exits_2_with_a_clear_message(args, message, tmp_path, no_spark,
 
 def test_the_cli_passes_checked_values_on(tmp_path, monkeypatch, capsys):
     pytest.importorskip("pyspark")
-    import spark_jobs.compact as compact
-    import spark_jobs.session as session
+    import smartcity.spark_jobs.compact as compact
+    import smartcity.spark_jobs.session as session
     calls = []
     monkeypatch.setattr(session, "build_session", lambda *a, **k: "spark")
     monkeypatch.setattr(compact, "compact_hour", lambda spark, s, *args: calls.append(args) or {})
@@ -73,8 +73,8 @@ def test_the_cli_passes_checked_values_on(tmp_path, monkeypatch, capsys):
 
 def test_compact_hour_refuses_raw_values_before_touching_the_lake(tmp_path):
     pytest.importorskip("pyspark")
-    from spark_jobs.compact import compact_hour, hours
-    from spark_jobs.settings import LakeSettings
+    from smartcity.spark_jobs.compact import compact_hour, hours
+    from smartcity.spark_jobs.settings import LakeSettings
     s = LakeSettings(lake=str(tmp_path / "lake"))
     for dt, hour in (("../../x", "01"), ("2026-11-28", "../..")):
         with pytest.raises(ValueError):

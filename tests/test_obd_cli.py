@@ -5,14 +5,14 @@ import json
 import subprocess
 import sys
 
-from sim.elm327 import Elm327Emulator
+from smartcity.sim.elm327 import Elm327Emulator
 
 VALUES = {"speed_kmh": 42.0, "rpm": 1500.0, "coolant_c": 88.0, "throttle_pct": 20.0,
           "engine_load_pct": 40.0, "fuel_level_pct": 60.0, "battery_v": 13.8}
 
 
 def probe(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.obd", "probe", *args],
+    return subprocess.run([sys.executable, "-m", "smartcity.edge.obd", "probe", *args],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -44,7 +44,7 @@ def test_probe_of_a_silent_device_times_out_with_a_clear_message():
     e = Elm327Emulator(lambda: VALUES)
     e.set_silent(True)
     try:
-        p = subprocess.run([sys.executable, "-m", "edge.obd", "probe", e.start(),
+        p = subprocess.run([sys.executable, "-m", "smartcity.edge.obd", "probe", e.start(),
                             "--timeout", "0.3"], capture_output=True, text=True, timeout=30)
     finally:
         e.stop()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.obd import elm327 as e
-from edge.obd.elm327 import parse_reply, split_prompts
+from smartcity.edge.obd import elm327 as e
+from smartcity.edge.obd.elm327 import parse_reply, split_prompts
 
 
 def test_stream_is_cut_at_each_prompt_and_the_rest_is_kept():

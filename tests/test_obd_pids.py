@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge.obd import pids
-from edge.obd.elm327 import parse_reply
-from edge.obd.pids import DecodeError, MODE01
+from smartcity.edge.obd import pids
+from smartcity.edge.obd.elm327 import parse_reply
+from smartcity.edge.obd.pids import DecodeError, MODE01
 
 VIN = "1D4GP00R55B123456"
 
@@ -26,7 +26,7 @@ def test_each_field_decodes_with_the_j1979_formula():
 
 
 def test_field_names_are_the_vehicle_data_contract_names():
-    from contracts.schema import VEHICLE
+    from smartcity.contracts.schema import VEHICLE
 
     names = {p.field for p in MODE01.values()} | {"vin"}
     assert names == set(pids.FIELDS)

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from edge.obd.elm327 import AdapterGone
-from edge.obd.reader import ObdReader, is_asleep
-from sim.elm327 import Elm327Emulator
+from smartcity.edge.obd.elm327 import AdapterGone
+from smartcity.edge.obd.reader import ObdReader, is_asleep
+from smartcity.sim.elm327 import Elm327Emulator
 
 VIN = "1HGCM82633A004352"
 DRIVING = {"speed_kmh": 88.0, "rpm": 2150.5, "coolant_c": 90.0, "throttle_pct": 20.0,

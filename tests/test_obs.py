@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from edge.obs import Registry, configure_logging, serve_http
+from smartcity.runtime.obs import Registry, configure_logging, serve_http
 
 # Text exposition format 0.0.4, line by line.
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

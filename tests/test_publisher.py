@@ -9,10 +9,10 @@ import time
 import pytest
 
 from deploy.local.mosquitto import MosquittoServer, TlsFiles, make_test_pki
-from edge.obs import Registry
+from smartcity.runtime.obs import Registry
 from bench.edge import drain_benchmark
-from edge.publisher import MqttPublisher, MqttSettings, backoff_delay
-from edge.queue import DurableQueue
+from smartcity.edge.publisher import MqttPublisher, MqttSettings, backoff_delay
+from smartcity.edge.queue import DurableQueue
 
 DEVICE = "dev-a"
 
@@ -271,7 +271,7 @@ def send_acks(port: int, by_boot: dict[str, list[int]], device: str = DEVICE) ->
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from contracts.acks import ack_topic, encode_acks
+    from smartcity.contracts.acks import ack_topic, encode_acks
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", port)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.queue import DurableQueue
+from smartcity.edge.queue import DurableQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,7 +118,7 @@ def test_concurrent_appends_from_sensor_threads_get_unique_consecutive_seqs(tmp_
 
 CHILD = textwrap.dedent("""
     import sys
-    from edge.queue import DurableQueue
+    from smartcity.edge.queue import DurableQueue
     q = DurableQueue(sys.argv[1])
     print("ready", flush=True)
     i = 0

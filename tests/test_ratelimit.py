@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from edge.ratelimit import LogLimiter
+from smartcity.runtime.ratelimit import LogLimiter
 
 log = logging.getLogger("test.ratelimit")
 
@@ -62,8 +62,8 @@ def test_a_broker_refusing_every_reading_writes_one_error_line_not_one_per_readi
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from edge.publisher import MqttPublisher, MqttSettings
-    from edge.queue import DurableQueue
+    from smartcity.edge.publisher import MqttPublisher, MqttSettings
+    from smartcity.edge.queue import DurableQueue
 
     with DurableQueue(tmp_path / "q.db") as q:
         q.append_many([("gps", lambda seq: ("smartcity/v1/bus-1/gps", b"{}"))] * 200)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from deploy.local.mosquitto import free_port
-from edge.agent import Agent, AgentSettings
-from edge.publisher import MqttPublisher
-from edge.sdnotify import Notifier, watchdog_interval_s
+from smartcity.edge.agent import Agent, AgentSettings
+from smartcity.edge.publisher import MqttPublisher
+from smartcity.runtime.sdnotify import Notifier, watchdog_interval_s
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE = Path(sys.executable).with_name("smartcity-edge")

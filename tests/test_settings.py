@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.publisher import MqttSettings
-from edge.settings import SettingsError, load, redacted
+from smartcity.edge.publisher import MqttSettings
+from smartcity.runtime.settings import SettingsError, load, redacted
 
 
 @dataclass

@@ -3,10 +3,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-import contracts
-from sim.cameras import CameraNetwork, place_cameras
-from sim.route import default_route, haversine_m
-from sim.trip import TripSimulator
+import smartcity.contracts as contracts
+from smartcity.sim.cameras import CameraNetwork, place_cameras
+from smartcity.sim.route import default_route, haversine_m
+from smartcity.sim.trip import TripSimulator
 
 START = datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
 

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sim.clock import SimClock
+from smartcity.sim.clock import SimClock
 
 START = datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
 

@@ -4,9 +4,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-import contracts
-from sim.incidents import IncidentSimulator
-from sim.trip import TripSimulator
+import smartcity.contracts as contracts
+from smartcity.sim.incidents import IncidentSimulator
+from smartcity.sim.trip import TripSimulator
 
 START = datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
 

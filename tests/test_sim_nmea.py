@@ -3,9 +3,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edge.gps import NmeaPipeline
-from edge.gps.sentences import has_valid_checksum
-from sim.nmea import checksum, nmea_cycle, sentence
+from smartcity.edge.gps import NmeaPipeline
+from smartcity.edge.gps.sentences import has_valid_checksum
+from smartcity.sim.nmea import checksum, nmea_cycle, sentence
 
 T0 = datetime(2026, 11, 28, 23, 59, 58, 700000, tzinfo=timezone.utc)
 
@@ -47,8 +47,12 @@ def test_round_trip_through_the_real_fix_builder():
     for k in range(0, len(raw), 61):   # odd chunk size: sentences split across reads
         fixes += p.feed(raw[k:k + 61])
     fixes += p.flush()
-    assert len(fixes) == len(POINTS)
-    for fix, (t, a) in zip(fixes, truth):
+    # gpsd's reporting model (docs/gps.md): until the end of a cycle is learnt, the first cycle is
+    # reported after each sentence with a position, so it may appear twice; the last report of
+    # each time is the cycle's complete fix.
+    last_per_ts = list({f.ts: f for f in fixes}.values())
+    assert len(last_per_ts) == len(POINTS) and len(fixes) <= len(POINTS) + 1
+    for fix, (t, a) in zip(last_per_ts, truth):
         assert fix.ts == t.replace(microsecond=t.microsecond // 1000 * 1000)
         assert fix.fix_mode == 3
         assert abs(fix.lat - a["lat"]) < 1e-6 and abs(fix.lon - a["lon"]) < 1e-6
@@ -65,8 +69,9 @@ def test_no_fix_cycle_round_trips_as_fix_mode_1_with_time():
     raw = b"".join(nmea_cycle(T0 + timedelta(seconds=i), 48.1, 11.5, 520.0, 36.0, 90.0, 0, None,
                               fix=False) for i in range(3))
     fixes = p.feed(raw) + p.flush()
-    # a void RMC's date is not trusted, so a receiver without a fix gives no timestamp either
-    assert [f.fix_mode for f in fixes] == [1, 1, 1]
+    # a void RMC's date is not trusted, so a receiver without a fix gives no timestamp either;
+    # the first cycle may be reported twice (gpsd's model: docs/gps.md)
+    assert 3 <= len(fixes) <= 4 and all(f.fix_mode == 1 for f in fixes)
     assert all(f.lat is None and f.lon is None for f in fixes)
 
 
@@ -76,7 +81,11 @@ def test_losing_and_regaining_the_fix():
     raw = b"".join(nmea_cycle(T0 + timedelta(seconds=i), 10.0, 20.0, 30.0, 40.0, 50.0, 7, 1.1,
                               fix=ok) for i, ok in enumerate(states))
     fixes = p.feed(raw) + p.flush()
-    assert [f.fix_mode for f in fixes] == [3, 3, 1, 1, 3]
+    modes = [f.fix_mode for f in fixes]
+    lost, regained = modes.index(1), len(modes) - 1 - modes[::-1].index(1)
+    assert 3 in modes[:lost] and set(modes[lost:regained + 1]) == {1} and modes[regained + 1:] == [3]
+    with_fix = {f.ts for f in fixes if f.fix_mode == 3}
+    assert with_fix == {(T0 + timedelta(seconds=i)).replace(microsecond=700000) for i in (0, 1, 4)}
     assert fixes[-1].ts == (T0 + timedelta(seconds=4)).replace(microsecond=700000)
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sim.route import (DEFAULT_ROUTE_PATH, Route, Waypoint, bearing_deg, default_route,
+from smartcity.sim.route import (DEFAULT_ROUTE_PATH, Route, Waypoint, bearing_deg, default_route,
                        haversine_m)
 
 VICTORY_MONUMENT = (13.7649, 100.5383)

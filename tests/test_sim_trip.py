@@ -5,9 +5,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import contracts
-from sim.route import bearing_deg, haversine_m
-from sim.trip import ACCEL_MAX_MS2, BRAKE_MAX_MS2, IDLE_RPM, TripSimulator
+import smartcity.contracts as contracts
+from smartcity.sim.route import bearing_deg, haversine_m
+from smartcity.sim.trip import ACCEL_MAX_MS2, BRAKE_MAX_MS2, IDLE_RPM, TripSimulator
 
 START = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)   # 08:00 in Bangkok
 DT_S = 0.1

@@ -3,8 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import contracts
-from sim.weather import CONDITIONS, WeatherModel
+import smartcity.contracts as contracts
+from smartcity.sim.weather import CONDITIONS, WeatherModel
 
 LOCAL_MIDNIGHT = datetime(2026, 11, 27, 17, 0, tzinfo=timezone.utc)   # 00:00 in Bangkok
 BANGKOK = (13.75, 100.55)

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,33 +22,27 @@ import pytest
 pytest.importorskip("pyspark")
 from confluent_kafka import Producer  # noqa: E402
 
-from contracts import encode, event_id, example, format_ts  # noqa: E402
+from smartcity.contracts import encode, event_id, example, format_ts  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
 from deploy.local.spark_cluster import SparkCluster, spark_env, spark_home  # noqa: E402
-from spark_jobs.reader import read_table  # noqa: E402
-from spark_jobs.session import DRIVER_JAVA_OPTIONS, S3_JARS  # noqa: E402
+from smartcity.spark_jobs.reader import read_table  # noqa: E402
+from smartcity.spark_jobs.session import DRIVER_JAVA_OPTIONS, S3_JARS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ("gps_data", "vehicle_data")
 PER_TOPIC = 150
 RESENT = 20          # per topic: a bridge retry after the first records landed
 DURATION_S = 60      # --duration-s: counted from the query's start, after the session is up
-# What docs/lake.md zips for --py-files (everything the driver imports; executors run no Python).
-PY_FILES = ("contracts", "spark_jobs", "edge/settings.py", "edge/__init__.py")
 
 
 def build_zip(dest: Path) -> Path:
-    """docs/lake.md: (cd repo && zip -qr smartcity.zip contracts spark_jobs edge/settings.py ...)."""
-    if shutil.which("zip"):
-        subprocess.run(["zip", "-qr", str(dest), *PY_FILES], cwd=ROOT, check=True)
-    else:  # same content without the zip tool
-        with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
-            for item in PY_FILES:
-                p = ROOT / item
-                for f in ([p] if p.is_file() else sorted(p.rglob("*"))):
-                    if f.is_file():
-                        z.write(f, f.relative_to(ROOT))
-    return dest
+    """docs/lake.md: python deploy/spark/pyfiles.py smartcity.zip"""
+    sys.path.insert(0, str(ROOT / "deploy" / "spark"))
+    try:
+        import pyfiles
+    finally:
+        sys.path.pop(0)
+    return pyfiles.build(dest)
 
 
 def test_the_zip_alone_holds_every_module_the_job_imports(tmp_path):
@@ -60,10 +53,10 @@ def test_the_zip_alone_holds_every_module_the_job_imports(tmp_path):
 import pkgutil, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 sys.path.insert(0, {str(z)!r})
-import spark_jobs, spark_jobs.__main__
-for m in pkgutil.iter_modules(spark_jobs.__path__, "spark_jobs."):
+import smartcity.spark_jobs, smartcity.spark_jobs.__main__
+for m in pkgutil.iter_modules(smartcity.spark_jobs.__path__, "smartcity.spark_jobs."):
     __import__(m.name)
-bad = [n for n, m in sys.modules.items() if n.split(".")[0] in ("spark_jobs", "contracts", "edge")
+bad = [n for n, m in sys.modules.items() if n.startswith("smartcity.")
        and not (getattr(m, "__file__", None) or "").startswith({str(z)!r})]
 assert not bad, bad
 """

@@ -10,16 +10,16 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from contracts import jsontext as J  # noqa: E402
+from smartcity.contracts import jsontext as J  # noqa: E402
 from json_corpus import CASES, LAKE  # noqa: E402
-from spark_jobs.settings import LakeSettings  # noqa: E402
+from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 
 TOPICS = sorted({t for _, t, _, _ in CASES})
 
 
 @pytest.fixture(scope="module")
 def spark():
-    from spark_jobs.session import build_session
+    from smartcity.spark_jobs.session import build_session
     s = build_session(LakeSettings(lake="/tmp/unused"))
     yield s
     s.stop()
@@ -36,7 +36,7 @@ def kafka_rows(spark):
 
 def test_the_lake_gives_each_corpus_payload_the_bridges_verdict(kafka_rows):
     from pyspark.sql import functions as F
-    from spark_jobs.lake import classify
+    from smartcity.spark_jobs.lake import classify
     out = (classify(kafka_rows, TOPICS, 300)
            .select("kafka_offset", "kind", "error_kind", "reason", "event_id",
                    F.try_variant_get("v", "$.description", "string").alias("description"))
@@ -61,7 +61,7 @@ def test_the_lake_gives_each_corpus_payload_the_bridges_verdict(kafka_rows):
 def test_the_fast_path_proves_only_canonical_valid_records(kafka_rows):
     """The typed parse + byte comparison (validation.conforms) must never let through what the
     JSON rules reject: every rejected payload takes the full path."""
-    from spark_jobs.lake import triage
+    from smartcity.spark_jobs.lake import triage
     fast = {r["kafka_offset"]: r["fast_ok"] for r in triage(kafka_rows, TOPICS, 300)
             .select("kafka_offset", "fast_ok").collect()}
     proven = {CASES[i][0] for i, ok in fast.items() if ok}
@@ -73,7 +73,7 @@ def test_json_problem_says_too_deep_for_the_issues_nesting_without_a_stack_overf
     """5,000 and 100,000 levels (the second beyond any recursive parser's stack) and a payload of
     one megabyte of escapes: the reasons come from linear scans."""
     from pyspark.sql import functions as F
-    from spark_jobs import validation as V
+    from smartcity.spark_jobs import validation as V
     rows = [(b"[" * 5000 + b"]" * 5000,), (b"[" * 100_000,), (b'{"a":"' + b"\\u0041" * 170_000 + b'"}',)]
     df = spark.createDataFrame(rows, "value binary")
     out = df.select(V.parse(F.col("value")).isNull().alias("rejected"),

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import SettingsError
-from spark_jobs.settings import SECRET_OPTIONS_RE, LakeSettings, kafka_options, load
+from smartcity.runtime.settings import SettingsError
+from smartcity.spark_jobs.settings import SECRET_OPTIONS_RE, LakeSettings, kafka_options, load
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "pa\"ss\\w0rd-XyZ"
@@ -92,7 +92,7 @@ def test_no_secret_in_repr_str_or_logs(tmp_path, caplog):
 
 
 def test_spark_redacts_the_secret_options_by_name():
-    from spark_jobs.session import spark_conf
+    from smartcity.spark_jobs.session import spark_conf
     regex = spark_conf(LakeSettings(lake="/tmp/unused"), submitted=True)["spark.sql.redaction.options.regex"]
     for name in ("kafka.sasl.jaas.config", "kafka.ssl.keystore.key", "kafka.ssl.key.password", "url"):
         assert re.search(regex, name), name
@@ -154,9 +154,9 @@ def test_the_stream_reads_from_a_sasl_listener_and_never_logs_the_password(tmp_p
     pytest.importorskip("pyspark")
     from confluent_kafka import Producer
 
-    from contracts import encode, example, format_ts
+    from smartcity.contracts import encode, example, format_ts
     from deploy.local.kafka import KafkaServer
-    from spark_jobs.reader import read_table
+    from smartcity.spark_jobs.reader import read_table
 
     password = "lake-Pw-7431"
     with KafkaServer(tmp_path / "kafka", sasl_users={"lake": password}) as kafka:
@@ -179,7 +179,7 @@ def test_the_stream_reads_from_a_sasl_listener_and_never_logs_the_password(tmp_p
                "SMARTCITY_LAKE_KAFKA__SASL_USERNAME": "lake",
                "SMARTCITY_LAKE_KAFKA__SASL_PASSWORD_FILE": str(pw_file)}
         log = tmp_path / "stream.log"
-        cmd = [sys.executable, "-m", "spark_jobs", "stream", "-v", "--lake", str(lake),
+        cmd = [sys.executable, "-m", "smartcity.spark_jobs", "stream", "-v", "--lake", str(lake),
                "--bootstrap", kafka.sasl_bootstrap, "--trigger-s", "1", "--topics", "gps_data"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"),
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("pyspark")
 from confluent_kafka import Producer  # noqa: E402
 
-from contracts import RECORD_TYPES, encode, example, format_ts, violations  # noqa: E402
+from smartcity.contracts import RECORD_TYPES, encode, example, format_ts, violations  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
-from spark_jobs.reader import read_table, visible_files  # noqa: E402
-from spark_jobs.settings import LakeSettings  # noqa: E402
+from smartcity.spark_jobs.reader import read_table, visible_files  # noqa: E402
+from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = [rt.name for rt in RECORD_TYPES]
@@ -37,7 +37,7 @@ def kafka(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spark():
-    from spark_jobs.session import build_session
+    from smartcity.spark_jobs.session import build_session
     s = build_session(LakeSettings(lake="/tmp/unused"))
     yield s
     s.stop()
@@ -75,7 +75,7 @@ def test_spark_validation_agrees_with_contracts_on_every_rule(spark):
     """Valid examples and one mutation per rule kind, per topic: Spark rejects exactly the fields
     contracts.violations rejects."""
     from pyspark.sql import functions as F
-    from spark_jobs import validation as V
+    from smartcity.spark_jobs import validation as V
     cases = []
     for rt in RECORD_TYPES:
         good = example(rt.name)
@@ -112,8 +112,8 @@ def test_the_fast_path_proves_valid_only_what_the_full_validation_accepts(spark)
     record, but must never pass a record the full VARIANT validation rejects; and every valid
     record in the canonical wire form is proven."""
     from pyspark.sql import functions as F
-    from spark_jobs import validation as V
-    from spark_jobs.schemas import wire_struct
+    from smartcity.spark_jobs import validation as V
+    from smartcity.spark_jobs.schemas import wire_struct
     cases = []
     for rt in RECORD_TYPES:
         good = example(rt.name)
@@ -151,7 +151,7 @@ def test_the_fast_path_proves_valid_only_what_the_full_validation_accepts(spark)
 
 
 def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(kafka, spark, tmp_path):
-    from spark_jobs.lake import build_query
+    from smartcity.spark_jobs.lake import build_query
     s = LakeSettings(bootstrap=kafka.bootstrap, lake=str(tmp_path / "lake"), trigger_s=1,
                      starting_offsets="earliest")
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -205,7 +205,7 @@ def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(k
         q.stop()
     # Compaction of an hour with many small files: a concurrent pyarrow reader never sees the
     # count change (no duplicates, no gaps) and the files become one.
-    from spark_jobs.compact import compact_hour
+    from smartcity.spark_jobs.compact import compact_hour
     counts = {}
     for topic in TOPICS:
         for f in visible_files(s.lake, "data", topic):
@@ -243,7 +243,7 @@ def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(k
 def _run_stream(lake: Path, bootstrap: str, env_extra: dict, log: Path,
                 topics: str = "gps_data,vehicle_data") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
-    cmd = [sys.executable, "-m", "spark_jobs", "stream", "--lake", str(lake), "--bootstrap", bootstrap,
+    cmd = [sys.executable, "-m", "smartcity.spark_jobs", "stream", "--lake", str(lake), "--bootstrap", bootstrap,
            "--trigger-s", "1", "--topics", topics]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -397,7 +397,7 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path):
         env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
                "AWS_REGION": "us-east-1", "SMARTCITY_LAKE_S3__REGION": "us-east-1",
                "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "spark_jobs", "stream", "--lake", "s3a://lake/city",
+        cmd = [sys.executable, "-m", "smartcity.spark_jobs", "stream", "--lake", "s3a://lake/city",
                "--bootstrap", kafka.bootstrap, "--trigger-s", "1", "--topics", ",".join(topics),
                "--s3-endpoint", s3.endpoint, "--s3-path-style"]
         log = tmp_path / "s3run.log"

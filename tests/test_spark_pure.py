@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import RECORD_TYPES
-from spark_jobs.commit import plan_moves
-from spark_jobs.ddl import render
-from spark_jobs.schemas import LINEAGE, data_struct
-from spark_jobs.settings import LakeSettings, load
+from smartcity.contracts import RECORD_TYPES
+from smartcity.spark_jobs.commit import plan_moves
+from smartcity.spark_jobs.ddl import render
+from smartcity.spark_jobs.schemas import LINEAGE, data_struct
+from smartcity.spark_jobs.settings import LakeSettings, load
 
 
 def test_staged_files_get_deterministic_names_from_query_and_batch():
@@ -58,7 +58,7 @@ def test_settings_resolve_paths_and_default_the_checkpoint_next_to_the_lake(tmp_
 def test_the_v1_kafka_source_is_used_only_where_the_v2_one_dies_after_a_restart():
     """pyspark 4.1.0-4.1.2: NullPointerException in KafkaMicroBatchStream.metrics on the first
     trigger after a restart that re-runs an unfinished batch (session.py, issue 9)."""
-    from spark_jobs.session import KAFKA_V1_SOURCE, kafka_v2_restart_bug, spark_conf
+    from smartcity.spark_jobs.session import KAFKA_V1_SOURCE, kafka_v2_restart_bug, spark_conf
     versions = ["4.0.1", "4.1.0", "4.1.1", "4.1.2", "4.1.3", "4.1.4", "4.2.0", "5.0.0.dev1"]
     assert [v for v in versions if kafka_v2_restart_bug(v)] == ["4.1.0", "4.1.1", "4.1.2"]
     pyspark = pytest.importorskip("pyspark")

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.harness import BridgeProcess, Collector, record
+from tests.support.harness import BridgeProcess, Collector, record
 from deploy.local.kafka import free_port
 from deploy.local.s3 import S3Server
 

@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.harness import BridgeProcess, Collector, record
+from tests.support.harness import BridgeProcess, Collector, record
 from deploy.local.kafka import ALL_TOPICS, DLQ_TOPIC, free_port
 from deploy.local.mosquitto import cert_valid
-from edge.queue import DurableQueue
+from smartcity.edge.queue import DurableQueue
 
 REPO = Path(__file__).resolve().parents[1]
 MQTT_KEYS = {"host", "port", "tls", "ca_file", "cert_file", "key_file"}
@@ -221,7 +221,7 @@ def test_readme_pi_configuration_end_to_end_over_tls(tls_stack, tls_bridge, coll
     http_port = free_port()
     log_path = tmp_path / "agent.log"
     with open(log_path, "ab") as out:
-        agent = subprocess.Popen([sys.executable, "-m", "edge.agent", "--simulate", "--config", str(cfg),
+        agent = subprocess.Popen([sys.executable, "-m", "smartcity.edge.agent", "--simulate", "--config", str(cfg),
                                   "--speedup", "20", "--http-port", str(http_port), "--log-level", "INFO"],
                                  cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -299,7 +299,7 @@ def test_a_device_certificate_cannot_publish_or_read_as_another_device(tls_stack
 
 
 def test_bridge_settings_refuse_certificate_files_without_tls():
-    from bridge.config import MqttSettings
+    from smartcity.bridge.config import MqttSettings
     with pytest.raises(ValueError, match="mqtt.cert_file, mqtt.key_file set but mqtt.tls is false"):
         MqttSettings(cert_file=Path("c.crt"), key_file=Path("c.key"))
     with pytest.raises(ValueError, match="key_file set without mqtt.cert_file"):

@@ -103,7 +103,7 @@ def test_the_agent_runs_with_memory_deny_write_execute(tmp_path):
     assert probe.returncode != 0 and "PermissionError" in probe.stderr  # the rule is in force
     data = tmp_path / "edge"
     r = subprocess.run(
-        [sys.executable, "-m", "edge.agent", "--simulate", "--device-id", "bus-mdwe",
+        [sys.executable, "-m", "smartcity.edge.agent", "--simulate", "--device-id", "bus-mdwe",
          "--data-dir", str(data), "--mqtt-port", str(free_port()), "--http-port", "0",
          "--speedup", "20", "--duration-s", "3", "--log-level", "INFO"],
         cwd=ROOT, preexec_fn=_set_mdwe, capture_output=True, text=True, timeout=60)

@@ -1,7 +1,7 @@
 """Records are stamped by the best clock available, and say which one."""
 from datetime import datetime, timezone
 
-from edge.timesource import TimeSource, system_clock_synchronised
+from smartcity.edge.timesource import TimeSource, system_clock_synchronised
 
 
 class Ticker:

@@ -69,7 +69,7 @@ _RENEW_S = 7 * 86400        # reissue what expires within a week
 def check_device_name(device_id: str) -> str:
     """A device id that may be a certificate's CN: the contract's device_id rule, and never the
     bridge's name (its CN would get the bridge's ACL: read every device's data)."""
-    from contracts.schema import ENVELOPE
+    from smartcity.contracts.schema import ENVELOPE
     f = next(f for f in ENVELOPE if f.name == "device_id")
     if len(device_id) > f.max_length or not re.fullmatch(f.pattern, device_id) or device_id.startswith("."):
         raise StackError(f"device id {device_id!r} must match {f.pattern} (at most {f.max_length} "

@@ -1,6 +1,6 @@
 """Entry file for spark-submit (which runs a file, not a module); from the repository root:
 
-    zip -qr smartcity.zip contracts spark_jobs edge/settings.py edge/__init__.py
+    python deploy/spark/pyfiles.py smartcity.zip     # the smartcity.* layout, as installed
     SPARK_LOCAL_IP=<driver address> spark-submit --master spark://HOST:7077 \
         --jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" \
         --driver-java-options "-Xss32m -XX:-DontCompileHugeMethods" \
@@ -11,7 +11,7 @@ against a local standalone cluster (deploy/local/spark_cluster.py).
 """
 import sys
 
-from spark_jobs.__main__ import main
+from smartcity.spark_jobs.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from contracts.envelope import format_ts
+from smartcity.contracts.envelope import format_ts
 
 from . import NmeaPipeline
 from .fix import Fix

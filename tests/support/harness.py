@@ -28,8 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contracts.envelope import event_id, format_ts, mqtt_topic
-from contracts.schema import SCHEMA_VERSION, example
+from smartcity.contracts.envelope import event_id, format_ts, mqtt_topic
+from smartcity.contracts.schema import SCHEMA_VERSION, example
 from deploy.local.kafka import KafkaServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,7 +261,7 @@ class BridgeProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "BridgeProcess":
-        cmd = [sys.executable, "-m", "bridge", *(("--bridge-id", self.bridge_id) if self.bridge_id else ()),
+        cmd = [sys.executable, "-m", "smartcity.bridge", *(("--bridge-id", self.bridge_id) if self.bridge_id else ()),
                "--group", self.group,
                "--mqtt-port", str(self.mqtt_port), "--kafka-bootstrap", self.kafka_bootstrap,
                "--http-port", str(self.http_port), "--log-level", "INFO", *self.extra_args]
