@@ -31,33 +31,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from smartcity.runtime.mqtt import MqttConnection
+from smartcity.runtime.settings import read_secret
+
 from .core import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RAW_TOPICS, DEFAULT_ROUTES, Router
 
 ENV_PREFIX = "SMARTCITY_BRIDGE_"
 
 
 @dataclass
-class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str | None = None           # default: smartcity-bridge-{bridge_id}
+class MqttSettings(MqttConnection):
+    """The shared connection settings (host, port, credentials, TLS, keepalive, session expiry,
+    reconnect backoff: runtime.mqtt) and the bridge's own. client_id defaults to
+    smartcity-bridge-{bridge_id}; the bridge reconnects sooner than an agent (0.2-10 s)."""
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
     group: str = "smartcity-bridge"        # shared-subscription group: bridges in it split the load
     shared: bool = True
-    username: str | None = None
-    password: str | None = None
-    password_file: Path | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 86400      # the broker queues for us this long while we are away
     # MQTT v5 receive maximum: the broker sends at most this many unacknowledged QoS 1 messages.
     # We acknowledge only after Kafka confirms, so this is also the bound on in-flight messages
     # while Kafka is down; the rest waits in the broker's queue for our session.
     max_inflight: int = 2000
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 10.0
     # Retained presence of each group member on smartcity/bridge/v1/{group}/{bridge_id} (a will says
     # "offline" when it dies): how a bridge knows which members are away while the broker queues
     # their share. The broker's ACL must let the bridge user readwrite smartcity/bridge/# (Mosquitto
@@ -65,14 +59,9 @@ class MqttSettings:
     presence: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.max_inflight <= 65535:
-            raise ValueError(f"mqtt.max_inflight must be 1..65535, got {self.max_inflight}")
-        # Certificate files without tls would be ignored: a plain connection the operator did not mean.
-        given = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
-        if given and not self.tls:
-            raise ValueError(f"mqtt.{', mqtt.'.join(given)} set but mqtt.tls is false")
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("mqtt.key_file set without mqtt.cert_file")
+            raise ValueError(f"max_inflight must be 1..65535, got {self.max_inflight}")
 
 
 @dataclass
@@ -180,19 +169,6 @@ class BridgeSettings:
         return self.mqtt.client_id or f"smartcity-bridge-{self.bridge_id}"
 
 
-def _read_secret(path: Path | None, value: str | None, what: str) -> str | None:
-    if path is None:
-        return value
-    try:
-        return path.read_text().strip()
-    except OSError as e:
-        raise ValueError(f"{what}: cannot read secret file {path}: {e.strerror}") from None
-
-
-def mqtt_password(s: MqttSettings) -> str | None:
-    return _read_secret(s.password_file, s.password, "mqtt.password_file")
-
-
 def kafka_config(s: KafkaSettings) -> dict[str, Any]:
     """librdkafka producer configuration. Lossless settings are not overridable by `extra`."""
     conf: dict[str, Any] = {
@@ -206,7 +182,7 @@ def kafka_config(s: KafkaSettings) -> dict[str, Any]:
         conf["sasl.mechanism"] = s.sasl_mechanism
     if s.sasl_username:
         conf["sasl.username"] = s.sasl_username
-    pw = _read_secret(s.sasl_password_file, s.sasl_password, "kafka.sasl_password_file")
+    pw = read_secret(s.sasl_password_file, s.sasl_password, "kafka.sasl_password_file")
     if pw:
         conf["sasl.password"] = pw
     for key, p in (("ssl.ca.location", s.ssl_ca_file), ("ssl.certificate.location", s.ssl_cert_file),

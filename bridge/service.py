@@ -34,9 +34,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from smartcity.contracts.acks import AckRanges, find_event_id
+from smartcity.runtime.mqtt import apply_auth_tls
 from smartcity.runtime.obs import CallbackGauge, Registry, serve_http
 
-from .config import BridgeSettings, kafka_config, mqtt_password
+from .config import BridgeSettings, kafka_config
 from .core import (BRIDGE_ERROR, DLQ_REASONS, HEADERS_TOO_LARGE, KAFKA_REJECTED, AckWindow, Rejection,
                    Router, covering_filters, inspect, user_properties_over)
 from .mqtt_client import BridgeMqttClient
@@ -210,13 +211,7 @@ class Bridge:
         m = self.s.mqtt
         c = BridgeMqttClient(CallbackAPIVersion.VERSION2, client_id=self.s.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
-        pw = mqtt_password(m)
-        if m.username:
-            c.username_pw_set(m.username, pw)
-        if m.tls:
-            c.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None,
-                      certfile=str(m.cert_file) if m.cert_file else None,
-                      keyfile=str(m.key_file) if m.key_file else None)
+        apply_auth_tls(c, m)
         c.reconnect_delay_set(m.reconnect_min_s, m.reconnect_max_s)
         c.max_inflight_messages_set(m.max_inflight)
         c.on_connect = self._on_connect

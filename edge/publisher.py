@@ -46,8 +46,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,6 +57,7 @@ from paho.mqtt.properties import Properties
 from smartcity.contracts.acks import ack_topic, decode_acks, find_event_id
 from smartcity.contracts.envelope import TOPIC_PREFIX
 
+from smartcity.runtime.mqtt import MqttConnection, apply_auth_tls
 from smartcity.runtime.obs import Registry
 from .queue import DurableQueue, Row
 from smartcity.runtime.ratelimit import LogLimiter
@@ -71,23 +71,13 @@ EARLY_ACKS_MAX = 200_000   # acks remembered for rows not (re)sent yet on this c
 
 
 @dataclass
-class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
+class MqttSettings(MqttConnection):
+    """The shared connection settings (host, port, credentials, TLS, keepalive, session expiry,
+    reconnect backoff: runtime.mqtt) and the publisher's own. client_id defaults to
+    smartcity-edge-{device_id}."""
     device_id: str = "edge-0001"
-    client_id: str | None = None          # default: smartcity-edge-{device_id}
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 86400     # broker keeps our session this long while we are away
     inflight_window: int = 500
     batch_rows: int = 500                 # rows read from the queue per peek
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 60.0
     connect_timeout_s: float = 10.0
     ack_flush_s: float = 0.05             # batch deletes of acknowledged rows (one commit each)
     idle_poll_s: float = 0.05             # how soon a new row is noticed when the queue was empty
@@ -98,6 +88,7 @@ class MqttSettings:
     max_unconfirmed: int = 5000           # sent and not yet confirmed end to end; then wait
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.inflight_window <= MAX_WINDOW:
             raise ValueError(f"inflight_window must be 1..{MAX_WINDOW}, got {self.inflight_window}")
         if self.delivery not in DELIVERY_MODES:
@@ -246,12 +237,7 @@ class MqttPublisher:
                         protocol=mqtt.MQTTv5)
         c.max_inflight_messages_set(0)  # we enforce the window; paho must never queue internally
         c.max_queued_messages_set(0)
-        if s.username is not None:
-            c.username_pw_set(s.username, s.password)
-        if s.tls:
-            c.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
-                      certfile=str(s.cert_file) if s.cert_file else None,
-                      keyfile=str(s.key_file) if s.key_file else None)
+        apply_auth_tls(c, s)
         c.will_set(s.status_topic, b"offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

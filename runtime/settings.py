@@ -276,3 +276,14 @@ def redacted(obj: Any) -> dict:
         else:
             out[f.name] = v
     return out
+
+
+def read_secret(path: Path | None, value: str | None, what: str) -> str | None:
+    """A secret from the file `path` names (read now, stripped), else `value`; `what` names the
+    setting in the error when the file cannot be read."""
+    if path is None:
+        return value
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read secret file {path}: {e.strerror}") from None

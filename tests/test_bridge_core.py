@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from smartcity.bridge.config import BridgeSettings, KafkaSettings, MqttSettings, kafka_config, mqtt_password
+from smartcity.bridge.config import BridgeSettings, KafkaSettings, MqttSettings, kafka_config
 from smartcity.bridge.core import (CONTRACT, NO_CONTRACT, NOT_JSON, SPOOFED, TOO_LARGE, UNMAPPED, AckWindow,
                          Route, RouteError, Router, inspect)
 from tests.support.harness import record
@@ -123,7 +123,7 @@ def test_lossless_producer_settings_cannot_be_overridden_by_extra():
 def test_secrets_come_from_files(tmp_path):
     (tmp_path / "mqtt").write_text("s3cret\n")
     (tmp_path / "kafka").write_text("k-pass\n")
-    assert mqtt_password(MqttSettings(password_file=tmp_path / "mqtt")) == "s3cret"
+    assert MqttSettings(password_file=tmp_path / "mqtt").password_value() == "s3cret"
     conf = kafka_config(KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
                                       sasl_username="bridge", sasl_password_file=tmp_path / "kafka",
                                       ssl_ca_file=tmp_path / "ca.pem"))

@@ -114,5 +114,48 @@ def test_redacted_hides_secrets_but_not_paths_to_key_files():
     assert r["mqtt"]["password"] == "***" and r["mqtt"]["api_key"] == "***"
     assert r["mqtt"]["ca_file"] == "/etc/ca.pem"
     assert "hunter2" not in repr(r) and "k-123" not in repr(r)
-    assert redacted(MqttSettings(key_file=Path("/k.pem")))["key_file"] == "/k.pem"
+    assert redacted(MqttSettings(tls=True, cert_file=Path("/c.pem"), key_file=Path("/k.pem")))["key_file"] == "/k.pem"
     assert redacted(MqttSettings())["password"] is None  # unset stays visibly unset
+
+
+def test_both_services_share_the_mqtt_connection_settings(tmp_path):
+    """One MqttConnection (runtime.mqtt) under the agent's and the bridge's mqtt sections: the same
+    TOML keys and environment names, the same TLS rules, password_file for both."""
+    from smartcity.bridge.config import BridgeSettings
+    from smartcity.edge.agent import AgentSettings
+    (tmp_path / "pw").write_text("s3cret\n")
+    edge = load(AgentSettings, None, "SMARTCITY_EDGE_", {}, environ={
+        "SMARTCITY_EDGE_MQTT__HOST": "broker", "SMARTCITY_EDGE_MQTT__PASSWORD_FILE": str(tmp_path / "pw"),
+        "SMARTCITY_EDGE_MQTT__RECONNECT_MAX_S": "30", "SMARTCITY_EDGE_MQTT__INFLIGHT_WINDOW": "100"})
+    assert (edge.mqtt.host, edge.mqtt.reconnect_max_s, edge.mqtt.inflight_window) == ("broker", 30.0, 100)
+    assert edge.mqtt.password_value() == "s3cret" and edge.mqtt.reconnect_min_s == 0.5
+    bridge = load(BridgeSettings, None, "SMARTCITY_BRIDGE_", {"bridge_id": "b1"}, environ={
+        "SMARTCITY_BRIDGE_MQTT__PASSWORD_FILE": str(tmp_path / "pw"), "SMARTCITY_BRIDGE_MQTT__GROUP": "g"})
+    assert bridge.mqtt.password_value() == "s3cret" and bridge.mqtt.group == "g"
+    assert (bridge.mqtt.reconnect_min_s, bridge.mqtt.reconnect_max_s) == (0.2, 10.0)  # its own defaults
+    for cls, prefix in ((AgentSettings, "SMARTCITY_EDGE_"), (BridgeSettings, "SMARTCITY_BRIDGE_")):
+        with pytest.raises(SettingsError, match="mqtt.tls is false but ca_file set"):
+            load(cls, None, prefix, {"bridge_id": "b1"} if cls is BridgeSettings else {},
+                 environ={prefix + "MQTT__CA_FILE": "/etc/ca.pem"})
+    with pytest.raises(ValueError, match="mqtt.password_file: cannot read secret file"):
+        MqttSettings(password_file=tmp_path / "missing").password_value()
+
+
+def test_credentials_and_tls_go_onto_the_client():
+    from smartcity.runtime.mqtt import MqttConnection, apply_auth_tls
+
+    class Client:
+        def __init__(self):
+            self.calls = []
+
+        def username_pw_set(self, *a):
+            self.calls.append(("user", a))
+
+        def tls_set(self, **kw):
+            self.calls.append(("tls", kw))
+
+    assert apply_auth_tls(Client(), MqttConnection()).calls == []
+    c = apply_auth_tls(Client(), MqttConnection(username="bus-1", password="pw", tls=True,
+                                                cert_file=Path("/c.crt"), key_file=Path("/c.key")))
+    assert c.calls == [("user", ("bus-1", "pw")),
+                       ("tls", {"ca_certs": None, "certfile": "/c.crt", "keyfile": "/c.key"})]
