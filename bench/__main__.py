@@ -7,20 +7,24 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from smartcity.runtime.cli import UsageError, cli
+
 
 def available() -> list[str]:
     here = Path(__file__).parent
     return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
 
 
+@cli("python -m bench")
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: python -m bench NAME [args]   (NAME in {available()})", file=sys.stderr)
-        return 2
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: python -m bench NAME [args]   (NAME in {available()})")
+        return 0
+    if not argv:
+        raise UsageError(f"expected a benchmark NAME [args], NAME in {available()}")
     name, args = argv[0], argv[1:]
     if name not in available():
-        print(f"unknown benchmark {name!r}; available: {available()}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown benchmark {name!r}; available: {available()}")
     result = importlib.import_module(f"bench.{name}").run(args)
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=True))

@@ -25,7 +25,6 @@ drain the same backlog size; rates are from first to last arrival (Kafka append 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -35,6 +34,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from smartcity.runtime.cli import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -327,7 +328,7 @@ def phase_drain_bridges(port: int, bootstrap: str, n_devices: int, n: int, n_bri
 
 
 def run(args: list[str]) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m bench bridge")
+    ap = ArgumentParser(prog="python -m bench bridge")
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--partitions", type=int, default=3)

@@ -17,7 +17,6 @@ Targets (edge issue): CPU <= 1 ms per reading, RSS <= 60 MB, drain >= 3,000 read
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -32,6 +31,8 @@ import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+
+from smartcity.runtime.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,7 +229,7 @@ def drain_benchmark(n: int = 100_000, payload_bytes: int = 300, window: int = 50
 
 
 def run(argv: list[str]) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench edge")
+    p = ArgumentParser(prog="python -m bench edge")
     p.add_argument("--agent-seconds", type=float, default=20.0)
     p.add_argument("--speedup", type=float, default=10.0,
                    help="simulated seconds per wall second (10 Hz GPS x 10 = 100 fixes/s)")

@@ -27,7 +27,6 @@ allocated before it is in the lake), plus what the case itself needs to be belie
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,6 +38,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+from smartcity.runtime.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_TOPICS = ("gps_data", "vehicle_data", "weather_data", "traffic_data", "emergency_data")
@@ -427,7 +428,7 @@ def case_bad_payload_corpus(rig: Rig) -> dict:
 
 
 def run(argv: list[str]) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench faults")
+    p = ArgumentParser(prog="python -m bench faults")
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--seconds", type=float, default=30.0, help="per case, fault a third of the way in")
     p.add_argument("--ack-timeout-s", type=float, default=10.0)

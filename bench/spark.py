@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
@@ -21,6 +20,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from smartcity.runtime.cli import ArgumentParser
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _files_per_hour(lake: str) -> float:
 
 
 def run(args: list[str]) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m bench spark")
+    ap = ArgumentParser(prog="python -m bench spark")
     ap.add_argument("--rows", type=int, default=400_000)
     ap.add_argument("--max-offsets", type=int, default=200_000)
     ap.add_argument("--latency-s", type=float, default=45.0)

@@ -16,23 +16,24 @@ traceback; nothing unacknowledged is lost, the broker redelivers it after a rest
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from typing import Any
 
+from smartcity.runtime.cli import ArgumentParser, cli, report
 from smartcity.runtime.obs import configure_logging
-from smartcity.runtime.settings import SettingsError, load, redacted
+from smartcity.runtime.settings import load, redacted
 
 from .config import ENV_PREFIX, BridgeSettings
 from .service import Bridge, install_signal_handlers
 
 log = logging.getLogger("bridge")
+PROG = "smartcity-bridge"
 
 
 def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
-    p = argparse.ArgumentParser(prog="smartcity-bridge", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=os.environ.get(ENV_PREFIX + "CONFIG"), help="TOML settings file")
     p.add_argument("--bridge-id", help="one fixed id per replica (default: the host name, if stable)")
     p.add_argument("--retire", action="store_true", default=None,
@@ -75,13 +76,13 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     return a.config, overrides
 
 
+@cli(PROG)
 def main(argv: list[str] | None = None) -> int:
     config, overrides = parse_args(argv)
     try:
         settings = load(BridgeSettings, config, ENV_PREFIX, overrides)
-    except (SettingsError, ValueError) as e:
-        print(f"smartcity-bridge: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a SettingsError, or a check of the settings' own
+        return report(PROG, e)
     configure_logging(settings.log_level, json=settings.log_json)
     log.info("settings", extra={"settings": redacted(settings)})
     try:
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         install_signal_handlers(bridge)
         bridge.start()
     except (ValueError, OSError) as e:
-        print(f"smartcity-bridge: {e}", file=sys.stderr)
-        return 2
+        return report(PROG, e)
     if bridge.http_port is not None:
         log.info("http", extra={"port": bridge.http_port})
     return bridge.run()

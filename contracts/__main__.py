@@ -58,17 +58,32 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+PROG = "python -m contracts"
+
+
+def usage_error(message: str) -> int:
+    """One line and exit 2, as every command does on a usage error (smartcity.runtime.cli, which
+    the ground floor's contracts do not import)."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("jsonschema", "docs"):
-        print(__doc__, file=sys.stderr)
-        return 2
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if not argv or argv[0] not in ("jsonschema", "docs") or len(argv) > (2 if argv[0] == "jsonschema" else 1):
+        return usage_error("expected `jsonschema [OUTDIR]` or `docs` (--help for usage)")
     if argv[0] == "docs":
         print(markdown())
         return 0
     out = Path(argv[1] if len(argv) > 1 else "contracts/jsonschema")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, schema in all_schemas().items():
-        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, schema in all_schemas().items():
+            (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    except OSError as e:
+        return usage_error(f"cannot write {e.filename or out}: {e.strerror}")
     print(f"wrote {len(all_schemas())} schemas to {out}")
     return 0
 

@@ -7,12 +7,10 @@ localhost.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 
 from smartcity.contracts.schema import ENVELOPE
 from smartcity.runtime import obs
+from smartcity.runtime.cli import ArgumentParser, cli
 from smartcity.edge.crash import CrashDetector
 from smartcity.edge.publisher import MqttPublisher, MqttSettings
 from smartcity.edge.queue import DurableQueue
@@ -233,7 +232,7 @@ class Agent:
             try:
                 target()
             except Exception:
-                log.exception("thread crashed", extra={"thread": name})
+                log.exception("thread crashed", extra={"thread_name": name})
         t = threading.Thread(target=guarded, name=name, daemon=True)
         t.start()
         self.threads.append(t)
@@ -419,7 +418,7 @@ class Agent:
 
 
 def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
-    p = argparse.ArgumentParser(prog="smartcity-edge", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="smartcity-edge", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML settings file (optional)")
     p.add_argument("--simulate", action="store_true", default=None,
                    help="no hardware: simulated Bangkok -> Pattaya trip at the wire")
@@ -481,19 +480,20 @@ def check_settings(s: AgentSettings) -> list[str]:
     return []
 
 
+@cli("smartcity-edge")
 def main(argv: list[str] | None = None) -> int:
     config, overrides = parse_args(argv)
+    settings = load_settings(AgentSettings, config, "SMARTCITY_EDGE_", overrides)
+    # One device id for records and the MQTT session/status topic.
+    settings.mqtt.device_id = settings.device_id
+    warnings = check_settings(settings)
     try:
-        settings = load_settings(AgentSettings, config, "SMARTCITY_EDGE_", overrides)
-        # One device id for records and the MQTT session/status topic.
-        settings.mqtt.device_id = settings.device_id
-        warnings = check_settings(settings)
-    except SettingsError as e:
-        print(f"smartcity-edge: {e}", file=sys.stderr)
-        return 2
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SettingsError(f"data_dir: cannot create {settings.data_dir}: {e.strerror}") from None
     obs.configure_logging(settings.log_level)
     for w in warnings:
-        log.warning(w)
+        log.warning("starting despite a setting", extra={"reason": w})
     agent = Agent(settings, Notifier.from_environ())
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stop_event.set())

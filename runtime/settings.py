@@ -242,7 +242,9 @@ def load(cls: type[T], toml_path: str | os.PathLike | None = None, env_prefix: s
                 layers.append((f"file {p}", tomllib.load(fh)))
         except FileNotFoundError:
             raise SettingsError(f"settings file {p} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
+        except OSError as e:  # a directory, no permission, ...
+            raise SettingsError(f"settings file {p} cannot be read: {e.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SettingsError(f"settings file {p} is not valid TOML: {e}") from None
     env, origin = env_layer(cls, env_prefix, os.environ if environ is None else environ)
     if env:

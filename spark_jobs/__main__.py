@@ -16,8 +16,11 @@ import logging
 import signal
 import sys
 
+from smartcity.runtime.cli import ArgumentParser, cli
+from smartcity.runtime.obs import configure_logging
+
 from .partitions import partition_dt, partition_hour
-from .settings import load
+from .settings import kafka_options, load
 
 
 def _checked(parse, what: str):
@@ -58,9 +61,10 @@ def _settings(a: argparse.Namespace):
     return load(a.config, ov)
 
 
+@cli("smartcity-lake")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="smartcity-lake", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="smartcity-lake", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("stream", help="run the Kafka -> lake streaming job")
     _common(st)
@@ -83,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "compact" and not ((a.all and not (a.dt or a.hour)) or (not a.all and a.dt and a.hour)):
         co.error("compact needs --dt and --hour, or --all (not both)")
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    s = _settings(a)
+    configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
+    s = _settings(a)   # a settings error: one line, exit 2 (runtime.cli), before Spark starts
     if a.cmd == "ddl":
         from .ddl import render
         sys.stdout.write(render(s.lake, a.dialect))
         return 0
     if a.cmd == "stream":
+        kafka_options(s)   # an unreadable secret file or key: one line, exit 2, before Spark starts
         from .lake import run
         # SIGTERM -> KeyboardInterrupt so the query stops between batches (a kill -9 is also safe).
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

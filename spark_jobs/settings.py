@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from smartcity.contracts import RECORD_TYPES
+from smartcity.runtime.settings import SettingsError
 
 ENV_PREFIX = "SMARTCITY_LAKE_"
 
@@ -163,13 +164,13 @@ def _read(path: Path, what: str) -> str:
     try:
         return Path(path).read_text()
     except OSError as e:  # the path is named, never the content
-        raise ValueError(f"kafka.{what}: cannot read {path}: {e.strerror}") from None
+        raise SettingsError(f"kafka.{what}: cannot read {path}: {e.strerror}") from None
 
 
 def _jaas_quote(value: str, what: str) -> str:
     """A JAAS option value in double quotes (Kafka parses it with java.io.StreamTokenizer)."""
     if any(ord(c) < 0x20 or c == "\x7f" for c in value):
-        raise ValueError(f"kafka.{what} contains a control character")
+        raise SettingsError(f"kafka.{what} contains a control character")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -181,7 +182,7 @@ def kafka_options(s: LakeSettings) -> KafkaOptions:
     start). TLS: the CA as a PEM truststore file (kafka.ssl.truststore.type=PEM, .location: on a
     cluster the file must be at that path on every executor); a client certificate and key are
     passed as PEM text (kafka.ssl.keystore.certificate.chain/.key), so executors need no copy.
-    Raises ValueError naming the setting when a file is missing or unusable."""
+    Raises SettingsError (a ValueError) naming the setting when a file is missing or unusable."""
     k = s.kafka
     opts = KafkaOptions()
     for item in k.extra:
@@ -194,7 +195,7 @@ def kafka_options(s: LakeSettings) -> KafkaOptions:
         if k.sasl_password_file is not None:
             password = _read(k.sasl_password_file, "sasl_password_file").strip()
         if not password:
-            raise ValueError("kafka: the SASL password is empty")
+            raise SettingsError("kafka: the SASL password is empty")
         opts["kafka.sasl.mechanism"] = k.sasl_mechanism
         opts["kafka.sasl.jaas.config"] = (
             f"{SASL_LOGIN_MODULES[k.sasl_mechanism]} required "
@@ -203,16 +204,16 @@ def kafka_options(s: LakeSettings) -> KafkaOptions:
     if k.security_protocol in ("SSL", "SASL_SSL"):
         if k.ssl_ca_file is not None:
             if "-----BEGIN CERTIFICATE-----" not in _read(k.ssl_ca_file, "ssl_ca_file"):
-                raise ValueError(f"kafka.ssl_ca_file: {k.ssl_ca_file} holds no PEM certificate")
+                raise SettingsError(f"kafka.ssl_ca_file: {k.ssl_ca_file} holds no PEM certificate")
             opts["kafka.ssl.truststore.type"] = "PEM"
             opts["kafka.ssl.truststore.location"] = str(k.ssl_ca_file)
         if k.ssl_cert_file is not None:
             chain = _read(k.ssl_cert_file, "ssl_cert_file")
             key = _read(k.ssl_key_file, "ssl_key_file")
             if "-----BEGIN CERTIFICATE-----" not in chain:
-                raise ValueError(f"kafka.ssl_cert_file: {k.ssl_cert_file} holds no PEM certificate")
+                raise SettingsError(f"kafka.ssl_cert_file: {k.ssl_cert_file} holds no PEM certificate")
             if "-----BEGIN PRIVATE KEY-----" not in key:  # what Kafka's PEM keystore reads
-                raise ValueError(f"kafka.ssl_key_file: {k.ssl_key_file} is not an unencrypted PKCS#8 "
+                raise SettingsError(f"kafka.ssl_key_file: {k.ssl_key_file} is not an unencrypted PKCS#8 "
                                  "PEM key (convert: openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY8)")
             opts["kafka.ssl.keystore.type"] = "PEM"
             opts["kafka.ssl.keystore.certificate.chain"] = chain

@@ -262,13 +262,18 @@ def test_replay_cli_prints_one_json_fix_per_line(tmp_path):
                             "sats_used", "hdop"}
 
 
-def test_replay_cli_never_crashes_on_garbage_or_missing_files(tmp_path):
+def test_replay_cli_never_crashes_on_garbage_and_names_a_missing_file(tmp_path):
     junk = tmp_path / "junk.log"
     junk.write_bytes(bytes(range(256)) * 50 + b"$GPRMC,,,,*\r\n$$$$*ZZ\n")
-    for path in (junk, tmp_path / "missing.log"):
-        out = subprocess.run([sys.executable, "-m", "smartcity.edge.gps", "replay", str(path)], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0 and out.stdout == "", out.stderr
+    out = subprocess.run([sys.executable, "-m", "smartcity.edge.gps", "replay", str(junk)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "", out.stderr
+    # a file that cannot be read is the person's mistake: one line naming it, exit 2 (runtime.cli)
+    missing = tmp_path / "missing.log"
+    out = subprocess.run([sys.executable, "-m", "smartcity.edge.gps", "replay", str(missing)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.splitlines() == [f"python -m edge.gps: cannot read {missing}: No such file or directory"]
 
 
 def test_receiver_without_time_reports_one_no_fix_per_cycle():

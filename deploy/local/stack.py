@@ -26,7 +26,6 @@ Two listeners on loopback, one password file and one ACL (per_listener_settings 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from smartcity.runtime.cli import ArgumentParser, report
+from smartcity.runtime.obs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +346,7 @@ def device_cert_toml(stack: Stack, device_id: str, files: dict[str, Path]) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deploy.local.stack", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m deploy.local.stack", description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=("up", "down", "status", "device-cert"))
     ap.add_argument("device_id", nargs="?", help="device-cert: the device id (the certificate's CN)")
     ap.add_argument("--run-dir", default="run", type=Path)
@@ -366,8 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if (a.command == "device-cert") != (a.device_id is not None):
         ap.error("device-cert takes one device id; the other commands none")
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
     stack = Stack(a.run_dir)
     try:
         if a.command == "up":
@@ -389,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(stack.down(), sort_keys=True))
         return 0
     except StackError as e:
+        if a.command == "device-cert":  # a device id that cannot be one: the person's mistake
+            return report(f"{ap.prog} {a.command}", e)
         print(f"stack {a.command}: {e}", file=sys.stderr)
-        return 2 if a.command == "device-cert" else 1
+        return 1
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for an operator
         print(f"stack {a.command} failed: {e}", file=sys.stderr)
         return 1

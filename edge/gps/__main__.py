@@ -1,7 +1,6 @@
 """python -m edge.gps replay FILE | read PORT [--baud N]: print one JSON object per fix."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
@@ -9,6 +8,8 @@ import sys
 import threading
 
 from smartcity.contracts.envelope import format_ts
+from smartcity.runtime.cli import ArgumentParser, UsageError, cli
+from smartcity.runtime.obs import configure_logging
 
 from . import NmeaPipeline
 from .fix import Fix
@@ -46,11 +47,12 @@ def read(port: str, baud: int) -> None:
 
     r = GpsReader(port, baud, on_fix)
     r.run(stop)
-    log.info("gps reader stopped: %s", r.stats.as_dict())
+    log.info("gps reader stopped", extra={"stats": r.stats.as_dict()})
 
 
+@cli("python -m edge.gps")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge.gps", description=__doc__)
+    ap = ArgumentParser(prog="python -m edge.gps", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true", help="log counters and reasons")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("replay", help="decode a captured NMEA log")
@@ -59,19 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     rd.add_argument("port")
     rd.add_argument("--baud", type=int, default=9600)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(logging.INFO if args.verbose else logging.WARNING, json=False)
     if args.cmd == "replay":
         try:
             stats = replay(args.file)
         except OSError as e:
-            # a replay never fails on content; an unreadable file is reported, not raised
-            log.error("cannot read %s: %s", args.file, e)
-            return 0
+            # a replay never fails on content; a file that cannot be read is a usage error
+            raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
         except Exception:  # a parser bug: report it, keep the fixes printed so far
-            log.exception("replay of %s aborted", args.file)
+            log.exception("replay aborted", extra={"file": args.file})
             return 0
-        log.info("replay %s: %s", args.file, stats)
+        log.info("replay done", extra={"file": args.file, "stats": stats})
         return 0
     read(args.port, args.baud)
     return 0
