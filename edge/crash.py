@@ -88,11 +88,12 @@ class CrashDetector:
         """emergency_data fields (no envelope) when a crash is confirmed or resolved, else None."""
         if speed_kmh is None or ts.tzinfo is None or speed_kmh < 0 or speed_kmh != speed_kmh:
             self.counters["rejected"] += 1
-            log.debug("crash detector: unusable sample ts=%s speed=%r", ts, speed_kmh)
+            log.debug("crash detector: unusable sample", extra={"sample_ts": ts, "speed_kmh": speed_kmh})
             return None
         if self._last_ts is not None and ts <= self._last_ts:
             self.counters["rejected"] += 1
-            log.debug("crash detector: sample not after the previous one (%s <= %s)", ts, self._last_ts)
+            log.debug("crash detector: sample not after the previous one",
+                      extra={"sample_ts": ts, "previous_ts": self._last_ts})
             return None
         self._last_ts = ts
         self.counters["samples"] += 1
@@ -104,7 +105,7 @@ class CrashDetector:
             c = self._candidate
             if speed_kmh > max(self.stopped_kmh, 0.3 * c.v_before_kmh):
                 self.counters["dismissed"] += 1      # it drove on: a glitch, not a crash
-                log.info("crash candidate dismissed: speed back to %.0f km/h", speed_kmh)
+                log.info("crash candidate dismissed: the speed came back", extra={"speed_kmh": speed_kmh})
                 self._candidate = None
             elif (ts - c.ts).total_seconds() < self.confirm_s:
                 c.v_after_kmh = min(c.v_after_kmh, speed_kmh)   # delta-v is to where it ended

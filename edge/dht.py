@@ -146,8 +146,8 @@ class DhtReader:
                 if reading is not None:
                     return reading
             self.stats.failed += 1
-            log.warning("dht: no plausible reading after %d attempts", self.retries + 1,
-                        extra={"stats": self.stats.as_dict()})
+            log.warning("dht: no plausible reading", extra={"attempts": self.retries + 1,
+                                                           "stats": self.stats.as_dict()})
             return None
 
     def close(self) -> None:
@@ -173,11 +173,11 @@ class DhtReader:
             humidity = self._device.humidity
         except RuntimeError as e:  # checksum, short buffer, sensor not found: try again later
             self.stats.read_errors += 1
-            log.debug("dht read failed: %s", e)
+            log.debug("dht read failed", extra={"error": str(e)})
             return None
         except Exception as e:  # not a timing glitch: release the pin, re-create next time
             self.stats.read_errors += 1
-            log.warning("dht device error, re-initialising: %r", e)
+            log.warning("dht device error, re-initialising", extra={"error": repr(e)})
             self._exit_device()
             return None
         if temperature is None or humidity is None:
@@ -191,7 +191,7 @@ class DhtReader:
         why = plausibility(temperature, humidity, ref, now, self._filter)
         if why is not None:
             self.stats.implausible += 1
-            log.info("dht read rejected: %s", why)
+            log.info("dht read rejected", extra={"reason": why})
             return None
         reading = DhtReading(float(temperature), float(humidity), now)
         if ref is None and self.confirm_first:
@@ -212,7 +212,7 @@ class DhtReader:
             try:
                 dev.exit()
             except Exception as e:  # releasing a broken device must not break the reader
-                log.debug("dht exit failed: %r", e)
+                log.debug("dht exit failed", extra={"error": repr(e)})
 
 
 def hardware_device(model: str, pin: str, use_pulseio: bool = True):

@@ -33,7 +33,8 @@ def _address(value: str | None) -> str | None:
     if value.startswith("/"):
         return value
     # systemd >= 254 may also hand out vsock:CID:PORT (VMs); nothing on a Pi does.
-    log.warning("NOTIFY_SOCKET %r is not an AF_UNIX path; systemd notifications are off", value)
+    log.warning("NOTIFY_SOCKET is not an AF_UNIX path; systemd notifications are off",
+                extra={"notify_socket": value})
     return None
 
 
@@ -101,7 +102,7 @@ class Notifier:
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as e:
             if not self._failed:   # once: a watchdog ping every few seconds must not flood the log
-                log.warning("cannot notify the service manager: %s", e)
+                log.warning("cannot notify the service manager", extra={"error": str(e)})
                 self._failed = True
             return False
         self._failed = False

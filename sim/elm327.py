@@ -181,7 +181,7 @@ class Elm327Emulator:
         try:
             lines = self._lines(c)
         except Exception:  # e.g. values() failing: the adapter keeps answering, like a car would
-            log.exception("elm327 emulator: cannot answer %r", cmd)
+            log.exception("elm327 emulator: cannot answer", extra={"command": cmd})
             lines = ["NO DATA"]
         if self.reply_delay_s and not c.startswith("AT"):
             time.sleep(self.reply_delay_s)

@@ -196,8 +196,8 @@ class BatchCommitter:
     def resume(self, batch_id: int) -> dict:
         """Finish a batch whose manifest is pending; returns the manifest."""
         manifest = json.loads(self.log_fs.read_text(self._marker(batch_id, "pending")))
-        log.warning("lake: rolling forward batch %d from its manifest (%d files)", batch_id,
-                    len(manifest["moves"]))
+        log.warning("lake: rolling a batch forward from its manifest",
+                    extra={"batch_id": batch_id, "files": len(manifest["moves"])})
         self._roll_forward(manifest)
         return manifest
 

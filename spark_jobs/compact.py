@@ -103,7 +103,7 @@ def compact_hour(spark: SparkSession, s: LakeSettings, topic: str, dt: str, hour
     os.rename(new_dir, replaced)  # new_dir now holds the old files
     result.update(files_after=len(staged) + len(arrived), rows_before=rows_before, rows_after=rows_after,
                   late_files_kept=len(arrived))
-    log.info("compact: %s", result)
+    log.info("compact: hour rewritten", extra={"result": result})
     return result
 
 
@@ -126,5 +126,5 @@ def hours(s: LakeSettings, topic: str) -> list[tuple[str, str]]:
             try:
                 out.append((partition_dt(d.name[3:]), partition_hour(h.name[5:])))
             except ValueError as e:  # not written by the lake job: leave it alone
-                log.warning("compact: skipping %s: %s", h, e)
+                log.warning("compact: skipping a folder", extra={"folder": str(h), "error": str(e)})
     return out

@@ -238,7 +238,7 @@ class LakeWriter:
             # plan once so the dedup state store records this batch's version.
             batch.write.format("noop").mode("overwrite").save()
             info = self.committer.resume(batch_id) if state == "pending" else self.committer.done_info(batch_id)
-            log.warning("lake: batch %d was already %s; reused its files", batch_id, state)
+            log.warning("lake: batch already written; reused its files", extra={"batch_id": batch_id, "state": state})
             self._count(info.get("counts", {}))
             self.last_batch = batch_id
             return
@@ -289,10 +289,10 @@ class LakeWriter:
         t_end = time.monotonic()
         self.timings.append({"batch": batch_id, "classify_count_s": round(t_count - t0, 2),
                              "write_s": round(t_write - t_count, 2), "commit_s": round(t_end - t_write, 2)})
-        log.info("lake: batch %d committed: %s files, counts %s, %.2f s", batch_id, len(moves),
-                 counts, time.monotonic() - t0)
+        log.info("lake: batch committed", extra={"batch_id": batch_id, "files": len(moves), "counts": counts,
+                                                 "seconds": round(time.monotonic() - t0, 2)})
         if nq:
-            log.warning("lake: batch %d quarantined %d records", batch_id, nq)
+            log.warning("lake: batch quarantined records", extra={"batch_id": batch_id, "quarantined": nq})
 
     def _count(self, counts: dict[str, int]) -> None:
         for k, v in counts.items():

@@ -160,6 +160,7 @@ def build_session(settings: LakeSettings, app_name: str = "smartcity-lake"):
         want = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
         jars = spark.sparkContext.getConf().get("spark.jars", "")
         if want not in jars:  # compaction does not need it; the Kafka source would fail obscurely
-            log.warning("%s was not passed to spark-submit: the stream needs "
-                        '--jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" (docs/lake.md)', want)
+            log.warning("the Kafka source's jar was not passed to spark-submit: the stream needs "
+                        '--jars "$(ls .cache/spark-jars/*.jar | paste -sd,)" (docs/lake.md)',
+                        extra={"jar": want})
     return spark

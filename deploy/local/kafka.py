@@ -258,11 +258,11 @@ class KafkaServer:
             self._java("kafka.Kafka", str(self.props_path)),
             stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
             start_new_session=True)  # a Ctrl-C to the test runner must not kill the broker mid-write
-        log.info("kafka starting pid=%s bootstrap=%s", self.proc.pid, self.bootstrap)
+        log.info("kafka starting", extra={"pid": self.proc.pid, "bootstrap": self.bootstrap})
         if wait:
             self.wait_ready(self.start_timeout_s)
             self.last_start_s = time.monotonic() - t0
-            log.info("kafka ready in %.1fs", self.last_start_s)
+            log.info("kafka ready", extra={"start_s": round(self.last_start_s, 1)})
         return self
 
     def running(self) -> bool:
@@ -305,7 +305,7 @@ class KafkaServer:
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                log.warning("kafka did not stop in %.0fs; killing", timeout_s)
+                log.warning("kafka did not stop in time; killing", extra={"timeout_s": timeout_s})
                 self.proc.kill()
                 self.proc.wait(10)
         self._close()

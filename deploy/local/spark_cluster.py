@@ -132,21 +132,21 @@ class SparkCluster:
         self.work_dir.mkdir(exist_ok=True)
         self.master = self._spawn("master", [MASTER_CLASS, "--host", self.host, "--port", str(self.port),
                                              "--webui-port", str(self.webui_port)])
-        log.info("spark master starting pid=%s %s", self.master.pid, self.master_url)
+        log.info("spark master starting", extra={"pid": self.master.pid, "url": self.master_url})
         try:
             self._wait(lambda st: st is not None and st.get("status") == "ALIVE", "the master")
             self.worker = self._spawn("worker", [WORKER_CLASS, self.master_url, "--host", self.host,
                                                  "--cores", str(self.cores), "--memory", self.memory,
                                                  "--work-dir", str(self.work_dir),
                                                  "--webui-port", str(self.worker_webui_port)])
-            log.info("spark worker starting pid=%s", self.worker.pid)
+            log.info("spark worker starting", extra={"pid": self.worker.pid})
             if wait:
                 self.wait_ready()
         except BaseException:
             self.stop()
             raise
         self.last_start_s = time.monotonic() - t0
-        log.info("spark cluster ready in %.1fs: %s", self.last_start_s, self.master_url)
+        log.info("spark cluster ready", extra={"start_s": round(self.last_start_s, 1), "url": self.master_url})
         return self
 
     def running(self) -> bool:
@@ -204,7 +204,7 @@ class SparkCluster:
                 try:
                     p.wait(timeout_s)
                 except subprocess.TimeoutExpired:
-                    log.warning("spark %s did not stop in %.0fs; killing", attr, timeout_s)
+                    log.warning("spark process did not stop in time; killing", extra={"role": attr, "timeout_s": timeout_s})
                     _signal_group(p, signal.SIGKILL)
                     p.wait(10)
             setattr(self, attr, None)

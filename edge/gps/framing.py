@@ -72,7 +72,7 @@ class NmeaFramer:
     def _overflow(self) -> None:
         buf = self._buf
         self.rejected["overflow"] += 1
-        log.debug("gps framer: %d bytes without terminator dropped", len(buf))
+        log.debug("gps framer: bytes without terminator dropped", extra={"bytes": len(buf)})
         # keep a possible sentence start so a sentence beginning in the tail survives
         cut = max(buf.rfind(b"$"), buf.rfind(b"!"))
         if cut > 0 and len(buf) - cut <= MAX_SENTENCE_LEN:

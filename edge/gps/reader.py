@@ -142,7 +142,7 @@ class GpsReader:
             first = False
             self._new_session()
             self.stats.connected = True
-            log.info("gps: reading %s at %d baud", self.port, self.baud)
+            log.info("gps: reading", extra={"port": self.port, "baud": self.baud})
             got_data = self._read_until_lost(ser, stop)
             self.stats.connected = False
             try:
@@ -164,7 +164,7 @@ class GpsReader:
         try:
             return serial.Serial(self.port, self.baud, timeout=READ_TIMEOUT_S)
         except (serial.SerialException, OSError, ValueError) as e:
-            log.debug("gps: cannot open %s: %s", self.port, e)
+            log.debug("gps: cannot open the port", extra={"port": self.port, "error": str(e)})
             return None
 
     def _identity(self, st: os.stat_result) -> tuple[int, int, int]:
@@ -181,7 +181,7 @@ class GpsReader:
             try:
                 data = ser.read(ser.in_waiting or 1)
             except (serial.SerialException, OSError) as e:
-                log.warning("gps: %s lost: %s", self.port, e)
+                log.warning("gps: port lost", extra={"port": self.port, "error": str(e)})
                 return got_data
             if data:
                 got_data = True
@@ -190,16 +190,16 @@ class GpsReader:
                 except Exception:  # a parser bug must cost these bytes, not the GPS thread
                     self.stats.internal_errors += 1
                     self._framer.reset()
-                    log.exception("gps: failed to process %d bytes", len(data))
+                    log.exception("gps: failed to process bytes", extra={"bytes": len(data)})
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + PATH_CHECK_S
                 try:
                     current = self._identity(os.stat(self.port))
                 except OSError:
-                    log.warning("gps: %s vanished", self.port)
+                    log.warning("gps: port vanished", extra={"port": self.port})
                     return got_data
                 if opened is not None and current != opened:
-                    log.warning("gps: %s now points to another device", self.port)
+                    log.warning("gps: port now points to another device", extra={"port": self.port})
                     return got_data
         return got_data

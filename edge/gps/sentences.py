@@ -358,7 +358,7 @@ class Decoder:
                 self.ignored_sentences += 1
             else:
                 self.unknown_sentences += 1
-                log.debug("gps: unknown sentence %.10s", line)
+                log.debug("gps: unknown sentence", extra={"sentence": line[:10]})
             return None
         try:
             msg = pynmea2.parse(line, check=True)
@@ -367,18 +367,18 @@ class Decoder:
             return None
         except Exception as e:  # pynmea2 raises ParseError/ValueError/... on odd lines
             self.parse_errors += 1
-            log.debug("gps: unparseable %r: %s", line, e)
+            log.debug("gps: unparseable sentence", extra={"sentence": line, "error": str(e)})
             return None
         f = _Fields(msg.data)
         try:
             out = dec(line[1:3], f)
         except Exception as e:  # a decoder bug must not take the GPS down
             self.parse_errors += 1
-            log.warning("gps: decoder failed on %r: %s", line, e)
+            log.warning("gps: decoder failed", extra={"sentence": line, "error": str(e)})
             return None
         if f.errors:
             self.field_errors += f.errors
-            log.debug("gps: %d malformed field(s) in %r", f.errors, line)
+            log.debug("gps: malformed fields", extra={"fields": f.errors, "sentence": line})
         self.sentences_ok += 1
         return out
 

@@ -272,7 +272,7 @@ class Elm327:
                     replies, rest = split_prompts(buf)
                     if replies:
                         self._rest = rest
-                        log.debug("elm327 %s -> %r", command, replies[0])
+                        log.debug("elm327 reply", extra={"command": command, "reply": replies[0]})
                         return replies[0]
                 if time.monotonic() >= deadline:
                     raise AdapterTimeout(f"no prompt from OBD adapter within {timeout_s:.1f} s "

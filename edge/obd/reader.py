@@ -114,7 +114,7 @@ class ObdReader:
             raise
         self.supported, self.vin, self._vin_done, self._vin_attempts = None, None, False, 0
         self.stats.connected = True
-        log.info("obd: %s on %s at %d baud", banner, self.port, self.baud)
+        log.info("obd: adapter ready", extra={"banner": banner, "port": self.port, "baud": self.baud})
 
     def close(self) -> None:
         self.elm.close()
@@ -137,7 +137,7 @@ class ObdReader:
         except ElmError as e:
             self._last_error = e
             self.stats.error(e.kind)
-            log.debug("obd: %s -> %s", command, e)
+            log.debug("obd: no answer", extra={"command": command, "error": str(e)})
         return None
 
     def discover(self) -> bool:
@@ -155,15 +155,14 @@ class ObdReader:
                 found |= pids.supported_pids(base, msgs)
             except DecodeError as e:
                 self.stats.error(e.kind)
-                log.warning("obd: %s", e)
+                log.warning("obd: cannot decode the supported PIDs", extra={"error": str(e)})
                 if base == 0:
                     return False
                 break
         self.supported = found
         skipped = sorted(p for p in pids.MODE01 if p not in found)
-        log.info("obd: supported PIDs %s; not asked: %s",
-                 " ".join(f"{p:02X}" for p in sorted(found)),
-                 " ".join(f"{p:02X}" for p in skipped) or "none")
+        log.info("obd: supported PIDs", extra={"pids": " ".join(f"{p:02X}" for p in sorted(found)),
+                                                "not_asked": " ".join(f"{p:02X}" for p in skipped)})
         return True
 
     def read_once(self) -> dict:
@@ -192,7 +191,7 @@ class ObdReader:
                     self.stats.reads_ok += 1
                 except DecodeError as e:
                     self.stats.error(e.kind)
-                    log.warning("obd: %s", e)
+                    log.warning("obd: cannot decode a reply", extra={"field": pid.field, "error": str(e)})
             if self._answers and not self._vin_done:
                 self._read_vin()
         ecu_silent = self._answers == 0
@@ -222,7 +221,7 @@ class ObdReader:
             self.stats.reads_ok += 1
         except DecodeError as e:
             self.stats.error("vin")
-            log.warning("obd: %s", e)
+            log.warning("obd: cannot decode the VIN", extra={"error": str(e)})
 
     # -- loop ----------------------------------------------------------------------------------
     def _jitter(self, delay: float) -> float:
@@ -250,7 +249,7 @@ class ObdReader:
                     self.stats.timeouts += 1
                 else:
                     self.stats.error(e.kind)
-                log.warning("obd: %s; reconnecting in ~%.1f s", e, delay)
+                log.warning("obd: adapter lost; reconnecting", extra={"error": str(e), "delay_s": round(delay, 1)})
                 self.close()
                 self.stats.asleep = False
                 stop.wait(self._jitter(delay))
@@ -270,8 +269,9 @@ class ObdReader:
                 log.exception("obd: on_reading callback failed")
             asleep = is_asleep(reading, self.last_ecu_silent)
             if asleep and not self.stats.asleep:
-                log.info("obd: vehicle asleep (rpm=%s, battery_v=%s, ecu silent=%s); backing off",
-                         reading["rpm"], reading["battery_v"], self.last_ecu_silent)
+                log.info("obd: vehicle asleep; backing off", extra={
+                    "rpm": reading["rpm"], "battery_v": reading["battery_v"],
+                    "ecu_silent": self.last_ecu_silent})
             self.stats.asleep = asleep
             wait_s = max(interval_s, min(wait_s * 2, self.idle_max_s)) if asleep else interval_s
             self.current_interval_s = wait_s
