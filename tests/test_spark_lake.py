@@ -385,7 +385,8 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path):
     boto3 = pytest.importorskip("boto3")
     from deploy.local.s3 import S3Server
     if not S3Server.available():
-        pytest.skip("no S3-compatible server (deploy/setup.d/40-s3.sh builds one)")
+        pytest.skip("no S3-compatible server: moto[server] (the dev extra) is not installed and there "
+                    "is no .cache/bin/weed (docs/bridge.md, \"Local stack\")")
     topics = ["weather_data"]
     now = datetime.now(timezone.utc)
     sent = [record("weather_data", now - timedelta(hours=k % 2), device="s3dev") for k in range(25)]

@@ -111,7 +111,8 @@ def test_device_writes_only_its_own_topics_and_the_bridge_forwards_them(local_st
         col.close()
 
 
-@pytest.mark.skipif(not S3Server.available(), reason="no S3 server built (deploy/setup.d/40-s3.sh)")
+@pytest.mark.skipif(not S3Server.available(), reason="no S3-compatible server: moto[server] (the dev "
+                    "extra) is not installed and there is no .cache/bin/weed (docs/bridge.md)")
 def test_stack_s3_accepts_the_generated_keys(local_stack):
     import boto3
     run_dir, _, st = local_stack

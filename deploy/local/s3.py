@@ -5,9 +5,9 @@
                      aws_secret_access_key=s3.secret_key, region_name="us-east-1")
 
 Backends, first available wins:
-- SeaweedFS (`weed server -s3`), built from source with the Go toolchain by
-  deploy/setup.d/40-s3.sh into $SMARTCITY_CACHE/bin/weed. Apache-2.0; it checks signatures
-  against the access key and secret generated here.
+- SeaweedFS (`weed server -s3`), when a `weed` binary is at $SMARTCITY_CACHE/bin/weed (none of
+  deploy/setup.d builds it: too heavy for CI, docs/bridge.md "Local stack"). Apache-2.0; it checks
+  signatures against the access key and secret generated here.
 - moto's server (`moto[server]`, a pip package), only when weed is missing: it accepts any
   credentials, so it is fine for tests and the demo but not a place to keep data.
 
@@ -72,8 +72,9 @@ class S3Server:
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.kind = backend or ("seaweedfs" if weed_binary() else "moto" if moto_available() else None)
         if self.kind is None:
-            raise S3Error("no S3 server available: run deploy/setup.d/40-s3.sh (builds SeaweedFS) "
-                          "or pip install 'moto[server]'")
+            raise S3Error("no S3 server available: pip install 'moto[server]' (the dev extra; "
+                          "deploy/setup.sh installs it) or put a SeaweedFS `weed` binary at "
+                          f"{_cache() / 'bin' / 'weed'}")
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
 
