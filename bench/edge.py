@@ -181,6 +181,7 @@ def drain_benchmark(n: int = 100_000, payload_bytes: int = 300, window: int = 50
     from deploy.local.mosquitto import MosquittoServer
     from smartcity.edge.publisher import MqttPublisher, MqttSettings
     from smartcity.edge.queue import DurableQueue
+    from smartcity.runtime.obs import value
 
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="smartcity-drain-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -218,8 +219,8 @@ def drain_benchmark(n: int = 100_000, payload_bytes: int = 300, window: int = 50
         return {"readings": n, "payload_bytes_avg": round(avg_payload, 1), "window": window,
                 "delivery": delivery, "fsync": fsync, "fill_s": round(fill_s, 3),
                 "drain_s": round(drain_s, 3), "readings_per_s": round((n - left) / drain_s, 1),
-                "left_in_queue": left, "published_total": pub.m_published.get(),
-                "acks_total": pub.m_acks.get()}
+                "left_in_queue": left, "published_total": value(pub.m_published),
+                "acks_total": value(pub.m_acks)}
     finally:
         q.close()
         peer.close()

@@ -35,7 +35,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from smartcity.contracts.acks import AckRanges, find_event_id
 from smartcity.runtime.mqtt import apply_auth_tls
-from smartcity.runtime.obs import CallbackGauge, Registry, serve_http
+from prometheus_client import CollectorRegistry, Counter
+
+from smartcity.runtime.obs import counter_fn, gauge_fn, serve_http, summary_fn, value
 
 from .config import BridgeSettings, kafka_config
 from .core import (BRIDGE_ERROR, DLQ_REASONS, HEADERS_TOO_LARGE, KAFKA_REJECTED, AckWindow, Rejection,
@@ -43,12 +45,6 @@ from .core import (BRIDGE_ERROR, DLQ_REASONS, HEADERS_TOO_LARGE, KAFKA_REJECTED,
 from .mqtt_client import BridgeMqttClient
 
 log = logging.getLogger(__name__)
-
-
-class _HotCounter(CallbackGauge):
-    """A counter whose value lives in a plain attribute of the bridge: the per-message paths
-    increment an int (one writer thread each, no lock) and the scrape reads it."""
-    kind = "counter"
 
 
 _B0, _B1 = b"0", b"1"
@@ -61,11 +57,11 @@ PRESENCE_PREFIX = "smartcity/bridge/v1/"
 
 
 class Bridge:
-    def __init__(self, settings: BridgeSettings, registry: Registry | None = None):
+    def __init__(self, settings: BridgeSettings, registry: CollectorRegistry | None = None):
         self.s = settings
         self.router = Router(settings.routes, raw_topics=settings.raw_topics)
         self.window = AckWindow()
-        self.registry = registry or Registry()
+        self.registry = registry if registry is not None else CollectorRegistry()
         self._bid = settings.bridge_id.encode()
         self._ack_lock = threading.Lock()
         self._stop = threading.Event()
@@ -111,59 +107,61 @@ class Bridge:
     # metrics ---------------------------------------------------------------------------------
     def _metrics(self) -> None:
         r = self.registry
+        # Per-message counts are plain attributes, one writer thread each and no lock: the hot
+        # path pays an int increment, the scrape reads them (runtime.obs callbacks).
         self.n_received = 0                       # MQTT thread only
         self.n_forwarded: dict[str, int] = {}     # Kafka delivery thread only
         self.lat_sum_s = 0.0
         self.lat_count = 0
-        for name, help_, fn, labels in (
-                ("bridge_received_total", "MQTT messages received", lambda: self.n_received, ()),
-                ("bridge_forwarded_total", "Messages confirmed by Kafka in their data topic",
-                 lambda: {(t,): n for t, n in list(self.n_forwarded.items())}, ("topic",)),
-                ("bridge_kafka_delivery_seconds_sum", "Sum of produce-to-acknowledgement times",
-                 lambda: self.lat_sum_s, ()),
-                ("bridge_kafka_delivery_seconds_count", "Number of Kafka acknowledgements timed",
-                 lambda: self.lat_count, ())):
-            r._register(_HotCounter(name, help_, fn, labels))
-        self.m_dlq = r.counter("bridge_dlq_total", "Messages confirmed in the dead-letter topic",
-                               ("reason",))
+        counter_fn(r, "bridge_received_total", "MQTT messages received", lambda: self.n_received)
+        counter_fn(r, "bridge_forwarded_total", "Messages confirmed by Kafka in their data topic",
+                   lambda: {(t,): n for t, n in list(self.n_forwarded.items())}, ("topic",))
+        summary_fn(r, "bridge_kafka_delivery_seconds",
+                   "Produce-to-acknowledgement times of the messages Kafka confirmed",
+                   lambda: (self.lat_count, self.lat_sum_s))
+        self.m_dlq = Counter("bridge_dlq_total", "Messages confirmed in the dead-letter topic",
+                             ("reason",), registry=r)
         for reason in DLQ_REASONS:
-            self.m_dlq.inc(0, reason=reason)
-        self.m_acked = r.counter("bridge_acked_total", "PUBACKs sent to the MQTT broker")
-        self.m_device_acks = r.counter("bridge_device_ack_messages_total",
-                                       "End-to-end acknowledgement messages published to devices")
-        self.m_device_acked = r.counter("bridge_device_acked_readings_total",
-                                        "Readings acknowledged end to end to their devices")
-        self.m_reconnects = r.counter("bridge_reconnects_total", "Connections re-established",
-                                      ("side",))
-        self.m_kafka_errors = r.counter("bridge_kafka_errors_total", "Kafka client errors", ("code",))
-        self.m_retries = r.counter("bridge_produce_retries_total",
-                                   "Messages produced again after a failed delivery")
-        r.gauge_fn("bridge_inflight", "Messages received and not yet acknowledged", lambda: len(self.window))
-        r.gauge_fn("bridge_produce_waiting",
-                   "Messages waiting for room in the producer's local queue or for a DLQ retry",
-                   lambda: len(self._pending) + len(self._delayed))
-        r.gauge_fn("bridge_kafka_delivery_seconds_p99", "p99 of the last 4096 Kafka delivery times",
-                   lambda: self._quantile(0.99))
-        r.gauge_fn("bridge_kafka_delivery_seconds_p50", "median of the last 4096 Kafka delivery times",
-                   lambda: self._quantile(0.50))
-        r.gauge_fn("bridge_mqtt_connected", "1 while connected to the MQTT broker",
-                   lambda: int(self._connected))
-        r.gauge_fn("bridge_mqtt_subscribed", "1 once the broker granted the subscription on this connection",
-                   lambda: int(self._subscribed))
-        r.gauge_fn("bridge_mqtt_session_present",
-                   "1 when the broker resumed this bridge's session on the last connect (0: a new "
-                   "session; what it queued for this id before, if anything, is gone)",
-                   lambda: int(self._session_present))
-        r.gauge_fn("bridge_group_member_offline",
-                   "Per member of the shared-subscription group (retained presence): 1 while it is "
-                   "offline, its session queueing its share of the messages at the broker; 0 online",
-                   lambda: {(k,): int(not v) for k, v in list(self._members.items())}, ("member",))
-        self.m_taken_over = r.counter("bridge_mqtt_session_taken_over_total",
-                                      "Disconnects because another client connected with this client id")
-        r.gauge_fn("bridge_kafka_up", "0 while every Kafka broker is unreachable",
-                   lambda: int(self._kafka_up))
-        r.gauge_fn("bridge_seconds_since_last_message", "Seconds since the last MQTT message",
-                   lambda: round(time.monotonic() - self._last_received, 3))
+            self.m_dlq.labels(reason=reason)
+        self.m_acked = Counter("bridge_acked_total", "PUBACKs sent to the MQTT broker", registry=r)
+        self.m_device_acks = Counter("bridge_device_ack_messages_total",
+                                     "End-to-end acknowledgement messages published to devices",
+                                     registry=r)
+        self.m_device_acked = Counter("bridge_device_acked_readings_total",
+                                      "Readings acknowledged end to end to their devices", registry=r)
+        self.m_reconnects = Counter("bridge_reconnects_total", "Connections re-established",
+                                    ("side",), registry=r)
+        self.m_kafka_errors = Counter("bridge_kafka_errors_total", "Kafka client errors", ("code",),
+                                      registry=r)
+        self.m_retries = Counter("bridge_produce_retries_total",
+                                 "Messages produced again after a failed delivery", registry=r)
+        gauge_fn(r, "bridge_inflight", "Messages received and not yet acknowledged", lambda: len(self.window))
+        gauge_fn(r, "bridge_produce_waiting",
+                 "Messages waiting for room in the producer's local queue or for a DLQ retry",
+                 lambda: len(self._pending) + len(self._delayed))
+        gauge_fn(r, "bridge_kafka_delivery_seconds_p99", "p99 of the last 4096 Kafka delivery times",
+                 lambda: self._quantile(0.99))
+        gauge_fn(r, "bridge_kafka_delivery_seconds_p50", "median of the last 4096 Kafka delivery times",
+                 lambda: self._quantile(0.50))
+        gauge_fn(r, "bridge_mqtt_connected", "1 while connected to the MQTT broker",
+                 lambda: int(self._connected))
+        gauge_fn(r, "bridge_mqtt_subscribed", "1 once the broker granted the subscription on this connection",
+                 lambda: int(self._subscribed))
+        gauge_fn(r, "bridge_mqtt_session_present",
+                 "1 when the broker resumed this bridge's session on the last connect (0: a new "
+                 "session; what it queued for this id before, if anything, is gone)",
+                 lambda: int(self._session_present))
+        gauge_fn(r, "bridge_group_member_offline",
+                 "Per member of the shared-subscription group (retained presence): 1 while it is "
+                 "offline, its session queueing its share of the messages at the broker; 0 online",
+                 lambda: {(k,): int(not v) for k, v in list(self._members.items())}, ("member",))
+        self.m_taken_over = Counter("bridge_mqtt_session_taken_over_total",
+                                    "Disconnects because another client connected with this client id",
+                                    registry=r)
+        gauge_fn(r, "bridge_kafka_up", "0 while every Kafka broker is unreachable",
+                 lambda: int(self._kafka_up))
+        gauge_fn(r, "bridge_seconds_since_last_message", "Seconds since the last MQTT message",
+                 lambda: round(time.monotonic() - self._last_received, 3))
 
     def _quantile(self, q: float) -> float:
         xs = sorted(self._latencies)
@@ -249,7 +247,7 @@ class Bridge:
         self._delayed = deque(i for i in self._delayed if i[1][4][1] == 0)
         self._connects += 1
         if self._connects > 1:
-            self.m_reconnects.inc(side="mqtt")
+            self.m_reconnects.labels(side="mqtt").inc()
         self._connected = True
         self._session_present = bool(flags.session_present)
         if self.s.retire:
@@ -378,7 +376,7 @@ class Bridge:
         except Exception as e:  # noqa: BLE001 - KafkaException (MSG_SIZE_TOO_LARGE...), TypeError:
             # this message's problem, not the bridge's: it must not stop the I/O loop.
             err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
-            self.m_kafka_errors.inc(code=err.name() if err else type(e).__name__)
+            self.m_kafka_errors.labels(code=err.name() if err else type(e).__name__).inc()
             self._refused(topic, value, key, headers, entry, dlq_reason,
                           f"produce: {err.str() if err else e}", err.code() if err else None)
         return True
@@ -452,7 +450,7 @@ class Bridge:
                 self.lat_sum_s += lat
                 self.lat_count += 1
             if dlq_reason is not None:
-                self.m_dlq.inc(reason=dlq_reason)
+                self.m_dlq.labels(reason=dlq_reason).inc()
             else:
                 self.n_forwarded[topic] = self.n_forwarded.get(topic, 0) + 1
             if not self._kafka_up:
@@ -462,7 +460,7 @@ class Bridge:
                 # In Kafka (data or dead-letter topic): the device may delete the reading.
                 self.acks.add(*entry[3])
             return
-        self.m_kafka_errors.inc(code=err.name())
+        self.m_kafka_errors.labels(code=err.name()).inc()
         if err.retriable() or err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT):
             self.m_retries.inc()
             self._produce(topic, value, key, headers, entry, dlq_reason)
@@ -471,7 +469,7 @@ class Bridge:
             self._refused(topic, value, key, headers, entry, dlq_reason, err.str(), err.code())
 
     def _on_kafka_error(self, err: KafkaError) -> None:
-        self.m_kafka_errors.inc(code=err.name())
+        self.m_kafka_errors.labels(code=err.name()).inc()
         if err.fatal():
             self._fatal = err.str()
             log.critical("kafka producer fatal error; exiting without acknowledging",
@@ -485,7 +483,7 @@ class Bridge:
             return
         self._kafka_up = up
         if up:
-            self.m_reconnects.inc(side="kafka")
+            self.m_reconnects.labels(side="kafka").inc()
             log.warning("kafka reachable again", extra={
                 "down_s": round(time.monotonic() - (self._kafka_down_since or time.monotonic()), 1)})
             self._kafka_down_since = None
@@ -626,7 +624,7 @@ class Bridge:
         log.warning("bridge stopped", extra={"drained": drained, "inflight_left": len(self.window),
                                              "deferred_to_next_session": self._deferred,
                                              "received": self.n_received,
-                                             "acked": self.m_acked.get()})
+                                             "acked": value(self.m_acked)})
         if self._fatal:
             return 3
         if self._loop_error:

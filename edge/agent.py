@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from smartcity.contracts.schema import ENVELOPE
 from smartcity.runtime import obs
 from smartcity.runtime.cli import ArgumentParser, cli
@@ -173,7 +175,7 @@ class Agent:
         else:
             now, source = self.time.now, "hw"
         self.recorder = Recorder(self.queue, settings.device_id, source, now)
-        self.metrics = obs.Registry()
+        self.metrics = CollectorRegistry()
         self.publisher = MqttPublisher(self.queue, settings.mqtt, self.metrics)
         self.crash = CrashDetector()
         self.last_position: tuple[float | None, float | None] = (None, None)
@@ -327,36 +329,36 @@ class Agent:
 
     def _register_metrics(self) -> None:
         m = self.metrics
-        m.gauge_fn("smartcity_edge_queue_depth", "Readings waiting in the durable queue",
-                   self.queue.depth)
-        m.gauge_fn("smartcity_edge_queue_oldest_age_seconds", "Age of the oldest queued reading",
-                   self.queue.oldest_age_s)
-        m.counter_fn("smartcity_edge_queue_dropped_total",
-                     "Readings dropped by the size/age bound or the disk policy",
-                     self.queue.dropped_total)
-        m.gauge_fn("smartcity_edge_queue_rejected", "Readings the broker refused, kept aside",
-                   self.queue.rejected_total)
-        m.counter_fn("smartcity_edge_queue_rejected_dropped_total",
-                     "Rejected readings dropped by the size/age bound or the disk policy",
-                     self.queue.rejected_dropped_total)
-        m.counter_fn("smartcity_edge_queue_refused_total",
-                     "Readings refused for lack of disk space since the agent started, by reason",
-                     lambda: {(k,): v for k, v in self.queue.refused_total().items()}, ["reason"])
-        m.gauge_fn("smartcity_edge_disk_free_bytes", "Free bytes of the queue's filesystem",
-                   lambda: nan_if_none(self.queue.disk_free_bytes()))
-        m.gauge_fn("smartcity_edge_disk_low", "1 while free space is below queue.min_free_bytes",
-                   lambda: int(self.queue.disk_low))
-        m.gauge_fn("smartcity_edge_published_per_second",
-                   "Readings acknowledged by the broker per second, over the last ~10 s",
-                   RateMeter(self.publisher.m_acks.get))
-        m.gauge_fn("smartcity_edge_last_fix_age_seconds", "Seconds since the last GPS fix",
-                   lambda: nan_if_none(self._last_fix_age()))
-        m.gauge_fn("smartcity_edge_records_total", "Records queued, by stream",
-                   lambda: {(k,): v for k, v in self.recorder.records_total.items()}, ["stream"])
-        m.gauge_fn("smartcity_edge_records_invalid_total", "Readings rejected by the contract",
-                   lambda: {(k,): v for k, v in self.recorder.invalid_total.items()}, ["stream"])
-        m.gauge_fn("smartcity_edge_sensor_errors_total", "Sensor errors, by sensor and kind",
-                   self._sensor_errors, ["sensor", "kind"])
+        obs.gauge_fn(m, "smartcity_edge_queue_depth", "Readings waiting in the durable queue",
+                     self.queue.depth)
+        obs.gauge_fn(m, "smartcity_edge_queue_oldest_age_seconds", "Age of the oldest queued reading",
+                     self.queue.oldest_age_s)
+        obs.counter_fn(m, "smartcity_edge_queue_dropped_total",
+                       "Readings dropped by the size/age bound or the disk policy",
+                       self.queue.dropped_total)
+        obs.gauge_fn(m, "smartcity_edge_queue_rejected", "Readings the broker refused, kept aside",
+                     self.queue.rejected_total)
+        obs.counter_fn(m, "smartcity_edge_queue_rejected_dropped_total",
+                       "Rejected readings dropped by the size/age bound or the disk policy",
+                       self.queue.rejected_dropped_total)
+        obs.counter_fn(m, "smartcity_edge_queue_refused_total",
+                       "Readings refused for lack of disk space since the agent started, by reason",
+                       lambda: {(k,): v for k, v in self.queue.refused_total().items()}, ["reason"])
+        obs.gauge_fn(m, "smartcity_edge_disk_free_bytes", "Free bytes of the queue's filesystem",
+                     lambda: nan_if_none(self.queue.disk_free_bytes()))
+        obs.gauge_fn(m, "smartcity_edge_disk_low", "1 while free space is below queue.min_free_bytes",
+                     lambda: int(self.queue.disk_low))
+        obs.gauge_fn(m, "smartcity_edge_published_per_second",
+                     "Readings acknowledged by the broker per second, over the last ~10 s",
+                     RateMeter(lambda: obs.value(self.publisher.m_acks)))
+        obs.gauge_fn(m, "smartcity_edge_last_fix_age_seconds", "Seconds since the last GPS fix",
+                     lambda: nan_if_none(self._last_fix_age()))
+        obs.counter_fn(m, "smartcity_edge_records_total", "Records queued, by stream",
+                       lambda: {(k,): v for k, v in self.recorder.records_total.items()}, ["stream"])
+        obs.counter_fn(m, "smartcity_edge_records_invalid_total", "Readings rejected by the contract",
+                       lambda: {(k,): v for k, v in self.recorder.invalid_total.items()}, ["stream"])
+        obs.counter_fn(m, "smartcity_edge_sensor_errors_total", "Sensor errors, by sensor and kind",
+                       self._sensor_errors, ["sensor", "kind"])
 
     # The error-like counters of each driver's stats (the rest are throughput, not errors).
     SENSOR_ERROR_KINDS = {

@@ -53,12 +53,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from smartcity.contracts.acks import ack_topic, decode_acks, find_event_id
 from smartcity.contracts.envelope import TOPIC_PREFIX
 
 from smartcity.runtime.mqtt import MqttConnection, apply_auth_tls
-from smartcity.runtime.obs import Registry
 from .queue import DurableQueue, Row
 from smartcity.runtime.ratelimit import LogLimiter
 
@@ -122,35 +122,37 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random |
 
 
 class MqttPublisher:
-    def __init__(self, queue: DurableQueue, settings: MqttSettings, metrics: Registry | None = None):
+    def __init__(self, queue: DurableQueue, settings: MqttSettings,
+                 metrics: CollectorRegistry | None = None):
         self.queue = queue
         self.settings = settings
-        self.metrics = metrics if metrics is not None else Registry()
-        m = self.metrics
-        self.m_published = m.counter("smartcity_mqtt_published_total",
-                                     "Queued readings handed to MQTT (resends included)")
-        self.m_acks = m.counter("smartcity_mqtt_publish_acks_total",
-                                "Readings confirmed and deleted from the queue (end to end: in "
-                                "Kafka, as the bridge reports; delivery=broker: on PUBACK)")
-        self.m_rejected = m.counter("smartcity_mqtt_publish_rejected_total",
-                                    "Readings the broker refused (PUBACK failure), moved aside",
-                                    ["reason"])
-        self.m_reconnects = m.counter("smartcity_mqtt_reconnects_total",
-                                      "Successful connections after the first")
-        self.m_connect_failures = m.counter("smartcity_mqtt_connect_failures_total",
-                                            "Connection attempts that failed or were refused")
-        self.m_not_delivered = m.counter("smartcity_mqtt_not_delivered_total",
-                                         "PUBACKs with 0x10 'no matching subscribers': the broker "
-                                         "dropped the reading; it is sent again")
-        self.m_resends = m.counter("smartcity_mqtt_resends_total",
-                                   "Times the publisher went back to the oldest unconfirmed reading",
-                                   ["reason"])
-        self.m_bad_acks = m.counter("smartcity_mqtt_bad_acks_total",
-                                    "Messages on the ack topic that were not valid acknowledgements")
-        self.m_inflight = m.gauge("smartcity_mqtt_inflight", "Publishes awaiting PUBACK")
-        self.m_unconfirmed = m.gauge("smartcity_mqtt_unconfirmed",
-                                     "Readings sent and not yet confirmed end to end")
-        self.m_connected = m.gauge("smartcity_mqtt_connected", "1 while connected to the broker")
+        self.metrics = m = metrics if metrics is not None else CollectorRegistry()
+        self.m_published = Counter("smartcity_mqtt_published_total",
+                                   "Queued readings handed to MQTT (resends included)", registry=m)
+        self.m_acks = Counter("smartcity_mqtt_publish_acks_total",
+                              "Readings confirmed and deleted from the queue (end to end: in "
+                              "Kafka, as the bridge reports; delivery=broker: on PUBACK)", registry=m)
+        self.m_rejected = Counter("smartcity_mqtt_publish_rejected_total",
+                                  "Readings the broker refused (PUBACK failure), moved aside",
+                                  ["reason"], registry=m)
+        self.m_reconnects = Counter("smartcity_mqtt_reconnects_total",
+                                    "Successful connections after the first", registry=m)
+        self.m_connect_failures = Counter("smartcity_mqtt_connect_failures_total",
+                                          "Connection attempts that failed or were refused", registry=m)
+        self.m_not_delivered = Counter("smartcity_mqtt_not_delivered_total",
+                                       "PUBACKs with 0x10 'no matching subscribers': the broker "
+                                       "dropped the reading; it is sent again", registry=m)
+        self.m_resends = Counter("smartcity_mqtt_resends_total",
+                                 "Times the publisher went back to the oldest unconfirmed reading",
+                                 ["reason"], registry=m)
+        self.m_bad_acks = Counter("smartcity_mqtt_bad_acks_total",
+                                  "Messages on the ack topic that were not valid acknowledgements",
+                                  registry=m)
+        self.m_inflight = Gauge("smartcity_mqtt_inflight", "Publishes awaiting PUBACK", registry=m)
+        self.m_unconfirmed = Gauge("smartcity_mqtt_unconfirmed",
+                                   "Readings sent and not yet confirmed end to end", registry=m)
+        self.m_connected = Gauge("smartcity_mqtt_connected", "1 while connected to the broker",
+                                 registry=m)
         self._rng = random.Random()
         self._stop_evt = threading.Event()
         self._flush_deadline: float | None = None
@@ -336,7 +338,7 @@ class MqttPublisher:
                 self._flush_acks()
                 cursor = None
                 self._rewind_at = None
-                self.m_resends.inc(reason=reason)
+                self.m_resends.labels(reason=reason).inc()
                 log.info("resending unconfirmed readings", extra={
                     "reason": reason, "unconfirmed": len(self._unconfirmed),
                     "next_timeout_s": self._timeout_s})
@@ -442,7 +444,7 @@ class MqttPublisher:
         code = reason_code.value
         if reason_code.is_failure:
             # Anything >= 0x80 is a refusal (e.g. 0x87 not authorised by the ACL).
-            self.m_rejected.inc(reason=str(reason_code))
+            self.m_rejected.labels(reason=str(reason_code)).inc()
             self._reject_log.error("broker rejected reading; moved to the rejected table", key=code,
                                    extra={"topic": row.topic, "seq": row.seq, "stream": row.stream,
                                           "reason": str(reason_code), "reason_code": code})

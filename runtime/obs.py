@@ -1,192 +1,125 @@
 """Observability for the edge agent and the bridge: metrics, /metrics + /healthz, JSON logs.
 
-Deliberately tiny (no prometheus_client on the Pi): Counter and Gauge with labels, callback
-gauges evaluated at scrape time, rendered in the Prometheus text exposition format 0.0.4.
+Metrics are prometheus_client's (pure Python, no dependencies: fine on a Pi), each service with its
+own `CollectorRegistry` (never the process-wide default, so a test can build several services):
+- what code updates as it goes: `prometheus_client.Counter` / `Gauge(..., registry=registry)`;
+- what lives elsewhere and is read at scrape time (plain ints a hot path increments, the queue's
+  persisted counts, a quantile): `counter_fn` / `gauge_fn` / `summary_fn`, one custom collector each.
+Names are given as exposed: prometheus_client strips a counter's `_total` and puts it back in the
+exposition. `value()` reads one series (logs, rates, tests); a registry's `get_sample_value(name,
+labels)` reads any sample by its exposed name. `/metrics` is prometheus_client's text format 0.0.4
+(`generate_latest`); `/healthz` is ours.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
-_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily, Metric,
+                                            SummaryMetricFamily)
+from prometheus_client.registry import Collector
 
+# prometheus_client gives every Counter a `<name>_created` series (its creation time): nothing here
+# reads it, and it would double the series a Pi exports. A process-wide switch, as the library has it.
+disable_created_metrics()
 
-def _fmt_value(v: float) -> str:
-    if isinstance(v, bool):
-        v = int(v)
-    if isinstance(v, int):
-        return str(v)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v))
+_FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "summary": SummaryMetricFamily}
 
 
-def _escape_label(v: str) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class Callback(Collector):
+    """One metric whose value lives elsewhere, read when scraped: fn() -> number, or
+    {label-values tuple: number} with labelnames; for a summary, fn() -> (count, sum).
+    The writer pays nothing (e.g. `self.n += 1` on a hot path); a scrape calls fn once.
+    A callback that raises is logged and left out of that scrape, never fails the scrape."""
 
-
-def _escape_help(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help: str, labelnames: Iterable[str] = ()):
-        if not _NAME_RE.fullmatch(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        self.name, self.help = name, help
-        self.labelnames = tuple(labelnames)
-        for ln in self.labelnames:
-            if not _LABEL_RE.fullmatch(ln) or ln.startswith("__"):
-                raise ValueError(f"invalid label name {ln!r} for {name}")
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-        if not self.labelnames:
-            self._values[()] = 0
-
-    def _key(self, labels: Mapping[str, object]) -> tuple[str, ...]:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
-
-    def get(self, **labels) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0)
-
-    def samples(self) -> list[tuple[tuple[str, ...], float]]:
-        with self._lock:
-            return sorted(self._values.items())
-
-
-class Counter(_Metric):
-    """Only goes up. Name it ..._total."""
-    kind = "counter"
-
-    def inc(self, amount: float = 1, **labels) -> None:
-        if amount < 0:
-            raise ValueError(f"{self.name}: counters only go up (got {amount})")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0) + amount
-
-
-class Gauge(_Metric):
-    kind = "gauge"
-
-    def set(self, value: float, **labels) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = value
-
-    def inc(self, amount: float = 1, **labels) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0) + amount
-
-    def dec(self, amount: float = 1, **labels) -> None:
-        self.inc(-amount, **labels)
-
-
-class CallbackGauge(_Metric):
-    """Value computed at scrape time: fn() -> number, or {label-values tuple: number}."""
-    kind = "gauge"
-
-    def __init__(self, name, help, fn: Callable[[], float | Mapping[tuple, float]], labelnames=(),
-                 kind: str = "gauge"):
-        super().__init__(name, help, labelnames)
+    def __init__(self, kind: str, name: str, help: str, fn: Callable[[], object],
+                 labelnames: Iterable[str] = ()):
         if not callable(fn):
             raise TypeError(f"{name}: fn must be callable, got {fn!r}")
-        self.kind = kind
-        self._fn = fn
-        self._values.clear()
+        self.kind, self.name, self.help, self.fn = kind, name, help, fn
+        self.labelnames = tuple(labelnames)
+        if kind == "summary" and self.labelnames:
+            raise ValueError(f"{name}: a callback summary has no labels")
+        self.describe()  # an unknown kind fails here, not at the first scrape
 
-    def samples(self):
-        v = self._fn()
-        if isinstance(v, Mapping):
-            return sorted((tuple(str(x) for x in k), val) for k, val in v.items())
-        return [((), v)]
+    def _family(self) -> Metric:
+        return _FAMILIES[self.kind](self.name, self.help, labels=self.labelnames)
 
-    def get(self, **labels) -> float:
-        return dict(self.samples()).get(self._key(labels), 0)
+    def describe(self) -> list[Metric]:
+        """What the registry checks a new metric's names against (no duplicate series)."""
+        return [self._family()]
+
+    def collect(self) -> list[Metric]:
+        try:
+            v = self.fn()
+            fam = self._family()
+            if self.kind == "summary":
+                count, total = v
+                fam.add_metric([], count_value=count, sum_value=total)
+            elif isinstance(v, Mapping):
+                for key, val in sorted(v.items()):
+                    fam.add_metric([str(x) for x in key], val)
+            else:
+                fam.add_metric([], v)
+        except Exception as e:  # a broken callback must not break the whole scrape
+            logging.getLogger(__name__).warning("metric callback failed",
+                                                extra={"metric": self.name, "error": repr(e)})
+            return []
+        return [fam]
 
 
-class Registry:
-    def __init__(self, prefix: str = ""):
-        self.prefix = prefix
-        self._metrics: dict[str, _Metric] = {}
-        self._lock = threading.Lock()
+def counter_fn(registry: CollectorRegistry, name: str, help: str, fn,
+               labelnames: Iterable[str] = ()) -> Callback:
+    """A counter kept elsewhere (a plain int, the queue's persisted count), read at scrape time."""
+    c = Callback("counter", name, help, fn, labelnames)
+    registry.register(c)
+    return c
 
-    def _register(self, m: _Metric) -> _Metric:
-        with self._lock:
-            old = self._metrics.get(m.name)
-            if old is not None:
-                # Same definition twice (e.g. a component restarted) returns the existing one.
-                if type(old) is type(m) and old.labelnames == m.labelnames and not isinstance(
-                        m, CallbackGauge):
-                    return old
-                raise ValueError(f"metric {m.name} already registered differently")
-            self._metrics[m.name] = m
-            return m
 
-    def counter(self, name: str, help: str, labelnames: Iterable[str] = ()) -> Counter:
-        return self._register(Counter(self.prefix + name, help, labelnames))
+def gauge_fn(registry: CollectorRegistry, name: str, help: str, fn,
+             labelnames: Iterable[str] = ()) -> Callback:
+    """A gauge computed at scrape time (a queue depth, an age, a state)."""
+    c = Callback("gauge", name, help, fn, labelnames)
+    registry.register(c)
+    return c
 
-    def gauge(self, name: str, help: str, labelnames: Iterable[str] = ()) -> Gauge:
-        return self._register(Gauge(self.prefix + name, help, labelnames))
 
-    def gauge_fn(self, name: str, help: str, fn, labelnames: Iterable[str] = ()) -> CallbackGauge:
-        return self._register(CallbackGauge(self.prefix + name, help, fn, labelnames))
+def summary_fn(registry: CollectorRegistry, name: str, help: str, fn) -> Callback:
+    """A summary without quantiles kept elsewhere: fn() -> (count, sum), exposed as
+    `<name>_count` and `<name>_sum`."""
+    c = Callback("summary", name, help, fn)
+    registry.register(c)
+    return c
 
-    def counter_fn(self, name: str, help: str, fn, labelnames: Iterable[str] = ()) -> CallbackGauge:
-        """A counter kept elsewhere (e.g. persisted in the queue), read at scrape time."""
-        return self._register(CallbackGauge(self.prefix + name, help, fn, labelnames, kind="counter"))
 
-    def get(self, name: str) -> _Metric:
-        return self._metrics[self.prefix + name] if self.prefix + name in self._metrics \
-            else self._metrics[name]
-
-    def render(self) -> str:
-        out: list[str] = []
-        with self._lock:
-            metrics = list(self._metrics.values())
-        for m in sorted(metrics, key=lambda m: m.name):
-            try:
-                samples = m.samples()
-            except Exception as e:  # a broken callback must not break the whole scrape
-                logging.getLogger(__name__).warning("metric callback failed",
-                                                    extra={"metric": m.name, "error": repr(e)})
-                continue
-            out.append(f"# HELP {m.name} {_escape_help(m.help)}")
-            out.append(f"# TYPE {m.name} {m.kind}")
-            for key, value in samples:
-                if key:
-                    labels = ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(m.labelnames, key))
-                    out.append(f"{m.name}{{{labels}}} {_fmt_value(value)}")
-                else:
-                    out.append(f"{m.name} {_fmt_value(value)}")
-        return "\n".join(out) + "\n"
+def value(metric: Collector, **labels) -> float:
+    """The current value of one series of a Counter, Gauge or callback counter/gauge (0 while the
+    series does not exist yet): for logs, rates and tests. Reads through collect()."""
+    want = {k: str(v) for k, v in labels.items()}
+    for family in metric.collect():
+        exposed = family.name + "_total" if family.type == "counter" else family.name
+        for s in family.samples:
+            if s.name == exposed and s.labels == want:
+                return s.value
+    return 0.0
 
 
 HealthFn = Callable[[], tuple[bool, dict]]
 
 
-def serve_http(host: str = "127.0.0.1", port: int = 0, registry: Registry | None = None,
+def serve_http(host: str = "127.0.0.1", port: int = 0, registry: CollectorRegistry | None = None,
                health: HealthFn | None = None) -> ThreadingHTTPServer:
     """/metrics (Prometheus text) and /healthz (200 or 503 + JSON) in a daemon thread.
     port=0 picks a free port: read server.server_port. Stop with server.shutdown()."""
-    registry = registry or Registry()
+    registry = registry if registry is not None else CollectorRegistry()
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, ctype: str) -> None:
@@ -200,7 +133,7 @@ def serve_http(host: str = "127.0.0.1", port: int = 0, registry: Registry | None
         def do_GET(self):
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, registry.render().encode(), CONTENT_TYPE)
+                self._send(200, generate_latest(registry), CONTENT_TYPE)
             elif path == "/healthz":
                 try:
                     ok, detail = health() if health else (True, {})

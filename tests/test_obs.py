@@ -1,4 +1,5 @@
-"""Metrics render as Prometheus text; /healthz says 503 when unhealthy; logs are one JSON line."""
+"""Metrics render as Prometheus text (prometheus_client, our callbacks); /healthz says 503 when
+unhealthy; logs are one JSON line."""
 from __future__ import annotations
 
 import io
@@ -10,7 +11,9 @@ import urllib.request
 
 import pytest
 
-from smartcity.runtime.obs import Registry, configure_logging, serve_http
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from smartcity.runtime.obs import configure_logging, counter_fn, gauge_fn, serve_http, summary_fn, value
 
 # Text exposition format 0.0.4, line by line.
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -19,10 +22,12 @@ _SAMPLE_RE = re.compile(rf"^({_NAME})(\{{(?:[a-zA-Z_][a-zA-Z0-9_]*={_LABEL_VALUE
                         rf"(?:,[a-zA-Z_][a-zA-Z0-9_]*={_LABEL_VALUE})*\}})? "
                         r"(-?[0-9.eE+-]+|NaN|[+-]Inf)$")
 _META_RE = re.compile(rf"^# (HELP {_NAME} .*|TYPE {_NAME} (counter|gauge|untyped|summary|histogram))$")
+_SUFFIXES = {"summary": ("_count", "_sum")}
 
 
 def parse_exposition(text: str) -> dict[str, dict]:
-    """Strictly validate and return {metric: {"type": ..., "samples": {labels_str: value}}}."""
+    """Strictly validate and return {metric: {"type": ..., "samples": {name+labels: value}}}
+    (a sample's key is its labels, or for a summary its suffix and labels)."""
     assert text.endswith("\n")
     out: dict[str, dict] = {}
     typed: str | None = None
@@ -37,62 +42,91 @@ def parse_exposition(text: str) -> dict[str, dict]:
             continue
         m = _SAMPLE_RE.match(line)
         assert m, f"bad sample line: {line!r}"
-        assert m.group(1) == typed, "samples follow their own TYPE line"
-        out[typed]["samples"][m.group(2) or ""] = float(m.group(3))
+        suffix = m.group(1)[len(typed):]
+        assert m.group(1).startswith(typed) and suffix in ("",) + _SUFFIXES.get(
+            out[typed]["type"], ()), f"sample {m.group(1)} does not belong to {typed}"
+        out[typed]["samples"][suffix + (m.group(2) or "")] = float(m.group(3))
     return out
 
 
+def render(reg: CollectorRegistry) -> str:
+    return generate_latest(reg).decode()
+
+
 def test_counters_gauges_and_labels_render_as_valid_exposition_text():
-    reg = Registry()
-    c = reg.counter("smartcity_readings_total", "Readings\nby stream", ["stream"])
-    g = reg.gauge("smartcity_queue_depth", "Rows waiting")
-    c.inc(stream="gps")
-    c.inc(2, stream='we"ird\\name\n')
+    reg = CollectorRegistry()
+    c = Counter("smartcity_readings_total", "Readings\nby stream", ["stream"], registry=reg)
+    g = Gauge("smartcity_queue_depth", "Rows waiting", registry=reg)
+    c.labels(stream="gps").inc()
+    c.labels(stream='we"ird\\name\n').inc(2)
     g.set(42)
     g.dec(2)
-    parsed = parse_exposition(reg.render())
-    assert parsed["smartcity_readings_total"]["type"] == "counter"
-    assert parsed["smartcity_readings_total"]["samples"] == {
-        '{stream="gps"}': 1.0, '{stream="we\\"ird\\\\name\\n"}': 2.0}
-    assert parsed["smartcity_queue_depth"] == {"type": "gauge", "samples": {"": 40.0}}
-    assert "# HELP smartcity_readings_total Readings\\nby stream" in reg.render()
+    parsed = parse_exposition(render(reg))
+    # The name as given, _total included, is the name exposed; and no `_created` series.
+    assert parsed == {
+        "smartcity_readings_total": {"type": "counter", "samples": {
+            '{stream="gps"}': 1.0, '{stream="we\\"ird\\\\name\\n"}': 2.0}},
+        "smartcity_queue_depth": {"type": "gauge", "samples": {"": 40.0}}}
+    assert "# HELP smartcity_readings_total Readings\\nby stream" in render(reg)
 
 
-def test_callback_gauges_are_evaluated_at_scrape_time():
+def test_callback_metrics_are_evaluated_at_scrape_time():
     depth = [3]
-    reg = Registry()
-    reg.gauge_fn("smartcity_queue_depth", "Rows waiting", lambda: depth[0])
-    reg.gauge_fn("smartcity_sensor_up", "Sensor alive", lambda: {("gps",): 1, ("obd",): 0}, ["sensor"])
-    reg.counter_fn("smartcity_queue_dropped_total", "Dropped", lambda: depth[0] * 10)
-    assert parse_exposition(reg.render())["smartcity_queue_depth"]["samples"] == {"": 3}
+    reg = CollectorRegistry()
+    gauge_fn(reg, "smartcity_queue_depth", "Rows waiting", lambda: depth[0])
+    gauge_fn(reg, "smartcity_sensor_up", "Sensor alive", lambda: {("gps",): 1, ("obd",): 0}, ["sensor"])
+    counter_fn(reg, "smartcity_queue_dropped_total", "Dropped", lambda: depth[0] * 10)
+    counter_fn(reg, "smartcity_forwarded_total", "By topic", lambda: {("gps_data",): depth[0]}, ["topic"])
+    summary_fn(reg, "smartcity_delivery_seconds", "Delivery times", lambda: (depth[0], depth[0] / 4))
+    assert parse_exposition(render(reg))["smartcity_queue_depth"]["samples"] == {"": 3}
     depth[0] = 7
-    parsed = parse_exposition(reg.render())
+    parsed = parse_exposition(render(reg))
     assert parsed["smartcity_queue_depth"]["samples"] == {"": 7}
     assert parsed["smartcity_sensor_up"]["samples"] == {'{sensor="gps"}': 1, '{sensor="obd"}': 0}
     assert parsed["smartcity_queue_dropped_total"] == {"type": "counter", "samples": {"": 70}}
+    assert parsed["smartcity_forwarded_total"] == {"type": "counter", "samples": {'{topic="gps_data"}': 7}}
+    assert parsed["smartcity_delivery_seconds"] == {"type": "summary",
+                                                   "samples": {"_count": 7, "_sum": 1.75}}
     with pytest.raises(TypeError, match="callable"):
-        reg.gauge_fn("smartcity_not_callable", "x", 5)   # e.g. passing q.depth() instead of q.depth
+        gauge_fn(reg, "smartcity_not_callable", "x", 5)   # e.g. passing q.depth() instead of q.depth
 
 
 def test_a_failing_callback_is_skipped_not_fatal_to_the_scrape():
-    reg = Registry()
-    reg.gauge_fn("smartcity_broken", "x", lambda: 1 / 0)
-    reg.gauge("smartcity_ok", "y").set(1)
-    assert list(parse_exposition(reg.render())) == ["smartcity_ok"]
+    reg = CollectorRegistry()
+    gauge_fn(reg, "smartcity_broken", "x", lambda: 1 / 0)
+    Gauge("smartcity_ok", "y", registry=reg).set(1)
+    assert list(parse_exposition(render(reg))) == ["smartcity_ok"]
 
 
 def test_metric_misuse_is_a_clear_error():
-    reg = Registry()
-    c = reg.counter("smartcity_x_total", "x", ["stream"])
-    with pytest.raises(ValueError, match="labels"):
-        c.inc(device="a")
-    with pytest.raises(ValueError, match="only go up"):
-        c.inc(-1, stream="gps")
-    with pytest.raises(ValueError, match="invalid metric name"):
-        reg.gauge("bad-name", "x")
-    with pytest.raises(ValueError, match="already registered"):
-        reg.gauge("smartcity_x_total", "x")
-    assert reg.counter("smartcity_x_total", "x", ["stream"]) is c  # same definition: same object
+    reg = CollectorRegistry()
+    c = Counter("smartcity_x_total", "x", ["stream"], registry=reg)
+    with pytest.raises(ValueError, match="label"):
+        c.labels(device="a")
+    with pytest.raises(ValueError, match="non-negative"):
+        c.labels(stream="gps").inc(-1)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Gauge("smartcity_x_total", "x", registry=reg)
+    with pytest.raises(ValueError, match="Duplicated"):   # a callback and a metric alike
+        counter_fn(reg, "smartcity_x_total", "x", lambda: 1)
+
+
+def test_one_series_reads_by_object_or_by_exposed_name():
+    """value() for code and tests holding the metric; get_sample_value for a name on /metrics."""
+    reg = CollectorRegistry()
+    acks = Counter("smartcity_acks_total", "x", registry=reg)
+    resends = Counter("smartcity_resends_total", "x", ["reason"], registry=reg)
+    n = {"gps": 4}
+    fwd = counter_fn(reg, "smartcity_forwarded_total", "x", lambda: {(k,): v for k, v in n.items()},
+                     ["stream"])
+    acks.inc(3)
+    assert value(acks) == 3 and value(fwd, stream="gps") == 4
+    assert value(resends, reason="ack_timeout") == 0, "0 until the series exists"
+    resends.labels(reason="ack_timeout").inc()
+    assert value(resends, reason="ack_timeout") == 1
+    assert reg.get_sample_value("smartcity_acks_total") == 3
+    assert reg.get_sample_value("smartcity_forwarded_total", {"stream": "gps"}) == 4
+    assert reg.get_sample_value("smartcity_nope") is None
 
 
 def get(url: str) -> tuple[int, str, str]:
@@ -104,8 +138,8 @@ def get(url: str) -> tuple[int, str, str]:
 
 
 def test_http_serves_metrics_and_healthz_503_when_unhealthy():
-    reg = Registry()
-    reg.counter("smartcity_up_total", "x").inc()
+    reg = CollectorRegistry()
+    Counter("smartcity_up_total", "x", registry=reg).inc()
     state = {"ok": True}
     server = serve_http("127.0.0.1", 0, reg, lambda: (state["ok"], {"mqtt_connected": state["ok"]}))
     base = f"http://127.0.0.1:{server.server_port}"
@@ -126,7 +160,7 @@ def test_http_serves_metrics_and_healthz_503_when_unhealthy():
 
 
 def test_health_check_that_raises_reports_503():
-    server = serve_http("127.0.0.1", 0, Registry(), lambda: 1 / 0)
+    server = serve_http("127.0.0.1", 0, CollectorRegistry(), lambda: 1 / 0)
     try:
         code, _, body = get(f"http://127.0.0.1:{server.server_port}/healthz")
         assert code == 503 and "ZeroDivisionError" in json.loads(body)["error"]

@@ -7,9 +7,10 @@ import threading
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from deploy.local.mosquitto import MosquittoServer, TlsFiles, make_test_pki
-from smartcity.runtime.obs import Registry
+from smartcity.runtime.obs import value
 from bench.edge import drain_benchmark
 from smartcity.edge.publisher import MqttPublisher, MqttSettings, backoff_delay
 from smartcity.edge.queue import DurableQueue
@@ -64,7 +65,7 @@ def test_every_queued_row_is_delivered_in_order_and_deleted(tmp_path, mosquitto,
     q = DurableQueue(tmp_path / "q.db")
     for i in range(300):
         q.append(("gps", "vehicle", "weather")[i % 3], reading(("gps", "vehicle", "weather")[i % 3]))
-    reg = Registry()
+    reg = CollectorRegistry()
     pub = MqttPublisher(q, settings(mosquitto.port, inflight_window=20), reg).start()
     try:
         assert wait_until(lambda: q.depth() == 0, 20), f"queue not drained: {q.depth()}"
@@ -72,8 +73,8 @@ def test_every_queued_row_is_delivered_in_order_and_deleted(tmp_path, mosquitto,
         got = first_arrivals(sub.messages)
         assert got == {"gps": list(range(1, 301, 3)), "vehicle": list(range(2, 301, 3)),
                        "weather": list(range(3, 301, 3))}
-        assert pub.m_acks.get() == 300 and pub.connected
-        assert reg.get("smartcity_mqtt_connected").get() == 1
+        assert value(pub.m_acks) == 300 and pub.connected
+        assert reg.get_sample_value("smartcity_mqtt_connected") == 1
         # New readings after the queue ran empty are still picked up.
         q.append("gps", reading("gps"))
         assert sub.wait_for(lambda ms: 301 in first_arrivals(ms).get("gps", []), 5)
@@ -124,7 +125,7 @@ def test_broker_outage_loses_nothing_and_keeps_first_arrival_order(tmp_path, mos
             len(v) == len(expected[s]) for s, v in first_arrivals(ms).items()), 30), \
             {s: (len(v), len(expected[s])) for s, v in first_arrivals(sub.messages).items()}
         assert first_arrivals(sub.messages) == expected, "every payload, first arrivals in order"
-        assert pub.m_reconnects.get() >= 1 and pub.m_connect_failures.get() >= 1
+        assert value(pub.m_reconnects) >= 1 and value(pub.m_connect_failures) >= 1
     finally:
         pub.stop(2)
         q.close()
@@ -166,7 +167,7 @@ def test_acl_denied_reading_is_counted_and_kept_aside_not_deleted(tmp_path, subs
         q.append("gps", reading("gps"))
         q.append("gps", reading("gps", device="dev-b"))   # another device's topic: denied
         q.append("gps", reading("gps"))
-        reg = Registry()
+        reg = CollectorRegistry()
         pub = MqttPublisher(q, settings(broker.port, username=DEVICE, password="pw-a"), reg).start()
         try:
             assert wait_until(lambda: q.depth() == 0, 10)
@@ -174,8 +175,9 @@ def test_acl_denied_reading_is_counted_and_kept_aside_not_deleted(tmp_path, subs
             [(row, reason)] = q.rejected()
             assert row.seq == 2 and row.topic == "smartcity/v1/dev-b/gps"
             assert reason == "Not authorized"
-            assert reg.get("smartcity_mqtt_publish_rejected_total").get(reason="Not authorized") == 1
-            assert pub.m_acks.get() == 2
+            assert reg.get_sample_value("smartcity_mqtt_publish_rejected_total",
+                                        {"reason": "Not authorized"}) == 1
+            assert value(pub.m_acks) == 2
             assert any(r.levelname == "ERROR" and "rejected" in r.message for r in caplog.records)
             assert "pw-a" not in caplog.text
         finally:
@@ -199,7 +201,7 @@ def test_tls_with_client_certificates(tmp_path, subscriber_factory):
             q.append("gps", reading("gps"))
         no_cert = MqttPublisher(q, settings(broker.port, tls=True, ca_file=pki["ca"]))
         pubs.append(no_cert.start())
-        assert wait_until(lambda: no_cert.m_connect_failures.get() >= 1, 5)
+        assert wait_until(lambda: value(no_cert.m_connect_failures) >= 1, 5)
         assert not no_cert.connected and q.depth() == 5, "the broker requires a client cert"
         no_cert.stop(0.5)
         pub = MqttPublisher(q, settings(broker.port, tls=True, ca_file=pki["ca"],
@@ -220,7 +222,7 @@ def test_wrong_password_is_refused_counted_and_retried(tmp_path):
     q.append("gps", reading("gps"))
     pub = MqttPublisher(q, settings(broker.port, username=DEVICE, password="wrong")).start()
     try:
-        assert wait_until(lambda: pub.m_connect_failures.get() >= 2, 10), "retries with backoff"
+        assert wait_until(lambda: value(pub.m_connect_failures) >= 2, 10), "retries with backoff"
         assert not pub.connected and q.depth() == 1
         assert "refused" in pub.last_error and "wrong" not in pub.last_error
     finally:
@@ -255,7 +257,7 @@ def test_stop_returns_promptly_when_the_broker_is_unreachable_and_rows_stay_queu
     q.append("gps", reading("gps"))
     pub = MqttPublisher(q, settings(free_port())).start()   # nobody listens there
     try:
-        assert wait_until(lambda: pub.m_connect_failures.get() >= 1, 5)
+        assert wait_until(lambda: value(pub.m_connect_failures) >= 1, 5)
         t0 = time.monotonic()
         pub.stop(2)
         assert time.monotonic() - t0 < 2.5
@@ -297,7 +299,7 @@ def test_a_puback_alone_deletes_nothing_the_end_to_end_ack_does(tmp_path, mosqui
     try:
         assert sub.wait_for(lambda ms: len(ms) >= 6, 10)   # 5 readings + online
         time.sleep(0.5)
-        assert q.depth() == 5 and pub.m_acks.get() == 0
+        assert q.depth() == 5 and value(pub.m_acks) == 0
         assert pub.status()["unconfirmed"] == 5
         send_acks(mosquitto.port, {"boot1": [1, 2, 4]})
         assert wait_until(lambda: q.depth() == 2, 5)
@@ -306,7 +308,7 @@ def test_a_puback_alone_deletes_nothing_the_end_to_end_ack_does(tmp_path, mosqui
         time.sleep(0.5)
         assert q.depth() == 2
         send_acks(mosquitto.port, {"boot1": [3, 5]})
-        assert wait_until(lambda: q.depth() == 0, 5) and pub.m_acks.get() == 5
+        assert wait_until(lambda: q.depth() == 0, 5) and value(pub.m_acks) == 5
     finally:
         pub.stop(1)
         q.close()
@@ -320,15 +322,16 @@ def test_no_matching_subscribers_is_not_delivered_and_is_sent_again(tmp_path, mo
     q = DurableQueue(tmp_path / "q.db")
     for _ in range(20):
         q.append("vehicle", reading("vehicle"))
-    reg = Registry()
+    reg = CollectorRegistry()
     pub = MqttPublisher(q, settings(mosquitto.port, delivery=delivery), reg).start()
     try:
-        assert wait_until(lambda: pub.m_not_delivered.get() >= 20, 10)
+        assert wait_until(lambda: value(pub.m_not_delivered) >= 20, 10)
         assert q.depth() == 20, "nothing reached a subscriber, nothing may leave the queue"
         sub = subscriber_factory(mosquitto.port)
         assert wait_until(lambda: q.depth() == 0, 20), q.depth()
         assert sorted(set(seqs_received(sub))) == list(range(1, 21))
-        assert reg.get("smartcity_mqtt_resends_total").get(reason="no_subscriber") >= 1
+        assert (reg.get_sample_value("smartcity_mqtt_resends_total",
+                                     {"reason": "no_subscriber"}) or 0) >= 1
     finally:
         pub.stop(1)
         q.close()
@@ -348,7 +351,7 @@ def test_what_stays_unconfirmed_past_the_timeout_is_sent_again_with_the_same_eve
         assert sub.wait_for(lambda ms: seqs_received(sub).count(1) >= 3, 10), seqs_received(sub)
         ids = {json.loads(p)["event_id"] for p in sub.payloads(lambda t: t.endswith("/gps"))}
         assert ids == {f"{DEVICE}:boot1:{i}" for i in (1, 2, 3)}, "resends carry the same ids"
-        assert pub.m_resends.get(reason="ack_timeout") >= 2
+        assert value(pub.m_resends, reason="ack_timeout") >= 2
         assert q.depth() == 3
         send_acks(mosquitto.port, {"boot1": [1, 2, 3]})
         assert wait_until(lambda: q.depth() == 0, 5)
@@ -394,7 +397,7 @@ def test_bad_acknowledgements_are_counted_and_ignored(tmp_path, mosquitto):
             c.publish(f"smartcity/ack/v1/{DEVICE}", bad, qos=1).wait_for_publish(5)
         c.disconnect()
         c.loop_stop()
-        assert wait_until(lambda: pub.m_bad_acks.get() == 4, 5)
+        assert wait_until(lambda: value(pub.m_bad_acks) == 4, 5)
         assert q.depth() == 1 and pub.connected
     finally:
         pub.stop(1)

@@ -64,6 +64,7 @@ def test_a_broker_refusing_every_reading_writes_one_error_line_not_one_per_readi
 
     from smartcity.edge.publisher import MqttPublisher, MqttSettings
     from smartcity.edge.queue import DurableQueue
+    from smartcity.runtime.obs import value
 
     with DurableQueue(tmp_path / "q.db") as q:
         q.append_many([("gps", lambda seq: ("smartcity/v1/bus-1/gps", b"{}"))] * 200)
@@ -73,6 +74,6 @@ def test_a_broker_refusing_every_reading_writes_one_error_line_not_one_per_readi
             pub._inflight[mid] = row
             pub._on_publish(None, None, mid, denied, None)
         assert q.rejected_total() == 200 and q.depth() == 0
-        assert pub.m_rejected.get(reason="Not authorized") == 200, "the metric counts every one"
+        assert value(pub.m_rejected, reason="Not authorized") == 200, "the metric counts every one"
     errors = [r for r in caplog.records if "broker rejected reading" in r.message]
     assert len(errors) == 1 and errors[0].seq == 1
