@@ -42,7 +42,7 @@ from smartcity.runtime.obs import counter_fn, gauge_fn, serve_http, summary_fn, 
 from .config import BridgeSettings, kafka_config
 from .core import (BRIDGE_ERROR, DLQ_REASONS, HEADERS_TOO_LARGE, KAFKA_REJECTED, AckWindow, Rejection,
                    Router, covering_filters, inspect, user_properties_over)
-from .mqtt_client import BridgeMqttClient
+from .mqtt_client import new_client
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ class Bridge:
                  lambda: self._quantile(0.50))
         gauge_fn(r, "bridge_mqtt_connected", "1 while connected to the MQTT broker",
                  lambda: int(self._connected))
+        gauge_fn(r, "bridge_mqtt_fast_path", "1: the fast MQTT receive path runs; 0: paho's own "
+                 "(the installed paho-mqtt is not the one it was written for: see the log)",
+                 lambda: int(getattr(self.client, "fast_path", False)))
         gauge_fn(r, "bridge_mqtt_subscribed", "1 once the broker granted the subscription on this connection",
                  lambda: int(self._subscribed))
         gauge_fn(r, "bridge_mqtt_session_present",
@@ -207,8 +210,8 @@ class Bridge:
 
     def _mqtt_client(self) -> mqtt.Client:
         m = self.s.mqtt
-        c = BridgeMqttClient(CallbackAPIVersion.VERSION2, client_id=self.s.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        c = new_client(CallbackAPIVersion.VERSION2, client_id=self.s.client_id,
+                       protocol=mqtt.MQTTv5, manual_ack=True)
         apply_auth_tls(c, m)
         c.reconnect_delay_set(m.reconnect_min_s, m.reconnect_max_s)
         c.max_inflight_messages_set(m.max_inflight)

@@ -26,6 +26,7 @@ BRIDGE = {
     "bridge_kafka_errors_total": "counter",
     "bridge_kafka_up": "gauge",
     "bridge_mqtt_connected": "gauge",
+    "bridge_mqtt_fast_path": "gauge",        # 0: paho's own receive path (bridge/mqtt_client.py)
     "bridge_mqtt_session_present": "gauge",
     "bridge_mqtt_session_taken_over_total": "counter",
     "bridge_mqtt_subscribed": "gauge",
