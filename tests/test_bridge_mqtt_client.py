@@ -548,7 +548,9 @@ def relay(mosquitto):
 def test_a_malformed_packet_closes_the_connection_and_the_next_one_loses_nothing(mosquitto, relay, cls, kind):
     """Both paths give paho's verdict: loop() returns MQTT_ERR_PROTOCOL, the connection is
     closed, nothing of the packet (nor the bytes after it) is delivered; on the next connection
-    the broker resends what was not acknowledged."""
+    the broker resends what was not acknowledged. (Releases before 2.2.0 raise some of these
+    decoding errors out of loop() instead: accepted on a release other than FAST_PATH_PAHO, where
+    the caller reconnects, the bridge after its exit 4.)"""
     got: list = []
     sub = _session(cls, relay.port, "malformed", got)
     pub = _publisher(mosquitto.port)
@@ -559,10 +561,15 @@ def test_a_malformed_packet_closes_the_connection_and_the_next_one_loses_nothing
     relay.inject(MALFORMED[kind] + _publish_packet(_T, b"ghost"))
     deadline = time.monotonic() + 5
     rc = mqtt.MQTT_ERR_SUCCESS
-    while rc == mqtt.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
-        rc = sub.loop(0.02)
-    assert rc == mqtt.MQTT_ERR_PROTOCOL, mqtt.error_string(rc)
-    assert [m.payload for m in got] == [b"before"] and sub.disconnects
+    try:
+        while rc == mqtt.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
+            rc = sub.loop(0.02)
+    except Exception as e:  # noqa: BLE001 - paho < 2.2.0: a decoding error out of loop()
+        assert paho_version() != FAST_PATH_PAHO, f"raised {e!r} instead of a protocol error"
+    else:
+        assert rc == mqtt.MQTT_ERR_PROTOCOL, mqtt.error_string(rc)
+        assert sub.disconnects
+    assert [m.payload for m in got] == [b"before"]
     _publish(pub, b"while away")
     assert sub.reconnect() == mqtt.MQTT_ERR_SUCCESS
     try:
