@@ -30,8 +30,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,8 @@ import uuid
 from pathlib import Path
 
 from smartcity.runtime.cli import ArgumentParser
+
+from deploy.local.process import Process
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_TOPICS = ("gps_data", "vehicle_data", "weather_data", "traffic_data", "emergency_data")
@@ -71,49 +71,17 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
-class Proc:
-    """A child process with its log; `group=True` makes it a process-group leader so a kill -9
-    takes its children (the lake driver's JVM) with it."""
+class Proc(Process):
+    """A child process run from the checkout with its log; `group=True` makes it a process-group
+    leader so a kill -9 takes its children (the lake driver's JVM) with it."""
 
     def __init__(self, cmd: list[str], log: Path, env: dict[str, str] | None = None,
                  group: bool = False):
-        self.cmd, self.log_path, self.env, self.group = cmd, log, env or {}, group
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Proc":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=self.group,
-                                         env={**os.environ, "PYTHONPATH": str(ROOT), **self.env})
-        return self
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.running():
-            if self.group:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            else:
-                self.proc.kill()
-            self.proc.wait()
+        super().__init__(Path(log).stem, cmd, log, env={"PYTHONPATH": str(ROOT), **(env or {})},
+                         cwd=ROOT, new_session=group, kill_group=group)
 
     def terminate(self, timeout_s: float = 90.0) -> int | None:
-        if not self.running():
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return super().terminate(timeout_s)
 
 
 class Agent:

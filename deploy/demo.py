@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from deploy.local.process import Process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "demo-bus-01"
@@ -32,35 +31,18 @@ def say(msg: str) -> None:
     print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
 
-class Proc:
-    """A child service with its log in the run folder."""
+class Proc(Process):
+    """A child service, started at once, with a fresh log in the run folder."""
 
     def __init__(self, name: str, args: list[str], run_dir: Path, env: dict | None = None):
-        self.name = name
-        self.log_path = run_dir / f"{name}.log"
-        self.log = open(self.log_path, "w")
-        self.p = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **(env or {})}, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
+        super().__init__(name, args, run_dir / f"{name}.log", env=env, cwd=ROOT)
+        self.log_path.unlink(missing_ok=True)
+        self.start()
 
     def check(self) -> None:
-        if not self.alive():
-            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-            raise SystemExit(f"{self.name} exited with {self.p.returncode}; last log lines "
-                             f"({self.log_path}):\n" + "\n".join(tail))
-
-    def stop(self, timeout: float = 60) -> int | None:
-        if self.alive():
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
-        self.log.close()
-        return self.p.returncode
+        if not self.running():
+            raise SystemExit(f"{self.name} exited with {self.returncode}; last log lines "
+                             f"({self.log_path}):\n{self.log_tail(15)}")
 
 
 class PublishedIds:
@@ -225,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                           "SMARTCITY_EDGE_MQTT__PASSWORD": creds["mqtt"][DEVICE]})
         procs.append(agent)
         last = 0.0
-        while agent.alive():
+        while agent.running():
             for p in (bridge, spark):
                 p.check()
             if time.monotonic() - last >= 10:
@@ -235,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"trip running: {sum(map(len, pub.values()))} records published, "
                     f"{landed} in the lake")
             time.sleep(0.5)
-        if agent.p.returncode != 0:
+        if agent.returncode != 0:
             agent.check()
         say("trip finished (Pattaya); waiting until every published event_id is in the lake ...")
 
@@ -277,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if audit:
             audit.close()
         for p in reversed(procs):
-            p.stop()
+            p.terminate(60)
         stack.down()
         say("stopped everything the demo started")
 

@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ import re
 import uuid
 from pathlib import Path
 from typing import Mapping
+
+from .process import Process, free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,6 @@ def find_java() -> str:
         if cand and os.access(str(cand), os.X_OK):
             return str(cand)
     raise KafkaError("java not found (Kafka 4.x needs Java 17+); set JAVA_HOME")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def new_cluster_id() -> str:
@@ -183,8 +178,7 @@ class KafkaServer:
         self.sasl_port = free_port(host) if self.sasl_users else None
         self.jvm_opts = tuple(jvm_opts)
         self.start_timeout_s = start_timeout_s
-        self.proc: subprocess.Popen | None = None
-        self._log_fh = None
+        self.proc: Process | None = None
         self.last_start_s: float | None = None
 
     # paths -----------------------------------------------------------------------------------
@@ -253,11 +247,9 @@ class KafkaServer:
         t0 = time.monotonic()
         self._write_config()
         self.format_storage()
-        self._log_fh = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(self.props_path)),
-            stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
-            start_new_session=True)  # a Ctrl-C to the test runner must not kill the broker mid-write
+        # In a session of its own: a Ctrl-C to the test runner must not kill the broker mid-write.
+        self.proc = Process("kafka", self._java("kafka.Kafka", str(self.props_path)), self.log_path,
+                            error=KafkaError).start()
         log.info("kafka starting", extra={"pid": self.proc.pid, "bootstrap": self.bootstrap})
         if wait:
             self.wait_ready(self.start_timeout_s)
@@ -268,64 +260,46 @@ class KafkaServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _tail_log(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Ready = the broker answers a metadata request with itself as a live broker."""
         from confluent_kafka.admin import AdminClient
 
-        deadline = time.monotonic() + timeout_s
+        if self.proc is None:
+            raise KafkaError("kafka is not started")
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.connection.setup.timeout.ms": 1000,
                              "log_level": 0, "logger": _quiet_logger})
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise KafkaError(f"kafka exited with {self.proc.returncode} during start-up; "
-                                 f"last log lines ({self.log_path}):\n{self._tail_log()}")
-            if _port_open(self.host, self.port):
-                try:
-                    md = admin.list_topics(timeout=2)
-                    if md.brokers:
-                        return
-                except Exception:  # noqa: BLE001 - not ready yet, keep polling
-                    pass
-            time.sleep(0.2)
-        raise KafkaError(f"kafka not ready on {self.bootstrap} after {timeout_s:.0f}s; "
-                         f"last log lines ({self.log_path}):\n{self._tail_log()}")
+
+        def answers() -> bool:
+            if not port_open(self.port, self.host):
+                return False
+            try:
+                return bool(admin.list_topics(timeout=2).brokers)
+            except Exception:  # noqa: BLE001 - not ready yet, keep polling
+                return False
+        self.proc.wait_for(answers, f"a metadata answer on {self.bootstrap}", timeout_s, step=0.2)
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Controlled shutdown (SIGTERM): flushes logs, keeps everything for the next start()."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("kafka did not stop in time; killing", extra={"timeout_s": timeout_s})
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close()
+        """Controlled shutdown (SIGTERM, SIGKILL after timeout_s): flushes logs, keeps everything
+        for the next start()."""
+        if self.proc is not None:
+            self.proc.terminate(timeout_s)
+        self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: a crash. The next start() recovers the log from disk."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None:
             self.proc.kill()
-            self.proc.wait(10)
-        self._close()
+        self.proc = None
+
+    def detach(self) -> int | None:
+        """Leave the broker running after this object is gone (the local stack stops it by pid)."""
+        pid = self.proc.detach() if self.proc else None
+        self.proc = None
+        return pid
 
     def restart(self) -> "KafkaServer":
         self.stop()
         return self.start()
-
-    def _close(self) -> None:
-        self.proc = None
-        if self._log_fh:
-            self._log_fh.close()
-            self._log_fh = None
 
     def __enter__(self) -> "KafkaServer":
         return self.start()
@@ -381,14 +355,6 @@ def create_topics(bootstrap: str, topics: tuple[str, ...] = ALL_TOPICS, partitio
             break
         time.sleep(0.1)
     return created
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # librdkafka logs connection refusals at ERROR while the broker is still starting; route them to DEBUG.

@@ -44,12 +44,13 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .process import Process, free_port, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,6 @@ def find_binary(name: str = "mosquitto") -> str:
         if cand and os.access(cand, os.X_OK):
             return cand
     raise MosquittoError(f"{name} not found; install it with deploy/setup.d/10-apt.sh (apt-get install mosquitto)")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out; another process could take it before we bind (rare)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -203,7 +197,7 @@ class MosquittoServer:
         self.extra_conf = extra_conf
         self.verbose = verbose
         self.binary = find_binary("mosquitto")
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
 
     # paths -----------------------------------------------------------------------------------
     @property
@@ -292,64 +286,49 @@ class MosquittoServer:
 
     # lifecycle -------------------------------------------------------------------------------
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.running()
 
     def start(self, timeout_s: float = 10.0) -> "MosquittoServer":
         if self.running():
             return self
         self._write_files()
-        with open(self.log_path, "ab") as out:
-            # stdout/stderr also go to the log: startup errors are printed before log_dest is opened.
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+        # stdout/stderr also go to the log: startup errors are printed before log_dest is opened.
+        self.proc = Process("mosquitto", [self.binary, "-c", str(self.conf_path)], self.log_path,
+                            error=MosquittoError).start()
         self.wait_ready(timeout_s)
         log.info("mosquitto started", extra={"port": self.port, "pid": self.proc.pid})
         return self
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                rc = None if self.proc is None else self.proc.returncode
-                raise MosquittoError(f"mosquitto exited (rc={rc}) on port {self.port}; "
-                                     f"log tail:\n{self.log_tail()}")
-            try:
-                for port in (self.port, self.tls_port) if self.tls_port else (self.port,):
-                    with socket.create_connection((self.host, port), timeout=0.5):
-                        pass
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise MosquittoError(f"mosquitto not accepting connections on {self.host}:{self.port} "
-                                     f"after {timeout_s}s; log tail:\n{self.log_tail()}")
-            time.sleep(0.05)
+        if self.proc is None:
+            raise MosquittoError("mosquitto is not started")
+        try:
+            self.proc.wait_port(self.port, *((self.tls_port,) if self.tls_port else ()), host=self.host,
+                                timeout_s=timeout_s)
+        except MosquittoError:
+            self.kill()
+            raise
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Clean shutdown: mosquitto writes its persistence file before exiting."""
-        if not self.running():
-            self.proc = None
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.send_signal(signal.SIGCONT)  # a paused broker handles SIGTERM only once resumed
+        """Clean shutdown: mosquitto writes its persistence file before exiting (SIGTERM, and
+        SIGCONT for a paused broker); MosquittoError when it had to be killed."""
         try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise MosquittoError(f"mosquitto did not stop within {timeout_s}s (killed); "
-                                 f"log tail:\n{self.log_tail()}")
+            if self.running():
+                self.proc.terminate(timeout_s, strict=True)
         finally:
             self.proc = None
 
     def kill(self) -> None:
         """Crash: no persistence written beyond the last autosave."""
-        if self.running():
+        if self.proc is not None:
             self.proc.kill()  # SIGKILL works on a paused process too
-            self.proc.wait()
         self.proc = None
+
+    def detach(self) -> int | None:
+        """Leave the broker running after this object is gone (the local stack stops it by pid)."""
+        pid = self.proc.detach() if self.proc else None
+        self.proc = None
+        return pid
 
     def pause(self) -> None:
         """SIGSTOP: connections stay open but nothing is read or acknowledged (a hung broker)."""
@@ -365,10 +344,7 @@ class MosquittoServer:
         return self.start(timeout_s)
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, n)
 
     def __enter__(self) -> "MosquittoServer":
         return self.start()

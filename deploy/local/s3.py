@@ -22,13 +22,12 @@ import logging
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .process import Process, free_port, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,6 @@ def moto_available() -> bool:
         return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class S3Server:
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
@@ -76,7 +69,7 @@ class S3Server:
                           "deploy/setup.sh installs it) or put a SeaweedFS `weed` binary at "
                           f"{_cache() / 'bin' / 'weed'}")
         self.start_timeout_s = start_timeout_s
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
 
     def __repr__(self) -> str:  # never show the secret
         return f"S3Server(kind={self.kind}, endpoint={self.endpoint}, access_key={self.access_key})"
@@ -122,61 +115,50 @@ class S3Server:
         return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)], env
 
     def start(self) -> "S3Server":
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.proc.running():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "data").mkdir(exist_ok=True)
         cmd, env = self._command()
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, cwd=self.data_dir,
-                                         start_new_session=True)
+        self.proc = Process(self.kind, cmd, self.log_path, env=env, cwd=self.data_dir, error=S3Error).start()
         self.wait_ready()
         log.info("s3 server started", extra={"kind": self.kind, "endpoint": self.endpoint})
         return self
 
     def wait_ready(self) -> None:
         """Ready = the S3 API answers an HTTP request (any status: 403 without signature is fine)."""
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise S3Error(f"{self.kind} exited rc={self.proc.returncode}; log tail:\n{self.log_tail()}")
+        def answers() -> bool:
             try:
                 urllib.request.urlopen(self.endpoint + "/", timeout=1).close()
-                return
             except urllib.error.HTTPError:
-                return
+                pass
             except OSError:
-                time.sleep(0.2)
-        self.kill()
-        raise S3Error(f"{self.kind} not answering on {self.endpoint} after {self.start_timeout_s}s; "
-                      f"log tail:\n{self.log_tail()}")
+                return False
+            return True
+        try:
+            self.proc.wait_for(answers, f"HTTP answers on {self.endpoint}", self.start_timeout_s, step=0.2)
+        except S3Error:
+            self.kill()
+            raise
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            self.proc.terminate(timeout_s)
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None:
             self.proc.kill()
-            self.proc.wait(5)
         self.proc = None
 
-    def detach(self) -> None:
+    def detach(self) -> int | None:
         """Leave the server running after this object is gone (the local stack stops it by pid)."""
+        pid = self.proc.detach() if self.proc else None
         self.proc = None
+        return pid
 
     def __enter__(self) -> "S3Server":
         return self.start()

@@ -26,13 +26,13 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from .kafka import _port_open, find_java, free_port
+from .kafka import find_java
+from .process import Process, free_port, log_tail, port_open, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class SparkCluster:
         self.cores = cores
         self.memory = memory
         self.start_timeout_s = start_timeout_s
-        self.master: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
+        self.master: Process | None = None
+        self.worker: Process | None = None
         self.last_start_s: float | None = None
 
     def __repr__(self) -> str:
@@ -112,17 +112,16 @@ class SparkCluster:
         return self.data_dir / f"{which}.log"
 
     # lifecycle -------------------------------------------------------------------------------
-    def _spawn(self, which: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, which: str, args: list[str]) -> Process:
         env = spark_env({"SPARK_DAEMON_MEMORY": DAEMON_MEMORY,
                          "SPARK_DAEMON_JAVA_OPTS": " ".join(DAEMON_JAVA_OPTS),
                          "SPARK_MASTER_OPTS": " ".join(MASTER_OPTS),
                          "SPARK_LOG_DIR": str(self.data_dir), "SPARK_WORKER_DIR": str(self.work_dir)})
         cmd = [str(spark_home() / "bin" / "spark-class"), *args]
-        with open(self.log_path(which), "ab") as out:
-            # Own session: a Ctrl-C to the test runner must not kill the daemons mid-way; stop()
-            # signals the whole group (spark-class execs java, but be safe about children).
-            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, cwd=self.data_dir, start_new_session=True)
+        # Own session: a Ctrl-C to the test runner must not kill the daemons mid-way. spark-class
+        # execs java: SIGTERM goes to the daemon (a worker stops its executors), a kill to the group.
+        return Process(f"spark {which}", cmd, self.log_path(which), env=env, cwd=self.data_dir,
+                       kill_group=True, error=SparkClusterError).start()
 
     def start(self, wait: bool = True) -> "SparkCluster":
         if self.running():
@@ -154,7 +153,7 @@ class SparkCluster:
 
     def state(self) -> dict | None:
         """The master's /json/ view (status, workers, aliveworkers, cores, activeapps...), or None."""
-        if not _port_open(self.host, self.webui_port):
+        if not port_open(self.webui_port, self.host):
             return None
         try:
             with urllib.request.urlopen(f"{self.webui_url}/json/", timeout=2) as r:
@@ -174,47 +173,27 @@ class SparkCluster:
         self._wait(ok, "the worker to register with the master", timeout_s)
 
     def _wait(self, pred, what: str, timeout_s: float | None = None) -> None:
-        timeout_s = timeout_s or self.start_timeout_s
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for which, p in (("master", self.master), ("worker", self.worker)):
-                if p is not None and p.poll() is not None:
-                    raise SparkClusterError(f"spark {which} exited with {p.returncode} while waiting for "
-                                            f"{what}; last log lines ({self.log_path(which)}):\n"
-                                            f"{self.log_tail(which)}")
-            if pred(self.state()):
-                return
-            time.sleep(0.3)
-        raise SparkClusterError(f"timed out after {timeout_s:.0f}s waiting for {what} ({self.master_url}, "
-                                f"ui {self.webui_url}); master log:\n{self.log_tail('master')}\n"
-                                f"worker log:\n{self.log_tail('worker')}")
+        procs = [p for p in (self.master, self.worker) if p is not None]
+        wait_ready(lambda: pred(self.state()), f"{what} ({self.master_url}, ui {self.webui_url})",
+                   timeout_s or self.start_timeout_s, *procs, step=0.3)
 
     def log_tail(self, which: str, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path(which).read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path(which), n)
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM to the worker (it kills its executors) and then the master."""
+        """SIGTERM to the worker (it kills its executors) and then the master; a process that does
+        not stop within timeout_s is killed with its group."""
         for attr in ("worker", "master"):
             p = getattr(self, attr)
-            if p is not None and p.poll() is None:
-                _signal_group(p, signal.SIGTERM)
-                try:
-                    p.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    log.warning("spark process did not stop in time; killing", extra={"role": attr, "timeout_s": timeout_s})
-                    _signal_group(p, signal.SIGKILL)
-                    p.wait(10)
+            if p is not None:
+                p.terminate(timeout_s)
             setattr(self, attr, None)
 
     def kill(self) -> None:
         for attr in ("worker", "master"):
             p = getattr(self, attr)
-            if p is not None and p.poll() is None:
-                _signal_group(p, signal.SIGKILL)
-                p.wait(10)
+            if p is not None:
+                p.kill()
             setattr(self, attr, None)
 
     def __enter__(self) -> "SparkCluster":
@@ -222,14 +201,6 @@ class SparkCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    """The process group we created with start_new_session (its id is the child's pid)."""
-    try:
-        os.killpg(p.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,14 +32,14 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from smartcity.runtime.cli import ArgumentParser, report
 from smartcity.runtime.obs import configure_logging
+
+from .process import pid_alive, port_open, terminate_pid
 
 log = logging.getLogger(__name__)
 
@@ -79,38 +79,6 @@ def check_device_name(device_id: str) -> str:
     if device_id == BRIDGE_USER:
         raise StackError(f"{BRIDGE_USER!r} is the bridge's identity, not a device's")
     return device_id
-
-
-def _pid_alive(pid: int | None, expect: str) -> bool:
-    """True when pid runs and its command line contains `expect` (pids get reused)."""
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return expect in cmdline
-
-
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _terminate(pid: int, expect: str, timeout_s: float = 30.0) -> bool:
-    if not _pid_alive(pid, expect):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid, expect):
-            return True
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    return True
 
 
 class Stack:
@@ -214,7 +182,7 @@ class Stack:
 
     def _up_mosquitto(self, prev: dict | None, port: int, creds: dict, tls_port: int | None = None) -> dict:
         from .mosquitto import MosquittoServer
-        if prev and _pid_alive(prev.get("pid"), "mosquitto") and _port_open(prev["port"]):
+        if prev and pid_alive(prev.get("pid"), "mosquitto") and port_open(prev["port"]):
             log.info("mosquitto already running", extra={"port": prev["port"]})
             # Devices added since: rewrite the password file and reload (SIGHUP) without a restart.
             # The listeners stay as they were started (a reload does not reopen them).
@@ -225,16 +193,15 @@ class Stack:
             srv._write_files()
             os.kill(prev["pid"], signal.SIGHUP)
             return prev
-        if _port_open(port):
+        if port_open(port):
             raise StackError(f"mqtt port {port} is taken by another process; pass --mqtt-port")
-        if tls_port and _port_open(tls_port):
+        if tls_port and port_open(tls_port):
             raise StackError(f"mqtt TLS port {tls_port} is taken by another process; pass --mqtt-tls-port")
         tls = self._tls_files() if tls_port is not None else None
         srv = MosquittoServer(self.run_dir / "mosquitto", port=port, passwords=creds["mqtt"], acl=ACL,
                               tls=tls, tls_port=tls_port)
         srv.start()
-        pid = srv.proc.pid
-        srv.proc = None  # detach: the broker outlives this command (down stops it by pid)
+        pid = srv.detach()  # the broker outlives this command (down stops it by pid)
         info = {"pid": pid, "port": port, "host": "127.0.0.1", "url": f"mqtt://127.0.0.1:{port}",
                 "data_dir": str(srv.data_dir), "log": str(srv.log_path)}
         if tls:
@@ -248,29 +215,28 @@ class Stack:
                   retention_hours: float) -> dict:
         from .kafka import KafkaServer
         retention_ms = int(retention_hours * 3600 * 1000)
-        if prev and _pid_alive(prev.get("pid"), "kafka.Kafka") and _port_open(prev["port"]):
+        if prev and pid_alive(prev.get("pid"), "kafka.Kafka") and port_open(prev["port"]):
             log.info("kafka already running", extra={"port": prev["port"]})
             from .kafka import create_topics
             create_topics(prev["bootstrap"], partitions=partitions, retention_ms=retention_ms)
             return prev
         for p, flag in ((port, "--kafka-port"), (controller_port, "--kafka-controller-port")):
-            if _port_open(p):
+            if port_open(p):
                 raise StackError(f"port {p} is taken by another process; pass {flag}")
         k = KafkaServer(self.run_dir / "kafka", port=port, controller_port=controller_port)
         k.start()
         created = k.create_topics(partitions=partitions, retention_ms=retention_ms)
-        pid = k.proc.pid
-        k._close()  # detach
+        pid = k.detach()
         return {"pid": pid, "port": port, "controller_port": controller_port,
                 "bootstrap": f"127.0.0.1:{port}", "data_dir": str(k.data_dir), "log": str(k.log_path),
                 "topics_created": created, "start_s": round(k.last_start_s or 0, 1)}
 
     def _up_s3(self, prev: dict | None, port: int, creds: dict) -> dict:
         from .s3 import S3Server
-        if prev and _pid_alive(prev.get("pid"), prev.get("match", "")) and _port_open(prev["port"]):
+        if prev and pid_alive(prev.get("pid"), prev.get("match", "")) and port_open(prev["port"]):
             log.info("s3 already running", extra={"port": prev["port"]})
             return prev
-        if _port_open(port):
+        if port_open(port):
             raise StackError(f"s3 port {port} is taken by another process; pass --s3-port")
         srv = S3Server(self.run_dir / "s3", port=port, access_key=creds["s3"]["access_key"],
                        secret_key=creds["s3"]["secret_key"])
@@ -286,15 +252,15 @@ class Stack:
         out: dict[str, dict] = {}
         m = st.get("mosquitto")
         if m:
-            out["mosquitto"] = {"port": m["port"], "running": _pid_alive(m["pid"], "mosquitto"),
-                                "answering": _port_open(m["port"])}
+            out["mosquitto"] = {"port": m["port"], "running": pid_alive(m["pid"], "mosquitto"),
+                                "answering": port_open(m["port"])}
             if m.get("tls_port"):
                 out["mosquitto"].update(tls_port=m["tls_port"],
-                                        answering=out["mosquitto"]["answering"] and _port_open(m["tls_port"]))
+                                        answering=out["mosquitto"]["answering"] and port_open(m["tls_port"]))
         k = st.get("kafka")
         if k:
-            info = {"port": k["port"], "running": _pid_alive(k["pid"], "kafka.Kafka"),
-                    "answering": _port_open(k["port"])}
+            info = {"port": k["port"], "running": pid_alive(k["pid"], "kafka.Kafka"),
+                    "answering": port_open(k["port"])}
             if info["answering"]:
                 try:
                     from confluent_kafka.admin import AdminClient
@@ -308,8 +274,8 @@ class Stack:
         s = st.get("s3")
         if s:
             out["s3"] = {"port": s["port"], "kind": s.get("kind"),
-                         "running": _pid_alive(s["pid"], s.get("match", "")),
-                         "answering": _port_open(s["port"])}
+                         "running": pid_alive(s["pid"], s.get("match", "")),
+                         "answering": port_open(s["port"])}
         return out
 
     def down(self) -> dict[str, bool]:
@@ -320,7 +286,7 @@ class Stack:
             svc = st.get(name)
             if not svc:
                 continue
-            stopped[name] = _terminate(svc["pid"], expect or svc.get("match", ""))
+            stopped[name] = terminate_pid(svc["pid"], expect or svc.get("match", ""))
             st.pop(name)
             self._save_state(st)
         return stopped

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +28,7 @@ from paho.mqtt.properties import Properties
 from smartcity.contracts.envelope import event_id, format_ts, mqtt_topic
 from smartcity.contracts.schema import SCHEMA_VERSION, example
 from deploy.local.kafka import KafkaServer, free_port
+from deploy.local.process import Process, log_tail
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,18 +256,15 @@ class BridgeProcess:
         # bridge_id None: no --bridge-id, the bridge's own default (the host name)
         self.log_path = Path(log_dir) / f"bridge-{bridge_id or 'default'}.log"
         self.http_port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
 
     def start(self, wait: bool = True) -> "BridgeProcess":
         cmd = [sys.executable, "-m", "smartcity.bridge", *(("--bridge-id", self.bridge_id) if self.bridge_id else ()),
                "--group", self.group,
                "--mqtt-port", str(self.mqtt_port), "--kafka-bootstrap", self.kafka_bootstrap,
                "--http-port", str(self.http_port), "--log-level", "INFO", *self.extra_args]
-        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, cwd=str(REPO))
+        self.proc = Process(f"bridge {self.bridge_id or '(default id)'}", cmd, self.log_path,
+                            env={"PYTHONPATH": str(REPO), **self.env}, cwd=REPO, new_session=False).start()
         if wait:
             self.wait_connected()
         return self
@@ -294,43 +289,26 @@ class BridgeProcess:
     def wait_connected(self, timeout_s: float = 20.0) -> None:
         """Until the broker granted the bridge's subscription: from then on nothing published is
         lost even if the bridge dies."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bridge exited rc={self.proc.returncode}:\n{self.log_tail()}")
+        def subscribed() -> bool:
             try:
-                if self.metrics().get("bridge_mqtt_subscribed") == 1:
-                    return
+                return self.metrics().get("bridge_mqtt_subscribed") == 1
             except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"bridge not subscribed after {timeout_s}s:\n{self.log_tail()}")
+                return False
+        self.proc.wait_for(subscribed, "the broker to grant its subscription", timeout_s)
 
     def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            self.proc.kill()
 
     def terminate(self, timeout_s: float = 40.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        """SIGTERM (the bridge drains), SIGKILL after timeout_s; the exit code."""
+        return self.proc.terminate(timeout_s) if self.proc is not None else 0
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.running()
 
     def __enter__(self):
         return self.start()
