@@ -346,7 +346,7 @@ def run(args: list[str]) -> dict:
     broker = MosquittoServer(tmp / "mosquitto").start()
     try:
         empty = {"msgs_per_s": None, "received": None, "cpu_ms_per_1k_msgs": None, "lost": None,
-                 "duplicates": None}
+                 "duplicates": None, "published": None}
         raw = empty if a.skip_raw else phase_raw(broker.port, a.devices, a.seconds, tmp)
         one = phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 1, tmp)
         two = empty if a.skip_two else phase_bridges(broker.port, kafka.bootstrap, a.devices, a.seconds, 2, tmp)
