@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyspark.sql.types import (BinaryType, DataType, DoubleType, IntegerType, LongType, StringType,
                                StructField, StructType, TimestampType)
 
-from smartcity.contracts import RECORD_TYPES, RecordType, record_type
+from smartcity.contracts import RecordType, record_type
 from smartcity.contracts import schema as cs
 
 SPARK_TYPES: dict[str, DataType] = {
@@ -74,7 +74,3 @@ def data_struct(rt: RecordType | str) -> StructType:
 def quarantine_struct() -> StructType:
     nullable = {"raw_value", "raw_value_b64", "event_id", "kafka_ts"}
     return StructType([StructField(n, t, n in nullable) for n, t, _ in QUARANTINE_FIELDS])
-
-
-def all_data_structs() -> dict[str, StructType]:
-    return {rt.name: data_struct(rt) for rt in RECORD_TYPES}
