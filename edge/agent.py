@@ -11,6 +11,7 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -420,7 +421,9 @@ class Agent:
 
 
 def parse_args(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
-    p = ArgumentParser(prog="smartcity-edge", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="smartcity-edge", description=__doc__.splitlines()[0],
+                       epilog="smartcity-edge queue {status,requeue-rejected} [--data-dir DIR]: the "
+                              "durable queue, and readings the broker refused (queue --help)")
     p.add_argument("--config", help="TOML settings file (optional)")
     p.add_argument("--simulate", action="store_true", default=None,
                    help="no hardware: simulated Bangkok -> Pattaya trip at the wire")
@@ -484,6 +487,10 @@ def check_settings(s: AgentSettings) -> list[str]:
 
 @cli("smartcity-edge")
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["queue"]:   # smartcity-edge queue status|requeue-rejected (edge/queue.py)
+        from smartcity.edge.queue import main as queue_main
+        return queue_main(argv[1:])
     config, overrides = parse_args(argv)
     settings = load_settings(AgentSettings, config, "SMARTCITY_EDGE_", overrides)
     # One device id for records and the MQTT session/status topic.

@@ -20,8 +20,8 @@ How delivery stays lossless and ordered:
 
 Rejected publishes: with MQTT v5 and QoS 1 a broker that refuses a message (e.g. Mosquitto when
 the ACL denies the topic) still sends PUBACK, with a failure reason code (0x87 not authorized).
-Such a row is NOT deleted: it is moved to the queue's `rejected` table (kept on disk, can be put
-back with DurableQueue.requeue_rejected() once the ACL is fixed), counted in
+Such a row is NOT deleted: it is moved to the queue's `rejected` table (kept on disk, put back
+with `smartcity-edge queue requeue-rejected` once the ACL is fixed), counted in
 publish_rejected_total{reason} and logged as an error with its topic and seq (one line a minute
 per reason code, with the count of repeats held back). Retrying it in place would block every
 reading behind it forever; dropping it would be silent loss. The rejected table counts towards

@@ -54,6 +54,7 @@ interval): the WAL grows before rows reach the main file.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -63,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from smartcity.runtime.cli import ArgumentParser, UsageError, cli
 from smartcity.runtime.ratelimit import LogLimiter
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,9 @@ class DurableQueue:
         self._depth = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
         self._rejected_bytes = self._db.execute(
             "SELECT COALESCE(SUM(length(payload)), 0) FROM rejected").fetchone()[0]
+        # Changes when ANOTHER connection commits (e.g. `smartcity-edge queue requeue-rejected`
+        # while the agent runs): the counts above are then read again before they are used.
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._closed = False
 
     # writing ---------------------------------------------------------------------------------
@@ -223,6 +228,7 @@ class DurableQueue:
         now = self._clock()
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._follow_others_locked()
             seq = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
             # Rows up to here existed before this append: only they make room for the disk.
             before = None if self._disk_cap is None else \
@@ -247,6 +253,13 @@ class DurableQueue:
             self._rollback_locked()
             raise
         return seqs, dropped
+
+    def _follow_others_locked(self) -> None:
+        """Inside a transaction: recount when another connection committed since we looked."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._recount_locked()
 
     def _rollback_locked(self) -> None:
         # SQLite rolls a transaction back by itself on some errors (SQLITE_FULL among them).
@@ -401,21 +414,6 @@ class DurableQueue:
                         extra={"disk_free_bytes": free, "min_free_bytes": self.min_free_bytes,
                                "queue_cap_bytes": self._disk_cap, "path": str(self.path)})
 
-    def enforce_bounds(self) -> dict[str, int]:
-        """Apply the age bound now (append does it too); call periodically while idle."""
-        with self._lock:
-            self._check_disk_locked()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                dropped = self._enforce_bounds_locked(self._clock())
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback_locked()
-                raise
-        if dropped:
-            self._log_drops(dropped)
-        return dropped
-
     def _log_drops(self, dropped: dict[str, int]) -> None:
         self._limited.warning("queue bound exceeded: dropped oldest readings",
                               key=tuple(sorted(dropped)),
@@ -468,7 +466,8 @@ class DurableQueue:
 
     def reject(self, rowid: int, reason: str) -> bool:
         """Move a row the broker refused (e.g. not authorised) to the 'rejected' table: out of the
-        way of the rows behind it, but kept on disk for inspection or requeue_rejected()."""
+        way of the rows behind it, but kept on disk for inspection or requeue_rejected()
+        (`smartcity-edge queue status`, `smartcity-edge queue requeue-rejected`)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -497,7 +496,8 @@ class DurableQueue:
 
     def requeue_rejected(self) -> int:
         """After fixing the broker's ACL: put rejected rows back at the END of the queue (they keep
-        their seq; downstream sees them late, not lost)."""
+        their seq; downstream sees them late, not lost). Safe while an agent has the file open:
+        its next append sees the change (data_version)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -581,3 +581,45 @@ class DurableQueue:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# command line: `smartcity-edge queue ...` -----------------------------------------------------
+QUEUE_FILE = "queue.sqlite3"   # in the agent's data_dir
+
+
+@cli("smartcity-edge queue")
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(
+        prog="smartcity-edge queue",
+        description="The agent's durable queue: what waits, what the broker refused; put refused "
+                    "readings back in line once the broker's ACL is fixed. Safe while the agent runs.")
+    p.add_argument("command", choices=("status", "requeue-rejected"),
+                   help="status: counts and the oldest refused readings, as JSON; requeue-rejected: "
+                        "refused readings go back at the end of the queue (same seq)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the agent's data_dir (default: $SMARTCITY_EDGE_DATA_DIR, else run/edge)")
+    p.add_argument("--limit", type=int, default=10, help="status: refused readings listed (default 10)")
+    a = p.parse_args(argv)
+    data_dir = a.data_dir or Path(os.environ.get("SMARTCITY_EDGE_DATA_DIR") or "run/edge")
+    path = data_dir / QUEUE_FILE
+    if not path.is_file():
+        raise UsageError(f"--data-dir: no queue at {path} (the agent's data_dir holds {QUEUE_FILE})")
+    with DurableQueue(path) as q:
+        if a.command == "requeue-rejected":
+            out: dict[str, Any] = {"requeued": q.requeue_rejected()}
+        else:
+            now = time.time()
+            out = {"rejected_oldest": [
+                {"seq": r.seq, "stream": r.stream, "topic": r.topic, "reason": reason,
+                 "age_s": round(now - r.enqueued_at, 1)} for r, reason in q.rejected(a.limit)]}
+        out = {"path": str(path), "waiting": q.depth(), "waiting_bytes": q.bytes(),
+               "oldest_age_s": round(q.oldest_age_s(), 1), "next_seq": q.next_seq(),
+               "dropped_total": q.dropped_total(), "rejected": q.rejected_total(),
+               "rejected_bytes": q.rejected_bytes(),
+               "rejected_dropped_total": q.rejected_dropped_total(), **out}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

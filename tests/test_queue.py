@@ -94,8 +94,8 @@ def test_drop_oldest_by_age_is_counted(tmp_path):
         q.append("weather", builder("weather"))
         assert q.oldest_age_s() == pytest.approx(30)
         now[0] += 45          # the first three are 75 s old now, the fourth 45 s
-        assert q.enforce_bounds() == {"age": 3}
-        assert [r.seq for r in q.peek(10)] == [4]
+        q.append("gps", builder("gps"))            # each append applies the bounds
+        assert [r.seq for r in q.peek(10)] == [4, 5]
         assert q.dropped_total() == 3
 
 
@@ -164,6 +164,53 @@ def test_rejected_rows_are_moved_aside_kept_and_can_be_requeued(tmp_path):
         assert q.rejected_total() == 0 and q.depth() == 3
 
 
+def test_a_requeue_by_another_connection_shows_in_the_running_queue(tmp_path):
+    """`smartcity-edge queue requeue-rejected` while the agent runs: the agent's counts (depth,
+    bytes, the bounds) follow at its next append."""
+    with DurableQueue(tmp_path / "q.db", max_bytes=1000) as agent:
+        agent.append_many([("gps", builder("gps", size=100))] * 3)
+        agent.reject(agent.peek(1)[0].rowid, "Not authorized")
+        with DurableQueue(tmp_path / "q.db") as operator:
+            assert operator.requeue_rejected() == 1
+        agent.append("gps", builder("gps", size=100))
+        assert (agent.depth(), agent.bytes(), agent.rejected_bytes()) == (4, 400, 0)
+        assert [r.seq for r in agent.peek(10)] == [2, 3, 1, 4]
+
+
+def queue_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smartcity.edge.agent", "queue", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_queue_cli_status_and_requeue_rejected(tmp_path):
+    import json
+    with DurableQueue(tmp_path / "queue.sqlite3") as q:
+        q.append_many([("gps", builder("gps")), ("vehicle", builder("vehicle")), ("gps", builder("gps"))])
+        q.reject(q.peek(2)[1].rowid, "Not authorized")
+    r = queue_cli("status", "--data-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert (st["waiting"], st["rejected"], st["next_seq"]) == (2, 1, 4)
+    assert [(x["seq"], x["stream"], x["reason"]) for x in st["rejected_oldest"]] == [(2, "vehicle", "Not authorized")]
+    r = queue_cli("requeue-rejected", env={"SMARTCITY_EDGE_DATA_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert {k: json.loads(r.stdout)[k] for k in ("requeued", "waiting", "rejected")} == \
+        {"requeued": 1, "waiting": 3, "rejected": 0}
+    with DurableQueue(tmp_path / "queue.sqlite3") as q:
+        assert [r.seq for r in q.peek(10)] == [1, 3, 2]
+
+
+def test_queue_cli_without_a_queue_is_one_line_and_exit_2(tmp_path):
+    r = queue_cli("status", "--data-dir", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"smartcity-edge queue: --data-dir: no queue at {tmp_path / 'nothing' / 'queue.sqlite3'} " \
+                               "(the agent's data_dir holds queue.sqlite3)"
+    assert not (tmp_path / "nothing").exists(), "looking does not create a queue"
+    r = queue_cli("drop-everything")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
 # --- the rejected table is bounded too ------------------------------------------------------------
 
 def test_rejected_rows_count_towards_max_bytes_and_are_evicted_before_waiting_readings(tmp_path):
@@ -202,8 +249,10 @@ def test_rejected_rows_expire_with_max_age_like_waiting_ones(tmp_path):
         q.append_many([("gps", builder("gps"))] * 2)
         q.reject(q.peek(1)[0].rowid, "Not authorized")
         now[0] += 61
-        assert q.enforce_bounds() == {"age": 1, "rejected": 1}
+        q.append("gps", builder("gps"))
         assert q.rejected_total() == 0 and q.rejected_bytes() == 0
+        assert (q.dropped_total(), q.rejected_dropped_total()) == (1, 1)
+        assert [r.seq for r in q.peek(10)] == [3]
 
 
 def test_the_size_bound_keeps_emergency_readings_longest(tmp_path):
