@@ -17,11 +17,15 @@ import os
 import re
 from pathlib import Path
 
-from .settings import SECRET_OPTIONS_RE, LakeSettings
+from .settings import (SECRET_OPTIONS_RE, LakeSettings, catalog_spark_conf, catalog_warehouse,
+                       prepare_catalog)
 
 log = logging.getLogger(__name__)
 JAVA17 = "/usr/lib/jvm/java-17-openjdk-amd64"
 S3_JARS = ("hadoop-aws-", "bundle-", "analyticsaccelerator-s3-", "wildfly-openssl-")
+# Apache Iceberg and the SQLite JDBC driver of its local catalog: only for sessions that use the
+# catalog (build_session(..., iceberg=True)); today's stream runs without them (issue 11).
+ICEBERG_JARS = ("iceberg-spark-runtime-", "sqlite-jdbc-")
 
 
 # hdfs (Spark's default) writes state through output streams and works on every store; rocksdb
@@ -48,7 +52,7 @@ def needs_s3(settings: LakeSettings) -> bool:
     return any(p.startswith(("s3a://", "s3://")) for p in (settings.lake, settings.checkpoint or ""))
 
 
-def jar_list(settings: LakeSettings) -> list[str]:
+def jar_list(settings: LakeSettings, iceberg: bool = False) -> list[str]:
     import pyspark
     d = jars_dir(settings)
     jars = sorted(d.glob("*.jar"))
@@ -56,8 +60,14 @@ def jar_list(settings: LakeSettings) -> list[str]:
     if not any(j.name == want for j in jars):
         raise SparkSetupError(f"{want} not in {d}: run deploy/setup.d/35-spark-jars.sh "
                               f"(resolves the jars matching pyspark {pyspark.__version__})")
-    s3 = needs_s3(settings)
-    return [str(j) for j in jars if s3 or not j.name.startswith(S3_JARS)]
+    if iceberg:
+        minor = ".".join(pyspark.__version__.split(".")[:2])
+        runtime = f"iceberg-spark-runtime-{minor}_2.13-"
+        if not any(j.name.startswith(runtime) for j in jars):
+            raise SparkSetupError(f"{runtime}*.jar not in {d}: run deploy/setup.d/35-spark-jars.sh")
+    s3 = needs_s3(settings) or (iceberg and catalog_warehouse(settings).startswith("s3a://"))
+    return [str(j) for j in jars if (s3 or not j.name.startswith(S3_JARS))
+            and (iceberg or not j.name.startswith(ICEBERG_JARS))]
 
 
 # Spark 4.1.0-4.1.2 bug (SPARK-55271; fixed in 4.1.3 and 4.2.0 by the change of SPARK-57438): a
@@ -95,13 +105,15 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def spark_conf(settings: LakeSettings, submitted: bool | None = None) -> dict[str, str]:
+def spark_conf(settings: LakeSettings, submitted: bool | None = None,
+               iceberg: bool = False) -> dict[str, str]:
     """The session's configuration; `submitted` (default: under_spark_submit()) leaves out what only
-    takes effect at driver JVM launch, which spark-submit's own flags decide."""
+    takes effect at driver JVM launch, which spark-submit's own flags decide. `iceberg` adds the
+    Iceberg jars and the catalog of settings.catalog (settings.catalog_spark_conf)."""
     if submitted is None:
         submitted = under_spark_submit()
     conf = {} if submitted else {
-        "spark.jars": ",".join(jar_list(settings)),
+        "spark.jars": ",".join(jar_list(settings, iceberg)),
         "spark.driver.memory": settings.driver_memory,
         # Local mode: everything on loopback. A cluster's executors must reach the driver at an
         # address of its host, so under spark-submit that is SPARK_LOCAL_IP / spark.driver.host.
@@ -137,11 +149,14 @@ def spark_conf(settings: LakeSettings, submitted: bool | None = None) -> dict[st
         if s3.region:
             conf["spark.hadoop.fs.s3a.endpoint.region"] = s3.region
         conf["spark.hadoop.fs.s3a.impl"] = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    if iceberg:
+        conf |= catalog_spark_conf(settings)
     return conf
 
 
-def build_session(settings: LakeSettings, app_name: str = "smartcity-lake"):
-    """SparkSession for `settings` (local master by default; spark-submit's --master wins)."""
+def build_session(settings: LakeSettings, app_name: str = "smartcity-lake", iceberg: bool = False):
+    """SparkSession for `settings` (local master by default; spark-submit's --master wins);
+    `iceberg`: with the Iceberg catalog of settings.catalog (spark_jobs/iceberg_tables.py)."""
     from pyspark.sql import SparkSession
     submitted = under_spark_submit()
     b = SparkSession.builder.appName(app_name)
@@ -151,8 +166,10 @@ def build_session(settings: LakeSettings, app_name: str = "smartcity-lake"):
             os.environ["JAVA_HOME"] = JAVA17
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         b = b.master(settings.master)
-    for k, v in spark_conf(settings, submitted).items():
+    for k, v in spark_conf(settings, submitted, iceberg).items():
         b = b.config(k, v)
+    if iceberg:
+        prepare_catalog(settings)  # SQLite creates its file but not the folder
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark_log_level)
     if submitted:

@@ -84,6 +84,51 @@ class Kafka:
                 raise ValueError(f"kafka.extra: {item!r} is not name=value")
 
 
+# Apache Iceberg (issue 11). The catalog name is stored in the JDBC catalog's rows (column
+# catalog_name), so Spark, pyiceberg and Trino (iceberg.jdbc-catalog.catalog-name) must all use the
+# same one: a reader configured with another name sees an empty catalog, not an error.
+CATALOG_NAME = "lake"
+# The namespace (a Glue database in AWS): tables are {CATALOG_NAME}.{CATALOG_NAMESPACE}.{table}.
+CATALOG_NAMESPACE = "smartcity"
+CATALOG_TYPES = ("jdbc", "glue")
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+# Lower case only: Glue, Athena and Trino fold identifiers to lower case.
+_IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass
+class Catalog:
+    """`[catalog]`: where the lake's Apache Iceberg tables are registered (spark_jobs/iceberg_tables.py;
+    the stream does not write through it yet: docs/lake.md, "Iceberg (in progress)").
+
+    jdbc: Iceberg's JDBC catalog; `uri` defaults to a SQLite file under the lake folder
+    ({lake}/_catalog/iceberg.sqlite: one writing process, local disk only). glue: AWS Glue
+    (GlueCatalog + S3FileIO; needs iceberg-aws-bundle, not in the jar cache yet)."""
+    type: str = "jdbc"                # jdbc | glue
+    name: str = CATALOG_NAME          # the same in Spark, pyiceberg and Trino (see CATALOG_NAME)
+    namespace: str = CATALOG_NAMESPACE
+    uri: str | None = None            # jdbc: jdbc:sqlite:/abs/file or jdbc:postgresql://...
+    warehouse: str | None = None      # default {lake}/warehouse (s3a:// lakes: s3:// for glue)
+    glue_endpoint: str | None = None  # glue: e.g. the local Glue API (moto); None = AWS
+    region: str | None = None         # glue: client.region (default: the AWS provider chain's)
+
+    def __post_init__(self) -> None:
+        self.type = self.type.lower()
+        if self.type not in CATALOG_TYPES:
+            raise ValueError(f"type must be one of {', '.join(CATALOG_TYPES)}, not {self.type!r}")
+        for what in ("name", "namespace"):
+            if not _IDENTIFIER_RE.match(getattr(self, what)):
+                raise ValueError(f"{what} must be a lower-case SQL identifier "
+                                 f"([a-z_][a-z0-9_]*), not {getattr(self, what)!r}")
+        if self.name == "spark_catalog":
+            raise ValueError("name must not be spark_catalog (Spark's session catalog)")
+        if self.uri is not None and not self.uri.startswith("jdbc:"):
+            raise ValueError(f"uri must be a JDBC URL (jdbc:sqlite:/path, "
+                             f"jdbc:postgresql://host/db), not {self.uri!r}")
+        if self.uri is not None and self.type != "jdbc":
+            raise ValueError("uri is for type = \"jdbc\" only")
+
+
 @dataclass
 class LakeSettings:
     bootstrap: str = "127.0.0.1:9092"
@@ -110,6 +155,7 @@ class LakeSettings:
     jars_dir: str | None = None      # default $SMARTCITY_CACHE/spark-jars
     s3: S3 = field(default_factory=S3)
     kafka: Kafka = field(default_factory=Kafka)
+    catalog: Catalog = field(default_factory=Catalog)
 
     def __post_init__(self) -> None:
         unknown = set(self.topics) - {rt.name for rt in RECORD_TYPES}
@@ -219,3 +265,112 @@ def kafka_options(s: LakeSettings) -> KafkaOptions:
             opts["kafka.ssl.keystore.certificate.chain"] = chain
             opts["kafka.ssl.keystore.key"] = key
     return opts
+
+
+# ---- the Iceberg catalog (issue 11) ----------------------------------------------------------
+
+def _local_path(uri: str) -> Path | None:
+    return Path(uri[len("file://"):]) if uri.startswith("file://") else None
+
+
+def catalog_sqlite_file(s: LakeSettings) -> Path | None:
+    """The SQLite file of a jdbc:sqlite catalog (the default one: {lake}/_catalog/iceberg.sqlite),
+    else None. Its folder must exist before the catalog is first used (prepare_catalog)."""
+    if s.catalog.type != "jdbc":
+        return None
+    uri = catalog_uri(s)
+    return Path(uri[len("jdbc:sqlite:"):]) if uri.startswith("jdbc:sqlite:") else None
+
+
+def catalog_uri(s: LakeSettings) -> str:
+    """The JDBC URL of a jdbc catalog: catalog.uri, else a SQLite file under a local lake."""
+    if s.catalog.uri:
+        return s.catalog.uri
+    lake = _local_path(s.lake)
+    if lake is None:
+        raise ValueError(f"catalog.uri: a SQLite catalog must be on a local disk and the lake is "
+                         f"{s.lake}; set catalog.uri (e.g. jdbc:postgresql://host/db) or "
+                         "catalog.type = \"glue\"")
+    return f"jdbc:sqlite:{lake / '_catalog' / 'iceberg.sqlite'}"
+
+
+def catalog_warehouse(s: LakeSettings) -> str:
+    """Where new tables' data and metadata go: catalog.warehouse, else {lake}/warehouse (beside
+    today's data/ and quarantine/ folders, never inside them). Glue gets s3:// (what Athena reads)."""
+    w = to_uri(s.catalog.warehouse) if s.catalog.warehouse else join(s.lake, "warehouse")
+    if s.catalog.type == "glue" and w.startswith("s3a://"):
+        w = "s3://" + w[len("s3a://"):]
+    return w
+
+
+def table_identifier(s: LakeSettings, table: str) -> str:
+    """`catalog.namespace.table`, as Spark SQL names it (lake.smartcity.gps_data)."""
+    return f"{s.catalog.name}.{s.catalog.namespace}.{table}"
+
+
+def prepare_catalog(s: LakeSettings) -> None:
+    """Create the folder of a SQLite catalog file (SQLite creates the file, not its folder)."""
+    f = catalog_sqlite_file(s)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+
+
+def catalog_spark_conf(s: LakeSettings) -> dict[str, str]:
+    """Spark configuration of the Iceberg catalog `s.catalog.name` and Iceberg's SQL extensions
+    (MERGE INTO, CALL ... procedures, ALTER TABLE ... WRITE ORDERED BY). The jars come with
+    session.build_session(..., iceberg=True) (session.ICEBERG_JARS)."""
+    c = s.catalog
+    pre = f"spark.sql.catalog.{c.name}"
+    conf = {
+        "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        pre: "org.apache.iceberg.spark.SparkCatalog",
+        f"{pre}.warehouse": catalog_warehouse(s),
+    }
+    if c.type == "jdbc":
+        uri = catalog_uri(s)
+        conf |= {
+            f"{pre}.type": "jdbc",
+            f"{pre}.uri": uri,
+            # V1: the catalog's own tables can hold views too (V0 is the legacy layout).
+            f"{pre}.jdbc.schema-version": "V1",
+            # A table must be created in a namespace that exists (no silent implicit namespace).
+            f"{pre}.jdbc.strict-mode": "true",
+        }
+        if uri.startswith("jdbc:sqlite:"):
+            # jdbc.* are driver properties: sqlite-jdbc waits this long (ms) for a lock another
+            # connection holds (a pyiceberg reader, the catalog's second pooled connection)
+            # instead of failing at once with SQLITE_BUSY.
+            conf[f"{pre}.jdbc.busy_timeout"] = "30000"
+    else:
+        conf |= {
+            f"{pre}.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+            f"{pre}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        }
+        if c.glue_endpoint:
+            conf[f"{pre}.glue.endpoint"] = c.glue_endpoint
+        if c.region:
+            conf[f"{pre}.client.region"] = c.region
+        if s.s3.endpoint:
+            conf[f"{pre}.s3.endpoint"] = s.s3.endpoint
+        conf[f"{pre}.s3.path-style-access"] = str(s.s3.path_style).lower()
+    return conf
+
+
+def pyiceberg_properties(s: LakeSettings) -> dict[str, str]:
+    """Properties for pyiceberg.catalog.load_catalog(s.catalog.name, **these): the same catalog,
+    under the same name, for readers that are not Spark (tests, the demo, a notebook)."""
+    c = s.catalog
+    props = {"warehouse": catalog_warehouse(s)}
+    if c.type == "glue":
+        props |= {"type": "glue"}
+        if c.glue_endpoint:
+            props["glue.endpoint"] = c.glue_endpoint
+        if c.region:
+            props["client.region"] = c.region
+        if s.s3.endpoint:
+            props["s3.endpoint"] = s.s3.endpoint
+        return props
+    f = catalog_sqlite_file(s)
+    if f is None:
+        raise ValueError(f"pyiceberg_properties: only SQLite JDBC catalogs so far, not {catalog_uri(s)}")
+    return props | {"type": "sql", "uri": f"sqlite:///{f}"}
