@@ -3,6 +3,7 @@
   smartcity-lake stream  [--bootstrap H:P] [--lake DIR|URI] [--trigger-s S] [--max-offsets N] ...
   smartcity-lake compact --topic T (--dt YYYY-MM-DD --hour HH | --all) [--lake ...]
   smartcity-lake ddl     [--lake URI] [--dialect athena|redshift|all]
+  smartcity-lake tables  [--lake ...] [--show]   create/evolve the Iceberg tables (issue 11, in progress)
 
 Settings: defaults < --config TOML < SMARTCITY_LAKE_* environment < flags (see settings.py).
 On a standalone cluster spark-submit needs a file, not a module: deploy/spark/submit_lake.py
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     dd = sub.add_parser("ddl", help="print Athena/Glue and Redshift DDL generated from contracts")
     _common(dd)
     dd.add_argument("--dialect", choices=("athena", "redshift", "all"), default="all")
+    tb = sub.add_parser("tables", help="create or evolve the Iceberg tables from contracts (catalog: [catalog])")
+    _common(tb)
+    tb.add_argument("--show", action="store_true", help="then print each table as the catalog has it")
     a = ap.parse_args(argv)
     if a.cmd == "compact" and not ((a.all and not (a.dt or a.hour)) or (not a.all and a.dt and a.hour)):
         co.error("compact needs --dt and --hour, or --all (not both)")
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         from .ddl import render
         sys.stdout.write(render(s.lake, a.dialect))
         return 0
+    if a.cmd == "tables":
+        return _tables(s, a.show)
     if a.cmd == "stream":
         kafka_options(s)   # an unreadable secret file or key: one line, exit 2, before Spark starts
         from .lake import run
@@ -107,6 +113,31 @@ def main(argv: list[str] | None = None) -> int:
     todo = hours(s, a.topic) if a.all else [(a.dt, a.hour)]
     for dt, hour in todo:
         print(json.dumps(compact_hour(spark, s, a.topic, dt, hour), sort_keys=True))
+    return 0
+
+
+def _tables(s, show_tables: bool) -> int:
+    """`tables`: one JSON line per table saying what was done (then, with --show, one per table
+    as the catalog has it); an incompatible contract change: its problems on stderr, exit 1."""
+    from .iceberg_tables import IncompatibleSchema, create_or_evolve, show
+    from .session import build_session
+    from .settings import catalog_spark_conf
+    try:
+        catalog_spark_conf(s)  # e.g. no catalog.uri for an s3a:// lake: say so before Spark starts
+    except ValueError as e:
+        print(f"smartcity-lake: {e}", file=sys.stderr)
+        return 2
+    spark = build_session(s, "smartcity-lake-tables", iceberg=True)
+    try:
+        done = create_or_evolve(spark, s)
+    except IncompatibleSchema as e:
+        print(f"smartcity-lake tables: {e}", file=sys.stderr)
+        return 1
+    for d in done:
+        print(json.dumps(d, sort_keys=True))
+    if show_tables:
+        for t in show(spark, s):
+            print(json.dumps(t, sort_keys=True))
     return 0
 
 
