@@ -1,5 +1,6 @@
 """A path the code, the docs or a skip message names is a path that exists (issue 10: a pyproject
-comment named docs/local-stack.md and two skip messages deploy/setup.d/40-s3.sh, neither there)."""
+comment named a local-stack page under docs/ and two skip messages an S3 step under
+deploy/setup.d/, neither of which was ever written)."""
 from __future__ import annotations
 
 import re
