@@ -196,9 +196,17 @@ class Rig:
         return p
 
     def wait_subscribed(self, bridge: Proc, timeout_s: float = 30) -> None:
-        if not _wait(lambda: _metrics(bridge.http_port).get("bridge_mqtt_subscribed") == 1
-                     or not bridge.running(), timeout_s) or not bridge.running():
-            raise RuntimeError(f"bridge not subscribed:\n{bridge.log_tail()}")
+        bridge.wait_for(lambda: _metrics(bridge.http_port).get("bridge_mqtt_subscribed") == 1,
+                        "the bridge's subscription", timeout_s, step=0.2)
+
+    def subscribed_bridges(self, case: str, port: int, members: tuple, env: dict | None = None) -> list[Proc]:
+        """Bridges of the case's group started and subscribed: member n is bridge id
+        {case}-b{n}-{run_id}, None the bridge's default id (no --bridge-id)."""
+        bs = [self.bridge(case, port, None if n is None else f"{case}-b{n}-{self.run_id}", env=env).start()
+              for n in members]
+        for b in bs:
+            self.wait_subscribed(b)
+        return bs
 
     def fleet(self, case: str, port: int) -> list[Agent]:
         return [Agent(self.work, f"{case[:12]}-{i}-{self.run_id}", port, self.ack_timeout_s,
@@ -271,10 +279,7 @@ def case_broker_kill9_agent_first(rig: Rig) -> dict:
     slow = {"SMARTCITY_BRIDGE_MQTT__RECONNECT_MIN_S": "6", "SMARTCITY_BRIDGE_MQTT__RECONNECT_MAX_S": "6"}
 
     def bridges(port):
-        bs = [rig.bridge(name, port, f"{name}-b{i}-{rig.run_id}", env=slow).start() for i in (1, 2)]
-        for b in bs:
-            rig.wait_subscribed(b)
-        return bs
+        return rig.subscribed_bridges(name, port, (1, 2), env=slow)
 
     def fault(ctx):
         broker, agents = ctx["broker"], ctx["agents"]
@@ -294,9 +299,7 @@ def case_bridge_restart_default_id(rig: Rig) -> dict:
     name = "bridge_restart_default_id"
 
     def bridges(port):
-        b = rig.bridge(name, port, None).start()
-        rig.wait_subscribed(b)
-        return [b]
+        return rig.subscribed_bridges(name, port, (None,))
 
     def fault(ctx):
         b = ctx["bridges"][0]
@@ -311,10 +314,7 @@ def case_one_of_two_bridges_killed(rig: Rig) -> dict:
     name = "one_of_two_bridges_killed"
 
     def bridges(port):
-        bs = [rig.bridge(name, port, f"{name}-b{i}-{rig.run_id}").start() for i in (1, 2)]
-        for b in bs:
-            rig.wait_subscribed(b)
-        return bs
+        return rig.subscribed_bridges(name, port, (1, 2))
 
     def fault(ctx):
         ctx["bridges"][1].kill()   # and never restarted
@@ -326,9 +326,7 @@ def case_spark_driver_kill9_one_restart(rig: Rig) -> dict:
     name = "spark_driver_kill9_one_restart"
 
     def bridges(port):
-        b = rig.bridge(name, port, f"{name}-b1-{rig.run_id}").start()
-        rig.wait_subscribed(b)
-        return [b]
+        return rig.subscribed_bridges(name, port, (1,))
 
     def fault(ctx):
         rig.lake_job.kill()
@@ -360,9 +358,7 @@ def case_bad_payload_corpus(rig: Rig) -> dict:
     name = "bad_payload_corpus"
 
     def bridges(port):
-        b = rig.bridge(name, port, f"{name}-b1-{rig.run_id}").start()
-        rig.wait_subscribed(b)
-        return [b]
+        return rig.subscribed_bridges(name, port, (1,))
 
     def fault(ctx):
         import paho.mqtt.client as mqtt

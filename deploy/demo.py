@@ -20,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from deploy.local.process import Process
+from deploy.local.process import Process, ProcessError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "demo-bus-01"
@@ -88,17 +88,17 @@ class PublishedIds:
 
 def wait_subscribed(bridge: Proc, http_port: int, timeout_s: float = 60.0) -> None:
     import urllib.request
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        bridge.check()
+
+    def subscribed() -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:
-                if "\nbridge_mqtt_subscribed 1" in r.read().decode():
-                    return
+                return "\nbridge_mqtt_subscribed 1" in r.read().decode()
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the bridge did not subscribe within {timeout_s:.0f} s; see {bridge.log_path}")
+            return False
+    try:
+        bridge.wait_for(subscribed, "the bridge's subscription", timeout_s, step=0.2)
+    except ProcessError as e:
+        raise SystemExit(str(e)) from None
 
 
 def lake_ids(lake: str, topic: str) -> list[str]:

@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Mapping
 
-from .process import Process, free_port, port_open
+from .process import Process, Service, free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,10 @@ logger.state.level = WARN
 """
 
 
-class KafkaServer:
+class KafkaServer(Service):
+    """stop(): a controlled shutdown that flushes the logs and keeps everything for the next
+    start(); kill(): a crash, the next start() recovers the log from disk."""
+
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None,
                  controller_port: int | None = None, host: str = "127.0.0.1",
                  jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS, start_timeout_s: float = 90.0,
@@ -257,9 +260,6 @@ class KafkaServer:
             log.info("kafka ready", extra={"start_s": round(self.last_start_s, 1)})
         return self
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Ready = the broker answers a metadata request with itself as a live broker."""
         from confluent_kafka.admin import AdminClient
@@ -278,34 +278,9 @@ class KafkaServer:
                 return False
         self.proc.wait_for(answers, f"a metadata answer on {self.bootstrap}", timeout_s, step=0.2)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Controlled shutdown (SIGTERM, SIGKILL after timeout_s): flushes logs, keeps everything
-        for the next start()."""
-        if self.proc is not None:
-            self.proc.terminate(timeout_s)
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL: a crash. The next start() recovers the log from disk."""
-        if self.proc is not None:
-            self.proc.kill()
-        self.proc = None
-
-    def detach(self) -> int | None:
-        """Leave the broker running after this object is gone (the local stack stops it by pid)."""
-        pid = self.proc.detach() if self.proc else None
-        self.proc = None
-        return pid
-
     def restart(self) -> "KafkaServer":
         self.stop()
         return self.start()
-
-    def __enter__(self) -> "KafkaServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # topics ----------------------------------------------------------------------------------
     def create_topics(self, topics: tuple[str, ...] = ALL_TOPICS, partitions: int = 3,

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .process import Process, free_port, log_tail
+from .process import Process, Service, free_port
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,12 @@ def make_test_pki(out_dir: str | os.PathLike, client_names: tuple[str, ...] = ("
     return paths
 
 
-class MosquittoServer:
+class MosquittoServer(Service):
+    """stop(): a clean shutdown, mosquitto writes its persistence file (MosquittoError when it had
+    to be killed); kill(): a crash, nothing persisted beyond the last autosave."""
+    stop_timeout_s = 10.0
+    strict_stop = True
+
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, host: str = "127.0.0.1",
                  persistence: bool = True, passwords: dict[str, str] | None = None,
                  acl: str | None = None, max_queued_messages: int = 0,
@@ -285,9 +290,6 @@ class MosquittoServer:
             (self.data_dir / "acl").write_text(self.acl.rstrip("\n") + "\n")
 
     # lifecycle -------------------------------------------------------------------------------
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.running()
-
     def start(self, timeout_s: float = 10.0) -> "MosquittoServer":
         if self.running():
             return self
@@ -309,27 +311,6 @@ class MosquittoServer:
             self.kill()
             raise
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Clean shutdown: mosquitto writes its persistence file before exiting (SIGTERM, and
-        SIGCONT for a paused broker); MosquittoError when it had to be killed."""
-        try:
-            if self.running():
-                self.proc.terminate(timeout_s, strict=True)
-        finally:
-            self.proc = None
-
-    def kill(self) -> None:
-        """Crash: no persistence written beyond the last autosave."""
-        if self.proc is not None:
-            self.proc.kill()  # SIGKILL works on a paused process too
-        self.proc = None
-
-    def detach(self) -> int | None:
-        """Leave the broker running after this object is gone (the local stack stops it by pid)."""
-        pid = self.proc.detach() if self.proc else None
-        self.proc = None
-        return pid
-
     def pause(self) -> None:
         """SIGSTOP: connections stay open but nothing is read or acknowledged (a hung broker)."""
         if self.running():
@@ -342,15 +323,6 @@ class MosquittoServer:
     def restart(self, timeout_s: float = 10.0) -> "MosquittoServer":
         self.stop()
         return self.start(timeout_s)
-
-    def log_tail(self, n: int = 30) -> str:
-        return log_tail(self.log_path, n)
-
-    def __enter__(self) -> "MosquittoServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __del__(self):  # a forgotten broker must not outlive the test run
         try:

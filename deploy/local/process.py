@@ -167,6 +167,50 @@ class Process:
         return pid
 
 
+class Service:
+    """A server of the dev stack that runs as one Process, `self.proc` while started (Mosquitto,
+    Kafka, the S3 store): running, stop, kill, detach, its log and the with-statement, the same for
+    each. A subclass sets log_path and start(), and stop_timeout_s / strict_stop if it must."""
+    proc: Process | None = None
+    stop_timeout_s = 30.0
+    strict_stop = False        # stop() raises when the server had to be killed
+
+    def start(self) -> "Service":
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.running()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """SIGTERM (a clean shutdown: the servers write their state), SIGKILL after the timeout."""
+        try:
+            if self.proc is not None:
+                self.proc.terminate(timeout_s or self.stop_timeout_s, strict=self.strict_stop)
+        finally:
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (works on a paused server too)."""
+        if self.proc is not None:
+            self.proc.kill()
+        self.proc = None
+
+    def detach(self) -> int | None:
+        """Leave the server running after this object is gone (the local stack stops it by pid)."""
+        pid = self.proc.detach() if self.proc else None
+        self.proc = None
+        return pid
+
+    def log_tail(self, n: int = 30) -> str:
+        return log_tail(self.log_path, n)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def wait_ready(ready: Callable[[], bool], what: str, timeout_s: float, *procs: Process,
                step: float = 0.1) -> None:
     """Until ready() holds, while every one of procs runs: one of them exiting, or timeout_s

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .process import Process, free_port, log_tail
+from .process import Process, Service, free_port
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ def moto_available() -> bool:
         return False
 
 
-class S3Server:
+class S3Server(Service):
+    stop_timeout_s = 20.0
+
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None,
                  access_key: str | None = None, secret_key: str | None = None,
                  backend: str | None = None, start_timeout_s: float = 60.0):
@@ -115,7 +117,7 @@ class S3Server:
         return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)], env
 
     def start(self) -> "S3Server":
-        if self.proc is not None and self.proc.running():
+        if self.running():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "data").mkdir(exist_ok=True)
@@ -141,30 +143,6 @@ class S3Server:
             self.kill()
             raise
 
-    def log_tail(self, n: int = 30) -> str:
-        return log_tail(self.log_path, n)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is not None:
-            self.proc.terminate(timeout_s)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-        self.proc = None
-
-    def detach(self) -> int | None:
-        """Leave the server running after this object is gone (the local stack stops it by pid)."""
-        pid = self.proc.detach() if self.proc else None
-        self.proc = None
-        return pid
-
-    def __enter__(self) -> "S3Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
