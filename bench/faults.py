@@ -98,7 +98,7 @@ class Agent:
                          env={"SMARTCITY_EDGE_MQTT__ACK_TIMEOUT_S": str(ack_timeout_s),
                               "SMARTCITY_EDGE_MQTT__RECONNECT_MIN_S": "0.3",
                               "SMARTCITY_EDGE_MQTT__RECONNECT_MAX_S": "2",
-                              "SMARTCITY_EDGE_DRAIN_TIMEOUT_S": "60"})
+                              "SMARTCITY_EDGE_DRAIN_TIMEOUT_S": "180"})
 
     def metric(self, name: str) -> float:
         return _metrics(self.http_port).get(name, 0.0)
@@ -241,13 +241,15 @@ class Rig:
                 time.sleep(left)
             resends = sum(a.metric("smartcity_mqtt_resends_total") for a in agents)
             for a in agents:
-                a.proc.terminate(120)
-            # What a stop could not hand over in its drain time stays queued: a restart sends it.
+                a.proc.terminate(240)
+            # A stop waits up to 180 s for its last readings to be confirmed (a resend that the
+            # broker hands to a dead group member waits a doubled ack timeout before the next
+            # try). What is still queued after that is sent by a restart.
             for a in agents:
                 while a.queued():
                     a.proc.start()
                     _wait(lambda: a.queued() == 0, 90, step=0.5)
-                    a.proc.terminate(120)
+                    a.proc.terminate(240)
             published = {a.device_id: a.last_seq() for a in agents}
             want = sum(published.values())
 
