@@ -160,7 +160,8 @@ class MqttPublisher:
         self._client: mqtt.Client | None = None
         self._connected = False
         self._connack: tuple[Any, Any] | None = None
-        self._inflight: dict[int, Row] = {}
+        # packet id -> (row, its (boot_id, seq) end-to-end key or None: confirmed on PUBACK)
+        self._inflight: dict[int, tuple[Row, tuple[str, int] | None]] = {}
         # end to end: (boot_id, seq) -> (rowid, monotonic time sent); insertion order = send order
         self._unconfirmed: dict[tuple[str, int], tuple[int, float]] = {}
         self._early_acks: set[tuple[str, int]] = set()
@@ -359,7 +360,7 @@ class MqttPublisher:
                         # NO_CONN: the connection just dropped; this row will be resent later.
                         self._connected = False
                         break
-                    self._inflight[info.mid] = row
+                    self._inflight[info.mid] = (row, key)
                     if key is not None:
                         self._unconfirmed.pop(key, None)   # re-insert: order of last send
                         self._unconfirmed[key] = (row.rowid, now)
@@ -438,9 +439,10 @@ class MqttPublisher:
         self._connected = False
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        row = self._inflight.pop(mid, None)
-        if row is None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
             return  # the status message
+        row, key = entry
         code = reason_code.value
         if reason_code.is_failure:
             # Anything >= 0x80 is a refusal (e.g. 0x87 not authorised by the ACL).
@@ -449,7 +451,8 @@ class MqttPublisher:
                                    extra={"topic": row.topic, "seq": row.seq, "stream": row.stream,
                                           "reason": str(reason_code), "reason_code": code})
             self.queue.reject(row.rowid, str(reason_code))
-            self._forget(row)
+            if key is not None:
+                self._unconfirmed.pop(key, None)
         elif code == NO_MATCHING_SUBSCRIBERS:
             # Not delivered: no bridge subscribed (e.g. Mosquitto restarted and the bridge's shared
             # subscription is not back yet); the broker dropped it. Resend soon, backing off.
@@ -460,13 +463,8 @@ class MqttPublisher:
             self._nosub_retry_s = min(self._nosub_retry_s * 2, self.settings.ack_timeout_s)
         else:
             self._nosub_retry_s = self.settings.reconnect_min_s
-            if not self.settings.end_to_end or self._row_key(row) is None:
+            if key is None:   # delivery="broker", or a row the bridge cannot acknowledge
                 self._acked.append(row.rowid)
-
-    def _forget(self, row: Row) -> None:
-        key = self._row_key(row)
-        if key is not None:
-            self._unconfirmed.pop(key, None)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]

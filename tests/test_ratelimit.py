@@ -71,7 +71,7 @@ def test_a_broker_refusing_every_reading_writes_one_error_line_not_one_per_readi
         pub = MqttPublisher(q, MqttSettings(device_id="bus-1"))    # not started: no broker needed
         denied = ReasonCode(PacketTypes.PUBACK, identifier=0x87)
         for mid, row in enumerate(q.peek(200), 1):
-            pub._inflight[mid] = row
+            pub._inflight[mid] = (row, None)   # as _pump records it: no end-to-end key
             pub._on_publish(None, None, mid, denied, None)
         assert q.rejected_total() == 200 and q.depth() == 0
         assert value(pub.m_rejected, reason="Not authorized") == 200, "the metric counts every one"
