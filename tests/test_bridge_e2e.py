@@ -519,7 +519,11 @@ def test_the_broker_refuses_a_packet_no_kafka_record_could_hold(broker):
     c.publish("smartcity/v1/x/gps", b"x" * (MAX_PACKET_BYTES + 1), qos=1)
     assert done.wait(10)
     c.loop_stop()
-    assert seen == {"max": MAX_PACKET_BYTES, "reason": "Packet too large"}
+    assert seen["max"] == MAX_PACKET_BYTES
+    # The broker's verdict is in its log. The client sees its DISCONNECT "Packet too large" unless
+    # the RST that Mosquitto's close (with the rest of the payload unread) sends overtakes it on the
+    # client's side; then paho reports a lost connection. Seen once in three CI runs.
+    assert seen["reason"] in ("Packet too large", "Unspecified error"), seen
     assert "oversize packet" in broker.log_tail()
 
 
