@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import signal
+import threading
 import sys
 
 from smartcity.runtime.cli import ArgumentParser, cli
@@ -102,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "stream":
         kafka_options(s)   # an unreadable secret file or key: one line, exit 2, before Spark starts
         from .lake import run
-        # SIGTERM -> KeyboardInterrupt so the query stops between batches (a kill -9 is also safe).
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        totals = run(s, a.duration_s)
+        # SIGTERM/SIGINT only set a flag; the query stops between batches (a kill -9 is also safe).
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        totals = run(s, a.duration_s, stop)
         print(json.dumps({"totals": totals}, sort_keys=True))
         return 0
     from .compact import compact_hour, hours

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -313,15 +314,24 @@ def build_query(spark: SparkSession, s: LakeSettings, writer: LakeWriter | None 
     return q
 
 
-def run(s: LakeSettings, duration_s: float | None = None) -> dict[str, Any]:
-    """Run the stream until stopped (Ctrl-C / SIGTERM) or for `duration_s`; returns totals."""
+def run(s: LakeSettings, duration_s: float | None = None,
+        stop: threading.Event | None = None) -> dict[str, Any]:
+    """Run the stream until `stop` is set (the CLI sets it on SIGTERM/SIGINT) or for `duration_s`;
+    returns totals.
+
+    The wait is a loop of short `awaitTermination` calls rather than one long call interrupted by
+    an exception: an exception raised while py4j waits for the JVM's answer leaves that connection
+    half-read, and the next call (`isActive`, `stop`) then failed with "Answer from Java side is
+    empty" (1 run in 4 of the SASL stream test)."""
     from .session import build_session
     spark = build_session(s)
     q = build_query(spark, s)
+    stop = stop or threading.Event()
+    deadline = None if duration_s is None else time.monotonic() + duration_s
     try:
-        q.awaitTermination(duration_s)
-    except KeyboardInterrupt:
-        pass
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            if q.awaitTermination(1):   # True: the query ended (a failure raises here)
+                break
     finally:
         if q.isActive:
             q.stop()
