@@ -20,7 +20,8 @@ Cases:
   (not JSON, duplicate keys, deep nesting, NaN, invalid UTF-8, contract violations, a spoofed
   device, oversized user properties); the bridges must stay up, the good readings all land.
 
-Per case, counted in the lake with pyarrow (spark_jobs.reader, as a non-Spark reader sees it):
+Per case, counted in the lake's Iceberg tables through the catalog (spark_jobs.reader: pyiceberg, as
+a non-Spark reader sees them):
 `published` (seqs the agents allocated), `in_lake` (distinct of them in the lake), `lost`,
 `duplicates` (rows beyond one per event_id), `recovery_s` (from the fault until every reading
 allocated before it is in the lake), plus what the case itself needs to be believed.
@@ -161,16 +162,12 @@ class Rig:
     def lake_events(self, devices: set[str]) -> dict[str, list[tuple[str, int]]]:
         """device -> [(event_id, seq)] for every row of these devices in the lake's data tables."""
         from smartcity.spark_jobs.reader import read_table
+        from smartcity.spark_jobs.settings import LakeSettings
+        s = LakeSettings(lake=str(self.lake))
         out: dict[str, list[tuple[str, int]]] = {d: [] for d in devices}
         for topic in DATA_TOPICS:
-            for attempt in range(3):
-                try:   # a commit can swap files while we list
-                    t = read_table(str(self.lake), "data", topic, ["event_id", "device_id", "seq"])
-                    break
-                except (FileNotFoundError, OSError):
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError(f"lake table {topic} unreadable")
+            # A snapshot is read whole or not at all: no retry for files swapped while listing.
+            t = read_table(s, topic, ["event_id", "device_id", "seq"])
             if t is None:
                 continue
             for e, d, s in zip(*(t.column(c).to_pylist() for c in ("event_id", "device_id", "seq"))):

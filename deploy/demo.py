@@ -5,8 +5,8 @@
 Starts the local stack (Mosquitto with passwords and ACL, Kafka with topics), the MQTT -> Kafka
 bridge and the Spark Kafka -> lake job, then drives the agent in --simulate through a
 time-compressed Bangkok -> Pattaya trip. It waits until every event_id the agent published is in
-the lake (read as Athena would: Parquet files only, no Spark metadata), prints a summary computed
-from the Parquet files, stops what it started and says where the data is.
+the lake (read through the Iceberg catalog, as Athena would, without Spark), prints a summary
+computed from the lake's tables, stops what it started and says where the data is.
 """
 from __future__ import annotations
 
@@ -102,9 +102,9 @@ def wait_subscribed(bridge: Proc, http_port: int, timeout_s: float = 60.0) -> No
 
 
 def lake_ids(lake: str, topic: str) -> list[str]:
-    from smartcity.spark_jobs.reader import read_table
-    t = read_table(lake, "data", topic, columns=["event_id"])
-    return [] if t is None else t.column("event_id").to_pylist()
+    from smartcity.spark_jobs.reader import event_ids
+    from smartcity.spark_jobs.settings import LakeSettings
+    return event_ids(LakeSettings(lake=lake), topic)
 
 
 def haversine_km(lat1, lon1, lat2, lon2) -> float:
@@ -116,15 +116,19 @@ def haversine_km(lat1, lon1, lat2, lon2) -> float:
 
 
 def summary(lake: str) -> dict:
-    """Computed from the Parquet files alone, as an analyst's query would."""
-    from smartcity.spark_jobs.reader import read_table, visible_files
+    """Computed from the lake's Iceberg tables, read through the catalog as an analyst's engine
+    reads them (pyiceberg: the current snapshot, no Spark)."""
+    from smartcity.spark_jobs.reader import load_catalog, read_table
+    from smartcity.spark_jobs.settings import LakeSettings
     import smartcity.contracts as contracts
+    s = LakeSettings(lake=lake)
     out: dict = {"records": {}, "files": {}}
     for rt in contracts.RECORD_TYPES:
-        t = read_table(lake, "data", rt.name, columns=["event_id"])
+        t = read_table(s, rt.name, columns=["event_id"])
         out["records"][rt.name] = 0 if t is None else t.num_rows
-        out["files"][rt.name] = len(visible_files(lake, "data", rt.name))
-    gps = read_table(lake, "data", "gps_data", columns=["ts", "lat", "lon", "speed_kmh"])
+        table = load_catalog(s).load_table((s.catalog.namespace, rt.name))
+        out["files"][rt.name] = sum(1 for _ in table.scan().plan_files())
+    gps = read_table(s, "gps_data", columns=["ts", "lat", "lon", "speed_kmh"])
     if gps is not None and gps.num_rows:
         rows = sorted((r for r in gps.to_pylist() if r["lat"] is not None), key=lambda r: r["ts"])
         dist = sum(haversine_km(a["lat"], a["lon"], b["lat"], b["lon"])
@@ -133,7 +137,7 @@ def summary(lake: str) -> dict:
         out["trip_start"], out["trip_end"] = (f"{rows[i]['ts']:%Y-%m-%d %H:%M:%S}" for i in (0, -1))
         out["trip_duration_min"] = round((rows[-1]["ts"] - rows[0]["ts"]).total_seconds() / 60, 1)
         out["max_speed_kmh"] = round(max(r["speed_kmh"] or 0 for r in rows), 1)
-    em = read_table(lake, "data", "emergency_data", columns=["incident_id", "type", "status"])
+    em = read_table(s, "emergency_data", columns=["incident_id", "type", "status"])
     if em is not None:
         rows = em.to_pylist()
         out["incidents"] = len({r["incident_id"] for r in rows})
@@ -141,13 +145,9 @@ def summary(lake: str) -> dict:
                                                                 for r in rows}))
         out["incidents_resolved"] = len({r["incident_id"] for r in rows
                                          if r["status"] == "Resolved"})
-    out["quarantined"] = sum((read_table(lake, "quarantine", rt.name, columns=None) or
-                              _empty()).num_rows for rt in contracts.RECORD_TYPES)
+    q = read_table(s, "quarantine", columns=["event_id"])
+    out["quarantined"] = 0 if q is None else q.num_rows
     return out
-
-
-class _empty:
-    num_rows = 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         s = summary(lake)
         dup = {t: n - len(pub.get(t, ())) for t, n in s["records"].items() if n != len(pub.get(t, ()))}
         print()
-        print("=== Bangkok -> Pattaya, from the Parquet files ===")
+        print("=== Bangkok -> Pattaya, from the lake's Iceberg tables ===")
         for t, n in s["records"].items():
             print(f"  {t:<15} {n:>7} records in {s['files'][t]} files")
         if "trip_distance_km" in s:
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  quarantined     {s['quarantined']} records")
         if dup:
             print(f"  WARNING: lake row counts differ from published ids: {dup}")
-        print(f"\nlake:  {lake}/data/<topic>/dt=YYYY-MM-DD/hour=HH/*.parquet"
+        print(f"\nlake:  Iceberg tables lake.smartcity.<topic> (catalog {lake}/_catalog/iceberg.sqlite, "
+              f"data under {lake}/warehouse)"
               f"\nlogs:  {run_dir}/*.log   DDL for Athena/Redshift: python -m spark_jobs ddl")
         return 1 if dup else 0
     finally:

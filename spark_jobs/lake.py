@@ -1,35 +1,36 @@
-"""Kafka (five topics) -> validated, deduplicated, partitioned Parquet lake.
+"""Kafka (five topics) -> validated, deduplicated Apache Iceberg tables in the lake's catalog.
 
-    spark = session.build_session(settings)
-    query = build_query(spark, settings)      # a started StreamingQuery
+    spark = session.build_session(settings, iceberg=True)
+    query = build_query(spark, settings)      # creates/evolves the tables, starts the query
     query.awaitTermination()
 
-Layout (Hive style, so Athena/Glue/Redshift Spectrum and pyarrow read it directly):
-    {lake}/data/{topic}/dt=YYYY-MM-DD/hour=HH/part-*.snappy.parquet   valid rows, by event time (UTC)
-    {lake}/quarantine/{topic}/dt=YYYY-MM-DD/part-*.snappy.parquet     rejects + raw value + reason
-    {lake}/_staging/...                                               in-flight batches (see commit.py)
-    {lake}/_checkpoints/lake-stream/                                  Kafka offsets, dedup state,
-                                                                      commit manifests (lake_commits/)
+Tables (spark_jobs/iceberg_tables.py, generated from contracts/): lake.smartcity.{topic} for valid
+rows (partitioned by days(ts)) and lake.smartcity.quarantine for rejects with their raw value and
+reason (days(ingest_ts)). The catalog (settings.catalog) makes each commit atomic: a reader sees a
+batch's rows of a table all at once or not at all. Spark's checkpoint stays at
+{lake}/_checkpoints/lake-stream (Kafka offsets, dedup state).
 
 Validation has a fast path (`triage`: a typed parse proves canonical valid records, see
 validation.conforms) and the full path (`classify_full`, VARIANT, every rule with its reason) for
 the rest, run in the batch writer on those rows only.
 
-Deduplication: the bridge is at-least-once, so a reading can arrive twice. Proven rows are
-deduplicated on (topic, event_id), others on (topic, SHA-256 of the bytes), with Spark's
-dropDuplicatesWithinWatermark, and the watermark is on ingest time
-(the micro-batch timestamp), not on event time. Spark drops rows that are late for a stateful
-operator's watermark without telling anyone; with an ingest-time watermark no row can ever be late,
-so nothing is dropped except true duplicates (counted as numDroppedDuplicateRows in the progress).
-A copy that arrives more than `dedup_window_s` after the first is not caught by the stream; it
-lands in the same dt/hour partition (same ts) and `compact` removes it. Records with old event times
-(a Pi that was offline for a day) are never "too late": they land in their own dt/hour partition.
+Deduplication, in two layers. The bridge is at-least-once and agents re-send, so a reading can
+arrive twice, minutes or days apart.
+1. In the stream: proven rows are deduplicated on (topic, event_id), others on (topic, SHA-256 of
+   the bytes), with dropDuplicatesWithinWatermark on ingest time (the micro-batch timestamp), not
+   on event time: Spark drops rows that are late for a stateful operator's watermark without
+   telling anyone; with an ingest-time watermark no row can ever be late, so nothing is dropped
+   except true duplicates (numDroppedDuplicateRows in the progress). Cheap; forgets a key after
+   `dedup_window_s`.
+2. At the table: the batch writer MERGEs on (event_id, ts) (LakeWriter), so a copy arriving after
+   the window, however late, is not added. Records with old event times (a Pi that was offline
+   for a day) are never "too late": they land in their own day partition.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
+import os
 import threading
 import time
 from typing import Any
@@ -41,9 +42,9 @@ from smartcity.contracts import RecordType, record_type
 from smartcity.contracts import schema as cs
 
 from . import validation as V
-from .commit import BatchCommitter, HadoopFS, plan_moves
+from .iceberg_tables import QUARANTINE_TABLE, create_or_evolve
 from .schemas import LINEAGE, wire_struct
-from .settings import LakeSettings, join, kafka_options
+from .settings import LakeSettings, kafka_options, table_identifier
 
 log = logging.getLogger(__name__)
 
@@ -141,30 +142,24 @@ def triage(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFra
 
 
 def fast_data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
-    """Proven rows of one topic in the lake's file schema + dt/hour partition columns."""
+    """Proven rows of one topic in the data table's columns."""
     rows = batch.filter(F.col("fast_ok") & (F.col("kafka_topic") == rt.name))
     w = F.col(wire_column(rt.name))
     cols = [(F.col("event_ts") if f.type == cs.TIMESTAMP else w[f.name]).alias(f.name) for f in rt.fields]
-    return rows.select(*cols, *LINEAGE_NAMES, *_partitions())
-
-
-def _partitions() -> list[Column]:
-    return [F.date_format("event_ts", "yyyy-MM-dd").alias("dt"),
-            F.date_format("event_ts", "HH").alias("hour")]
+    return rows.select(*cols, *LINEAGE_NAMES)
 
 
 def data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
-    """Valid rows of one topic (after classify) in the lake's file schema + dt/hour partition columns."""
+    """Valid rows of one topic (after classify) in the data table's columns."""
     rows = batch.filter((F.col("kind") == "data") & (F.col("kafka_topic") == rt.name))
-    return rows.select(*V.typed_columns(rt, F.col("v")), *LINEAGE_NAMES, *_partitions())
+    return rows.select(*V.typed_columns(rt, F.col("v")), *LINEAGE_NAMES)
 
 
 def quarantine_frame(batch: DataFrame) -> DataFrame:
     rows = batch.filter(F.col("kind") == "quarantine")
     return rows.select(
         F.col("value").cast("string").alias("raw_value"), F.base64("value").alias("raw_value_b64"),
-        "error_kind", "reason", "event_id", *LINEAGE_NAMES,
-        F.col("kafka_topic").alias("q_topic"), F.date_format("ingest_ts", "yyyy-MM-dd").alias("dt"))
+        "error_kind", "reason", "event_id", *LINEAGE_NAMES)
 
 
 def kafka_stream(spark: SparkSession, s: LakeSettings) -> DataFrame:
@@ -210,43 +205,82 @@ def _release(frame: DataFrame, local_checkpoint: bool) -> None:
         log.debug("lake: could not unpersist a local checkpoint", exc_info=True)
 
 
+# Snapshot summary property that names the stream batch a commit belongs to:
+# "{query id}:{batch id}" (the query id persists in the checkpoint).
+BATCH_PROPERTY = "smartcity.stream-batch"
+_SNAPSHOT_PROPERTY_CONF = f"spark.sql.iceberg.snapshot-property.{BATCH_PROPERTY}"
+
+
+def _fault_point(where: str) -> None:
+    """Test hook of the crash tests: SMARTCITY_LAKE_TEST_PAUSE_AT=WHERE makes the writer announce
+    itself there (a file named by SMARTCITY_LAKE_TEST_PAUSE_FILE) and hang, so a test can kill -9
+    the driver at exactly that point. WHERE: `before:<table>` (nothing of that table's part of the
+    batch committed), `after:<table>` (its Iceberg commit done, the batch's later tables not),
+    `end` (every table committed, Spark's commit log not written). Unset in production."""
+    at, flag = os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_AT"), os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_FILE")
+    if at == where and flag and not os.path.exists(flag):
+        with open(flag, "w") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(3600)
+
+
 class LakeWriter:
-    """foreachBatch function: write a micro-batch to staging, then commit it (commit.py)."""
+    """foreachBatch function: one Iceberg commit per table the micro-batch touches.
+
+    Exactly once per table: each commit carries the batch's key in its snapshot summary
+    (BATCH_PROPERTY). Spark re-runs a batch only when its commit log lacks it (a kill, a crash, a
+    stop mid-batch), and only the first batch a process runs can be such a re-run: for that one the
+    writer looks the key up in every table's snapshots and skips the tables that already hold it.
+    So a kill between two tables' commits, or after the last and before Spark's commit log, neither
+    loses nor doubles a row.
+
+    One row per event_id however late: data rows go in with MERGE ... WHEN NOT MATCHED THEN INSERT
+    on (event_id, ts) (settings.dedup = "merge"): a copy that arrives after the stream's dedup
+    window (hours or days later, an agent's re-send after a long outage) is matched against the
+    table and dropped. A copy has the same ts, so the match only reads the day partitions the batch
+    touches, and inside them only files whose ts range covers the batch's rows. Iceberg commits it
+    as an append snapshot. dedup = "append" writes a plain append (cheaper; late copies then stay
+    until removed by other means): kept for measuring (bench spark) and for throwaway lakes."""
 
     def __init__(self, spark: SparkSession, s: LakeSettings):
         self.spark, self.s = spark, s
-        self.lake_fs = HadoopFS(spark, s.lake)
-        self.log_fs = HadoopFS(spark, s.checkpoint)
-        self.committer = BatchCommitter(self.lake_fs, self.log_fs, s.lake, join(s.checkpoint, "lake_commits"))
         self.totals: dict[str, int] = {}
         self.timings: list[dict] = []  # per committed batch: where the time went
-        self._tag: str | None = None
         self.last_batch: int | None = None
+        self.query_id: str | None = None      # set by build_query once the query started
+        self._first = True
 
-    def query_tag(self) -> str:
-        """Stable for this checkpoint (Spark's query id), so re-runs produce the same file names and a
-        new checkpoint can never overwrite an old one's files."""
-        if self._tag is None:
-            meta = json.loads(self.log_fs.read_text(join(self.s.checkpoint, "metadata")))
-            self._tag = meta["id"].replace("-", "")[:12]
-        return self._tag
+    def _key(self, batch: DataFrame, batch_id: int) -> str:
+        qid = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId") or self.query_id
+        if not qid:
+            raise RuntimeError("lake: the streaming query id is unknown; cannot key the batch's commits")
+        return f"{qid}:{batch_id}"
+
+    def committed_tables(self, spark: SparkSession, key: str, tables: list[str]) -> set[str]:
+        """The tables whose snapshots already carry this batch's key."""
+        done = set()
+        for t in tables:
+            ident = table_identifier(self.s, t)
+            spark.sql(f"REFRESH TABLE {ident}")
+            n = spark.sql(f"SELECT count(*) AS n FROM {ident}.snapshots "
+                          f"WHERE summary['{BATCH_PROPERTY}'] = '{key}'").collect()[0]["n"]
+            if n:
+                done.add(t)
+        return done
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
-        state = self.committer.state(batch_id)
-        if state is not None:
-            # Already visible (done) or half visible (pending): never write it again. Still run the
-            # plan once so the dedup state store records this batch's version.
-            batch.write.format("noop").mode("overwrite").save()
-            info = self.committer.resume(batch_id) if state == "pending" else self.committer.done_info(batch_id)
-            log.warning("lake: batch already written; reused its files", extra={"batch_id": batch_id, "state": state})
-            self._count(info.get("counts", {}))
-            self.last_batch = batch_id
-            return
-        staging = join(self.s.lake, "_staging", self.query_tag(), f"{batch_id:010d}")
-        self.lake_fs.delete(staging)
+        spark = batch.sparkSession
+        key = self._key(batch, batch_id)
+        tables = [*self.s.topics, QUARANTINE_TABLE]
+        done = self.committed_tables(spark, key, tables) if self._first else set()
+        self._first = False
+        if done:
+            log.warning("lake: batch re-run after a restart; tables already committed are skipped",
+                        extra={"batch_id": batch_id, "tables": sorted(done)})
         batch = batch.persist()
         full = None
+        commits: dict[str, float] = {}
         try:
             counts: dict[str, int] = {}
             n_full = 0
@@ -255,45 +289,75 @@ class LakeWriter:
                     counts[f"data/{r['kafka_topic']}"] = r["count"]
                 else:
                     n_full += r["count"]
+            full_data: dict[str, int] = {}
             if n_full:
                 rest = batch.filter(~F.col("fast_ok")).select(*LINEAGE_NAMES, "value")
                 full, full_is_lcp = _materialize(classify_full(rest, self.s.topics, self.s.future_tolerance_s))
                 for r in full.groupBy("kind", "kafka_topic").count().collect():
                     k = f"{r['kind']}/{r['kafka_topic']}"
                     counts[k] = counts.get(k, 0) + r["count"]
+                    if r["kind"] == "data":
+                        full_data[r["kafka_topic"]] = r["count"]
             t_count = time.monotonic()
-            for t in self.s.topics:
-                n = counts.get(f"data/{t}", 0)
-                if not n:
-                    continue
-                rt = record_type(t)
-                frame = fast_data_frame(batch, rt)
-                if full is not None:
-                    frame = frame.unionByName(data_frame(full, rt))
-                files = max(1, math.ceil(n / self.s.target_rows_per_file))
-                (frame.coalesce(files).write.mode("overwrite")
-                 .partitionBy("dt", "hour").parquet(join(staging, "data", t)))
-            nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
-            if nq:
-                (quarantine_frame(full).coalesce(1).write.mode("overwrite")
-                 .partitionBy("q_topic", "dt").parquet(join(staging, "quarantine")))
+            spark.conf.set(_SNAPSHOT_PROPERTY_CONF, key)
+            try:
+                for t in self.s.topics:
+                    if not counts.get(f"data/{t}", 0) or t in done:
+                        continue
+                    rt = record_type(t)
+                    frame = fast_data_frame(batch, rt)
+                    if full is not None and full_data.get(t):
+                        # Rows of the full path may repeat an event_id of the fast path or of each
+                        # other (their stream dedup key is the bytes): one row per event_id.
+                        frame = frame.unionByName(data_frame(full, rt)).dropDuplicates(["event_id"])
+                    _fault_point(f"before:{t}")
+                    tc = time.monotonic()
+                    self._write_data(spark, t, frame)
+                    commits[t] = round(time.monotonic() - tc, 2)
+                    _fault_point(f"after:{t}")
+                nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
+                if nq and QUARANTINE_TABLE not in done:
+                    _fault_point(f"before:{QUARANTINE_TABLE}")
+                    tc = time.monotonic()
+                    quarantine_frame(full).writeTo(table_identifier(self.s, QUARANTINE_TABLE)).append()
+                    commits[QUARANTINE_TABLE] = round(time.monotonic() - tc, 2)
+                    _fault_point(f"after:{QUARANTINE_TABLE}")
+            finally:
+                spark.conf.unset(_SNAPSHOT_PROPERTY_CONF)
         finally:
             if full is not None:
                 _release(full, full_is_lcp)
             batch.unpersist()
-        t_write = time.monotonic()
-        staged = [rel for rel, _ in self.lake_fs.list_files(staging)]
-        moves = plan_moves(staged, self.query_tag(), batch_id)
-        self.committer.commit(batch_id, staging, moves, {"counts": counts})
+        _fault_point("end")
         self._count(counts)
         self.last_batch = batch_id
         t_end = time.monotonic()
         self.timings.append({"batch": batch_id, "classify_count_s": round(t_count - t0, 2),
-                             "write_s": round(t_write - t_count, 2), "commit_s": round(t_end - t_write, 2)})
-        log.info("lake: batch committed", extra={"batch_id": batch_id, "files": len(moves), "counts": counts,
-                                                 "seconds": round(time.monotonic() - t0, 2)})
+                             "write_commit_s": round(t_end - t_count, 2), "tables": commits})
+        log.info("lake: batch committed", extra={"batch_id": batch_id, "counts": counts,
+                                                 "seconds": round(t_end - t0, 2)})
         if nq:
             log.warning("lake: batch quarantined records", extra={"batch_id": batch_id, "quarantined": nq})
+
+    def _write_data(self, spark: SparkSession, topic: str, frame: DataFrame) -> None:
+        ident = table_identifier(self.s, topic)
+        if self.s.dedup == "append":
+            frame.writeTo(ident).append()
+            return
+        # The source is a local checkpoint: MERGE over the micro-batch's own plan failed in Spark
+        # 4.1.1's optimizer (PLAN_VALIDATION_FAILED_RULE_IN_BATCH, UpdateAttributeNullability:
+        # "the plan was previously resolved and now became unresolved"); a checkpoint is a leaf.
+        # On a cluster, an executor lost mid-batch then fails the query instead of recomputing,
+        # and the restart re-runs the batch exactly once (see _materialize).
+        src = frame.localCheckpoint()
+        view = f"smartcity_batch_{topic}"
+        src.createOrReplaceTempView(view)
+        try:
+            spark.sql(f"MERGE INTO {ident} t USING {view} s "
+                      "ON t.event_id = s.event_id AND t.ts = s.ts WHEN NOT MATCHED THEN INSERT *")
+        finally:
+            spark.catalog.dropTempView(view)
+            _release(src, True)
 
     def _count(self, counts: dict[str, int]) -> None:
         for k, v in counts.items():
@@ -304,12 +368,14 @@ def build_query(spark: SparkSession, s: LakeSettings, writer: LakeWriter | None 
                 query_name: str = "smartcity_lake"):
     """Start the streaming query; returns the StreamingQuery (writer at query.lake_writer)."""
     writer = writer or LakeWriter(spark, s)
+    create_or_evolve(spark, s)   # the tables exist, and follow contracts/, before the first batch
     q = (stream_frame(spark, s).writeStream
          .queryName(query_name)
          .foreachBatch(writer)
          .option("checkpointLocation", s.checkpoint)
          .trigger(processingTime=f"{s.trigger_s} seconds")
          .start())
+    writer.query_id = q.id
     q.lake_writer = writer  # type: ignore[attr-defined]
     return q
 
@@ -324,7 +390,7 @@ def run(s: LakeSettings, duration_s: float | None = None,
     half-read, and the next call (`isActive`, `stop`) then failed with "Answer from Java side is
     empty" (1 run in 4 of the SASL stream test)."""
     from .session import build_session
-    spark = build_session(s)
+    spark = build_session(s, iceberg=True)
     q = build_query(spark, s)
     stop = stop or threading.Event()
     deadline = None if duration_s is None else time.monotonic() + duration_s

@@ -146,7 +146,10 @@ class LakeSettings:
     dedup_window_s: int = 3600
     # Event times further than this ahead of the ingest time go to quarantine (future_ts).
     future_tolerance_s: int = 300
-    target_rows_per_file: int = 1_000_000
+    # How a batch's data rows enter their table (lake.LakeWriter): "merge" (MERGE on event_id and ts:
+    # one row per event_id however late a copy arrives) or "append" (a copy later than
+    # dedup_window_s stays as a second row; cheaper, for measurements and throwaway lakes).
+    dedup: str = "merge"
     state_store: str = "hdfs"        # hdfs | rocksdb (see session.STATE_STORES)
     shuffle_partitions: int = 2
     driver_memory: str = "1g"
@@ -209,6 +212,8 @@ class KafkaOptions(dict):
 def _read(path: Path, what: str) -> str:
     try:
         return Path(path).read_text()
+        if self.dedup not in ("merge", "append"):
+            raise ValueError(f"dedup must be merge or append, not {self.dedup!r}")
     except OSError as e:  # the path is named, never the content
         raise SettingsError(f"kafka.{what}: cannot read {path}: {e.strerror}") from None
 

@@ -1,5 +1,7 @@
-"""The Spark lake job on real services: a real Kafka (KRaft) broker and one real local Spark for the
-module; the crash test runs the job as its own driver process so it can be killed with SIGKILL."""
+"""The Spark lake job on real services: a real Kafka (KRaft) broker, one real local Spark for the
+module and the lake's Iceberg catalog (SQLite); the crash tests run the job as its own driver process
+so it can be killed with SIGKILL. What the lake holds is read as an outside reader does: through
+the catalog with pyiceberg (spark_jobs/reader.py), never by listing folders."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +21,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from smartcity.contracts import RECORD_TYPES, encode, example, format_ts, violations  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
-from smartcity.spark_jobs.reader import read_table, visible_files  # noqa: E402
+from smartcity.spark_jobs.reader import event_ids, read_table  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +58,14 @@ def produce(bootstrap: str, items: list[tuple[str, bytes]]) -> None:
     assert p.flush(30) == 0
 
 
-def lake_ids(lake: str, topic: str) -> list[str]:
-    t = read_table(lake, "data", topic, ["event_id"])
-    return [] if t is None else t.column("event_id").to_pylist()
+def lake_ids(s: LakeSettings, topic: str) -> list[str]:
+    return event_ids(s, topic)
+
+
+def device_ids(lake: Path, topic: str, device: str) -> list[str]:
+    """event_ids of one device's rows in a lake folder's table (tests share Kafka topics)."""
+    t = read_table(LakeSettings(lake=str(lake)), topic, ["event_id", "device_id"])
+    return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == device]
 
 
 def wait_until(pred, timeout_s: float, what: str) -> None:
@@ -150,15 +156,19 @@ def test_the_fast_path_proves_valid_only_what_the_full_validation_accepts(spark)
     assert spaced and not any(r["proven"] for r in spaced) and all(r["viol"] == "" for r in spaced)
 
 
-def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(kafka, spark, tmp_path):
+def test_stream_lands_each_event_once_and_a_copy_however_late_never_twice(kafka, spark, tmp_path):
+    """Valid records of every topic land once in their Iceberg table, poison goes to the quarantine
+    table with its reason, and a copy of an event_id that arrives after the stream's dedup window
+    has forgotten it (a re-send hours or days later) is matched by the MERGE and not added."""
     from smartcity.spark_jobs.lake import build_query
     s = LakeSettings(bootstrap=kafka.bootstrap, lake=str(tmp_path / "lake"), trigger_s=1,
-                     starting_offsets="earliest")
+                     starting_offsets="earliest", dedup_window_s=2)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     sent: dict[str, list[dict]] = {t: [] for t in TOPICS}
     for topic in TOPICS:
         for k in range(40):  # spread over four event hours, including data three hours late
             sent[topic].append(record(topic, now - timedelta(hours=k % 4, seconds=k)))
+        sent[topic].append(record(topic, now - timedelta(days=2)))   # two days late
     # Half in the canonical wire form (the fast path), half as other producers may write JSON
     # (spaces, another key order: the full path); both must land the same way.
     good = [(t, encode(t, r) if i % 2 else json.dumps(dict(reversed(r.items()))).encode())
@@ -172,72 +182,54 @@ def test_stream_lands_each_event_once_in_its_event_hour_and_quarantines_poison(k
     ]
     produce(kafka.bootstrap, good[: len(good) // 2] + poison)
     q = build_query(spark, s)
+
+    def settled(n_rows: int):
+        return lambda: (all(len(lake_ids(s, t)) >= n_rows for t in TOPICS)
+                        and q.lastProgress and q.lastProgress["numInputRows"] == 0)
     try:
-        wait_until(lambda: len(lake_ids(s.lake, "gps_data")) > 0, 120, "first batch in the lake")
-        # A bridge retry: the first half again (already committed) plus the rest.
+        wait_until(lambda: len(lake_ids(s, "gps_data")) > 0, 120, "first batch in the lake")
+        # A bridge retry within the window: the first half again (already committed) plus the rest.
         produce(kafka.bootstrap, good)
-        wait_until(lambda: all(len(lake_ids(s.lake, t)) >= 40 for t in TOPICS)
-                   and q.lastProgress and q.lastProgress["numInputRows"] == 0, 120, "all events")
-        time.sleep(2.5)
+        wait_until(settled(41), 120, "all events")
         assert q.isActive, "poison records must not stop the query"
         for topic in TOPICS:
-            t = read_table(s.lake, "data", topic, ["event_id", "ts", "dt", "hour", "kafka_offset"])
+            t = read_table(s, topic, ["event_id", "ts", "kafka_offset"])
             ids = t.column("event_id").to_pylist()
             assert sorted(ids) == sorted(r["event_id"] for r in sent[topic]), topic
             want = {r["event_id"]: r["ts"] for r in sent[topic]}
-            for eid, dt, hour in zip(ids, t.column("dt").to_pylist(), t.column("hour").to_pylist()):
-                assert (dt, hour) == (want[eid][:10], want[eid][11:13]), (topic, eid)
-        q_rows = {t: (read_table(s.lake, "quarantine", t) or None) for t in TOPICS}
-        kinds = {t: [r["error_kind"] for r in q_rows[t].to_pylist()] for t in TOPICS}
-        assert kinds == {"gps_data": ["bad_json"], "vehicle_data": ["contract"], "weather_data": ["contract"],
-                         "traffic_data": ["future_ts"], "emergency_data": ["not_object"]}
-        veh = q_rows["vehicle_data"].to_pylist()[0]
+            got_ts = {e: ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                      for e, ts in zip(ids, t.column("ts").to_pylist())}
+            assert got_ts == want, topic
+        quarantine = read_table(s, "quarantine").to_pylist()
+        kinds = {r["kafka_topic"]: r["error_kind"] for r in quarantine}
+        assert len(quarantine) == 5 and kinds == {
+            "gps_data": "bad_json", "vehicle_data": "contract", "weather_data": "contract",
+            "traffic_data": "future_ts", "emergency_data": "not_object"}
+        veh = next(r for r in quarantine if r["kafka_topic"] == "vehicle_data")
         assert "speed_kmh" in veh["reason"] and json.loads(veh["raw_value"])["speed_kmh"] == "fast"
-        assert "event_id=None: required field is missing" in q_rows["weather_data"].to_pylist()[0]["reason"]
-        totals = q.lake_writer.totals
-        assert sum(v for k, v in totals.items() if k.startswith("quarantine/")) == 5
+        weather = next(r for r in quarantine if r["kafka_topic"] == "weather_data")
+        assert "event_id=None: required field is missing" in weather["reason"]
         ops = [op for p in q.recentProgress for op in p["stateOperators"]]
-        dropped = sum(op["customMetrics"].get("numDroppedDuplicateRows", 0) for op in ops)
         assert sum(op["numRowsDroppedByWatermark"] for op in ops) == 0
-        assert dropped >= len(good) // 2 - 5  # the re-sent half (recentProgress may have rolled a little)
-        assert not list((tmp_path / "lake" / "_staging").rglob("*.parquet")), "staging left behind"
+        assert sum(op["customMetrics"].get("numDroppedDuplicateRows", 0) for op in ops) >= len(good) // 2 - 5
+
+        # Late copies. A new reading moves the watermark past the window, so the stream's dedup
+        # state forgets every earlier event_id; then copies of ten readings per topic (the
+        # two-days-late one among them) arrive, in both wire forms.
+        produce(kafka.bootstrap, [(t, encode(t, record(t, now))) for t in TOPICS])
+        wait_until(settled(42), 120, "the reading that moves the watermark")
+        time.sleep(3)
+        before = dict(q.lake_writer.totals)
+        copies = [(t, encode(t, r) if i % 2 else json.dumps(r).encode())
+                  for t in TOPICS for i, r in enumerate(sent[t][-10:])]
+        produce(kafka.bootstrap, copies)
+        wait_until(lambda: sum(q.lake_writer.totals.get(f"data/{t}", 0) - before.get(f"data/{t}", 0)
+                               for t in TOPICS) >= len(copies), 120, "the copies to reach the writer")
+        for topic in TOPICS:
+            ids = lake_ids(s, topic)
+            assert len(ids) == len(set(ids)) == 42, (topic, len(ids), len(set(ids)))
     finally:
         q.stop()
-    # Compaction of an hour with many small files: a concurrent pyarrow reader never sees the
-    # count change (no duplicates, no gaps) and the files become one.
-    from smartcity.spark_jobs.compact import compact_hour
-    counts = {}
-    for topic in TOPICS:
-        for f in visible_files(s.lake, "data", topic):
-            key = (topic,) + tuple(Path(f).parts[-3:-1])
-            counts[key] = counts.get(key, 0) + 1
-    (topic, dt_part, hour_part), nfiles = max(counts.items(), key=lambda kv: kv[1])
-    assert nfiles >= 2
-    dt, hour = dt_part[3:], hour_part[5:]
-    before = sorted(lake_ids(s.lake, topic))
-    seen, vanished, stop = [], [], threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            try:
-                t = read_table(s.lake, "data", topic, ["event_id"])
-            except FileNotFoundError as e:
-                # Listed before the swap, opened after it: the read fails and is retried (as a
-                # query engine's would be); it never returns a partial or doubled answer.
-                vanished.append(str(e))
-                continue
-            seen.append(sorted(t.column("event_id").to_pylist()))
-
-    th = threading.Thread(target=reader)
-    th.start()
-    try:
-        res = compact_hour(spark, s, topic, dt, hour)
-    finally:
-        stop.set()
-        th.join()
-    assert res["files_before"] == nfiles and res["files_after"] == 1
-    assert len(seen) >= 3 and all(ids == before for ids in seen)
-    assert sorted(lake_ids(s.lake, topic)) == before
 
 
 def _run_stream(lake: Path, bootstrap: str, env_extra: dict, log: Path,
@@ -269,105 +261,60 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(10)
 
 
-def test_driver_kill_9_mid_commit_then_restart_leaves_every_event_exactly_once(kafka, tmp_path):
+# Where the driver is killed: before any Iceberg commit of the batch; after the first table's
+# commit and before the second's; after every table's commit and before Spark's commit log.
+KILL_POINTS = {"before:gps_data": (0, 0), "after:gps_data": (30, 0), "end": (30, 30)}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_driver_kill_9_at_each_point_of_a_batch_then_one_restart_leaves_every_event_once(kafka, tmp_path, point):
+    """kill -9 of the driver at `point` of a batch, then ONE restart (which re-runs the batch and
+    keeps going: on pyspark 4.1.0-4.1.2 the V2 Kafka source threw NullPointerException right after
+    a re-run, session.py): every event_id exactly once in each table, whatever was committed."""
     lake = tmp_path / "lake"
     topics = ["gps_data", "vehicle_data"]
+    device = f"crash-{point.replace(':', '-')}"
     now = datetime.now(timezone.utc)
-    sent = {t: [record(t, now - timedelta(hours=k % 3), device="crash") for k in range(30)] for t in topics}
-    # Separate topics would mix with the other test's records; filter by device instead.
-    produce(kafka.bootstrap, [(t, json.dumps(r).encode()) for t in topics for r in sent[t]])
+    first = {t: [record(t, now - timedelta(hours=k % 3), device=device) for k in range(30)] for t in topics}
+    later = {t: [record(t, now, device=device) for _ in range(10)] for t in topics}
+    produce(kafka.bootstrap, [(t, json.dumps(r).encode()) for t in topics for r in first[t]])
     flag = tmp_path / "paused"
-    proc = _run_stream(lake, kafka.bootstrap, {"SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES": "2",
+    proc = _run_stream(lake, kafka.bootstrap, {"SMARTCITY_LAKE_TEST_PAUSE_AT": point,
                                                "SMARTCITY_LAKE_TEST_PAUSE_FILE": str(flag)}, tmp_path / "run1.log")
     try:
-        wait_until(flag.exists, 180, f"the driver to pause mid-commit ({tmp_path / 'run1.log'})")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def mine(topic):
-        t = read_table(f"file://{lake}", "data", topic, ["event_id", "device_id"])
-        return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == "crash"]
-
-    partial = [e for t in topics for e in mine(t)]
-    assert len(partial) == len(set(partial)), "duplicates visible after the crash"
-    assert 0 < len(partial) < 60, "the crash was meant to land mid-batch"
-    pending = list((lake / "_checkpoints" / "lake-stream" / "lake_commits").glob("*.pending.json"))
-    assert len(pending) == 1
-    # Restart; a bridge retry re-sends some of the same events meanwhile.
-    produce(kafka.bootstrap, [(t, json.dumps(r).encode()) for t in topics for r in sent[t][:5]])
-    proc = _run_stream(lake, kafka.bootstrap, {}, tmp_path / "run2.log")
-    try:
-        wait_until(lambda: all(len(mine(t)) >= 30 for t in topics), 180,
-                   f"restart to finish ({tmp_path / 'run2.log'})")
-        time.sleep(4)  # a few more (empty) triggers: nothing may appear twice later either
-        assert proc.poll() is None, f"the restarted job exited ({tmp_path / 'run2.log'})"
-    finally:
-        _stop(proc)
-    for t in topics:
-        assert sorted(mine(t)) == sorted(r["event_id"] for r in sent[t])
-    commits = lake / "_checkpoints" / "lake-stream" / "lake_commits"
-    assert not list(commits.glob("*.pending.json"))
-    listed = {m for f in commits.glob("*.done.json") for _, m in json.loads(f.read_text())["moves"]}
-    for t in topics:
-        for f in visible_files(f"file://{lake}", "data", t):
-            assert f"file://{f}" in listed, f"orphan file {f}"
-    assert not list((lake / "_staging").rglob("*.parquet"))
-
-
-def test_driver_kill_9_mid_batch_then_one_restart_keeps_processing(kafka, tmp_path):
-    """Issue 9: after a driver killed mid-batch, ONE restart must resume for good. On pyspark
-    4.1.0-4.1.2 the V2 Kafka source threw NullPointerException (KafkaMicroBatchStream.metrics)
-    right after re-running the unfinished batch, so the restarted job exited (session.py)."""
-    lake = tmp_path / "lake"
-    topics = ["gps_data"]  # one topic: half the generated code to compile at each start
-    now = datetime.now(timezone.utc)
-    first = {t: [record(t, now - timedelta(minutes=k), device="restart") for k in range(20)] for t in topics}
-    later = {t: [record(t, now, device="restart") for _ in range(10)] for t in topics}
-    produce(kafka.bootstrap, [(t, encode(t, r)) for t in topics for r in first[t]])
-    flag = tmp_path / "paused"
-    # Paused once the first batch is in staging, before its manifest: killed mid-batch.
-    proc = _run_stream(lake, kafka.bootstrap, {"SMARTCITY_LAKE_TEST_PAUSE_AFTER_MOVES": "0",
-                                               "SMARTCITY_LAKE_TEST_PAUSE_FILE": str(flag)}, tmp_path / "run1.log",
-                       ",".join(topics))
-    try:
-        wait_until(flag.exists, 180, f"the driver to pause mid-batch ({tmp_path / 'run1.log'})")
+        wait_until(flag.exists, 180, f"the driver to pause at {point} ({tmp_path / 'run1.log'})")
     finally:
         _signal(proc, signal.SIGKILL)
         proc.wait(10)
 
     def mine(topic):
-        t = read_table(f"file://{lake}", "data", topic, ["event_id", "device_id"])
-        return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == "restart"]
+        return device_ids(lake, topic, device)
 
+    # What the kill left visible: whole tables of the batch, never a part of one.
+    assert tuple(len(mine(t)) for t in topics) == KILL_POINTS[point]
     ckpt = lake / "_checkpoints" / "lake-stream"
-    assert not any(mine(t) for t in topics), "nothing of the killed batch may be visible"
     batches = {d: {int(p.name) for p in (ckpt / d).glob("[0-9]*")} for d in ("offsets", "commits")}
     assert max(batches["offsets"]) not in batches["commits"], "Spark must have an unfinished batch to re-run"
+    # Restart; a bridge retry re-sends some of the same events meanwhile.
     log2 = tmp_path / "run2.log"
-    proc = _run_stream(lake, kafka.bootstrap, {}, log2, ",".join(topics))
+    produce(kafka.bootstrap, [(t, json.dumps(r).encode()) for t in topics for r in first[t][:5]])
+    proc = _run_stream(lake, kafka.bootstrap, {}, log2)
 
     def alive_and(pred):
         def check():
             if proc.poll() is not None:
-                why = [ln[:300] for ln in log2.read_text(errors="replace").splitlines()
-                       if "Exception" in ln or "kafka010" in ln]
-                raise AssertionError(f"the restarted job exited ({proc.returncode}, {log2}):\n"
-                                     + "\n".join(why[:12]))
+                why = [ln[:300] for ln in log2.read_text(errors="replace").splitlines() if "Exception" in ln]
+                raise AssertionError(f"the restarted job exited ({proc.returncode}, {log2}):\n" + "\n".join(why[:12]))
             return pred()
         return check
 
     try:
         wait_until(alive_and(lambda: all(len(mine(t)) >= len(first[t]) for t in topics)), 180,
                    f"the restart to re-run the killed batch ({log2})")
-        # It must keep going: new events and a bridge retry of old ones, in later batches.
         produce(kafka.bootstrap, [(t, encode(t, r)) for t in topics for r in later[t] + first[t][:5]])
         wait_until(alive_and(lambda: all(len(mine(t)) >= len(first[t]) + len(later[t]) for t in topics)),
                    120, f"events sent after the restart ({log2})")
-        time.sleep(3)  # a few more (empty) triggers
-        assert proc.poll() is None, log2.read_text(errors="replace")[-3000:]
+        time.sleep(3)  # a few more (empty) triggers: nothing may appear twice later either
     finally:
         rc = _stop(proc)
     out = log2.read_text(errors="replace")
@@ -375,8 +322,8 @@ def test_driver_kill_9_mid_batch_then_one_restart_keeps_processing(kafka, tmp_pa
     assert "NullPointerException" not in out
     for t in topics:
         assert sorted(mine(t)) == sorted(r["event_id"] for r in first[t] + later[t]), t
-    assert not list((ckpt / "lake_commits").glob("*.pending.json"))
-    assert not list((lake / "_staging").rglob("*.parquet"))
+    if point != "before:gps_data":
+        assert "tables already committed are skipped" in out
 
 
 def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path):

@@ -1,31 +1,12 @@
-"""Spark-free parts of the lake: commit planning, DDL and schema generation from contracts."""
+"""Spark-free parts of the lake: DDL and schema generation from contracts, settings."""
 from __future__ import annotations
 
 import pytest
 
 from smartcity.contracts import RECORD_TYPES
-from smartcity.spark_jobs.commit import plan_moves
 from smartcity.spark_jobs.ddl import render
 from smartcity.spark_jobs.schemas import LINEAGE, data_struct
 from smartcity.spark_jobs.settings import LakeSettings, load
-
-
-def test_staged_files_get_deterministic_names_from_query_and_batch():
-    staged = ["data/gps_data/dt=2026-01-01/hour=07/part-00001-aaa.c000.snappy.parquet",
-              "data/gps_data/dt=2026-01-01/hour=07/.part-00001-aaa.c000.snappy.parquet.crc",
-              "data/gps_data/_SUCCESS",
-              "quarantine/q_topic=gps_data/dt=2026-01-02/part-00000-bbb.c000.snappy.parquet"]
-    moves = plan_moves(staged, "q1", 42)
-    assert moves == plan_moves(list(reversed(staged)), "q1", 42)
-    assert moves == [
-        (staged[0], "data/gps_data/dt=2026-01-01/hour=07/part-q1-b0000000042-0000.snappy.parquet"),
-        (staged[3], "quarantine/gps_data/dt=2026-01-02/part-q1-b0000000042-0001.snappy.parquet"),
-    ]
-
-
-def test_an_unknown_staged_layout_is_an_error_not_a_silent_drop():
-    with pytest.raises(ValueError, match="matches no lake layout"):
-        plan_moves(["data/gps_data/part-0.parquet"], "q", 1)
 
 
 def test_data_schema_is_the_contract_plus_lineage():
