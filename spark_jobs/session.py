@@ -100,6 +100,16 @@ DRIVER_JAVA_OPTIONS = "-Xss32m -XX:-DontCompileHugeMethods"
 EXECUTOR_JAVA_OPTIONS = "-Xss32m -XX:-DontCompileHugeMethods"
 
 
+def local_dir(settings: LakeSettings) -> str:
+    """settings.local_dir, else {lake}/_spark_local for a local lake, else the system's temp."""
+    if settings.local_dir:
+        return settings.local_dir
+    if settings.lake.startswith("file://"):
+        return settings.lake[len("file://"):] + "/_spark_local"
+    import tempfile
+    return tempfile.gettempdir()
+
+
 def under_spark_submit() -> bool:
     """True when spark-submit started the driver JVM (and then runs this Python as its app)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -120,6 +130,9 @@ def spark_conf(settings: LakeSettings, submitted: bool | None = None,
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS,
+        # Shuffle files and local checkpoints: beside the run's data, not in /tmp, where a
+        # killed driver's blockmgr-* folders would pile up (only a clean stop deletes them).
+        "spark.local.dir": local_dir(settings),
     }
     conf |= {
         "spark.sql.session.timeZone": "UTC",

@@ -197,6 +197,7 @@ def load(toml_path: str | None = None, overrides: Mapping[str, Any] | None = Non
 SECRET_OPTIONS_RE = r"(?i)jaas|password|ssl\.keystore\.key"
 
 
+    local_dir: str | None = None     # spark.local.dir; default {lake}/_spark_local (session.local_dir)
 class KafkaOptions(dict):
     """The Kafka source's options; repr()/str() show every secret value as ***."""
 
