@@ -1,36 +1,220 @@
-"""Read the lake as a non-Spark reader does (pyarrow, Hive partitions, `_`/`.` files ignored, no
-`_spark_metadata`): what the tests, the benchmark and the demo summary trust."""
+"""Read the lake's Apache Iceberg tables as a reader that is not Spark does: through the catalog,
+never by listing folders. What the tests, the benchmark and the demo summary trust.
+
+Two readers of the same tables, each reading the table's current snapshot:
+
+- `read_table` / `event_ids`: pyiceberg (the catalog of `pyiceberg_properties`, scan -> pyarrow);
+- `read_table_duckdb`: DuckDB's `iceberg_scan` on the metadata file the catalog names now.
+
+The readers only READ the catalog: a SQLite catalog file is opened read-only (never created, no
+catalog table created), and waits up to CATALOG_BUSY_TIMEOUT_S for a lock the writer (Spark's
+sqlite-jdbc) holds instead of failing with SQLITE_BUSY. A table the stream has not created yet
+reads as None.
+
+DuckDB loads its iceberg and avro extensions from the PyPI packages duckdb-extension-iceberg and
+duckdb-extension-avro (avro first: iceberg needs it for manifests and would otherwise fetch it), by
+file path, with auto-install off: it never downloads anything.
+"""
 from __future__ import annotations
 
-import os
+import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+
+from .settings import LakeSettings, catalog_sqlite_file, pyiceberg_properties
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+# How long a catalog read waits for the writer's lock on the SQLite file (Spark's side waits 30 s
+# too: settings.catalog_spark_conf, jdbc.busy_timeout).
+CATALOG_BUSY_TIMEOUT_S = 30.0
+# A read that finds a file gone (metadata or data removed by a commit that expired it between the
+# catalog lookup and the scan) starts again from the catalog, this many times in all.
+READ_ATTEMPTS = 3
+# Loaded in this order: iceberg's LOAD would try to download avro if it were not loaded already.
+DUCKDB_EXTENSIONS = ("avro", "iceberg")
+
+_catalogs: dict[tuple, "Catalog"] = {}
+_lock = threading.Lock()
+_duckdb: "duckdb.DuckDBPyConnection | None" = None
 
 
-def _local(lake: str) -> Path:
-    return Path(lake[len("file://"):] if lake.startswith("file://") else lake)
+def reader_properties(s: LakeSettings) -> dict[str, str]:
+    """pyiceberg_properties(s) for a reader: a SQLite catalog opened read-only (SQLite URI
+    mode=ro: the file is never created or written) with a busy timeout, and pyiceberg told not to
+    create the catalog's tables."""
+    props = dict(pyiceberg_properties(s))
+    f = catalog_sqlite_file(s)
+    if f is not None:
+        # SQLAlchemy hands uri= and timeout= to sqlite3.connect and the rest to SQLite's URI. The
+        # path is quoted twice: SQLAlchemy unquotes it once, SQLite's URI parser once more.
+        props["uri"] = (f"sqlite:///file:{quote(quote(str(f)))}?mode=ro&uri=true"
+                        f"&timeout={CATALOG_BUSY_TIMEOUT_S:g}")
+        props["init_catalog_tables"] = "false"
+    return props
 
 
-def visible_files(lake: str, area: str, topic: str) -> list[str]:
-    """Files a Hive/Athena reader would read under {lake}/{area}/{topic}/."""
-    root = _local(lake) / area / topic
-    out = []
-    # Hidden (`.`/`_`) folders are pruned, not descended into: compaction's temporary folders
-    # appear and vanish while readers list (os.walk skips a folder that is gone).
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
-        out += [os.path.join(folder, f) for f in files if not f.startswith(("_", "."))]
-    return sorted(out)
+def load_catalog(s: LakeSettings) -> "Catalog":
+    """The pyiceberg catalog of `s` (read-only for a SQLite catalog: reader_properties), one per
+    catalog configuration in this process. Loading a table from it always asks the catalog again."""
+    from pyiceberg.catalog import load_catalog as _load_catalog
+    props = reader_properties(s)
+    key = (s.catalog.name, tuple(sorted(props.items())))
+    with _lock:
+        catalog = _catalogs.get(key)
+        if catalog is None:
+            catalog = _load_catalog(s.catalog.name, **props)
+            f = catalog_sqlite_file(s)
+            if f is None or f.exists():   # not before the file exists: pyiceberg probes it once
+                _catalogs[key] = catalog
+    return catalog
 
 
-def read_table(lake: str, area: str, topic: str, columns: list[str] | None = None) -> pa.Table | None:
-    files = visible_files(lake, area, topic)
-    if not files:
+def load_table(s: LakeSettings, table: str) -> "Table | None":
+    """The table `table` of s.catalog.namespace as the catalog has it now, or None when it does
+    not exist yet (no catalog file, no catalog tables, no namespace or no such table)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+    from sqlalchemy.exc import OperationalError
+    f = catalog_sqlite_file(s)
+    if f is not None and not f.exists():
         return None
-    part = ["dt", "hour"] if area == "data" else ["dt"]
-    dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(
-        pa.schema([(p, pa.string()) for p in part]), flavor="hive"),
-        partition_base_dir=str(_local(lake) / area / topic))
-    return dataset.to_table(columns=columns)
+    try:
+        return load_catalog(s).load_table((s.catalog.namespace, table))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return None
+    except OperationalError as e:
+        # A catalog file whose tables Spark has not created yet (it creates them on first use).
+        if "no such table" in str(e.orig):
+            return None
+        raise
+
+
+def arrow_schema(t: "Table", columns: list[str] | None = None) -> pa.Schema:
+    """What both readers return for `t`: the table's columns (those of `columns`, in the table's
+    order), its required columns not null, its docs as field metadata, string (never
+    large_string: pyiceberg reads string from a data file but large_string for no rows), and
+    timestamps as timestamp[us, tz=UTC]. Raises ValueError naming a column the table lacks."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+    schema = t.schema() if columns is None else t.schema().select(*columns)
+    plain = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+    if not schema.fields:
+        raise ValueError("columns: name at least one column (None reads them all)")
+    arrow = schema_to_pyarrow(schema, include_field_ids=False)
+    return pa.schema([f.with_type(plain.get(f.type, f.type)) for f in arrow])
+
+
+def read_table(s: LakeSettings, table: str, columns: list[str] | None = None,
+               row_filter: str | None = None) -> pa.Table | None:
+    """The rows of `table` ("gps_data", ..., "quarantine") in its current snapshot, read by
+    pyiceberg: `columns` (default all, in the table's order), `row_filter` a pyiceberg filter
+    expression ("event_id == 'x' and lat > 38"). None when the table does not exist yet; an empty
+    table with the table's schema when it has no snapshot or no matching row. Timestamps are
+    timestamp[us, tz=UTC]."""
+    for attempt in range(READ_ATTEMPTS):
+        t = load_table(s, table)   # fresh each call: another process commits
+        if t is None:
+            return None
+        schema = arrow_schema(t, columns)
+        scan = t.scan(selected_fields=tuple(schema.names), **({"row_filter": row_filter} if row_filter else {}))
+        try:
+            return scan.to_arrow().cast(schema)
+        except FileNotFoundError:
+            if attempt + 1 == READ_ATTEMPTS:
+                raise
+            time.sleep(0.1)
+
+
+def event_ids(s: LakeSettings, table: str) -> list[str]:
+    """The event_id column of `table`'s current snapshot, in no particular order (duplicates
+    kept; quarantine rows may hold None); [] when the table does not exist."""
+    t = read_table(s, table, ["event_id"])
+    return [] if t is None else t.column("event_id").to_pylist()
+
+
+# ---- DuckDB ----------------------------------------------------------------------------------
+
+def duckdb_extension_paths() -> dict[str, Path]:
+    """The extension files this process's DuckDB loads, from their PyPI packages (one file per
+    DuckDB release: extensions/v<duckdb version>/<name>.duckdb_extension), in load order."""
+    import importlib
+
+    import duckdb
+    paths = {}
+    for name in DUCKDB_EXTENSIONS:
+        package = importlib.import_module(f"duckdb_extension_{name}")
+        path = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+        if not path.is_file():
+            raise RuntimeError(f"{path} is missing: duckdb-extension-{name} must have the version of "
+                               f"duckdb ({duckdb.__version__}); see pyproject.toml, `lake` extra")
+        paths[name] = path
+    return paths
+
+
+def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None = None
+                      ) -> "duckdb.DuckDBPyConnection":
+    """A new DuckDB connection able to `SELECT ... FROM iceberg_scan('<metadata.json>')`: the
+    avro and iceberg extensions loaded from their packages' files, extension auto-install off (a
+    missing extension is an error, never a download), TimeZone UTC (timestamps with time zone
+    come out as timestamp[us, tz=UTC]). `config` is added to DuckDB's connect config. Its
+    cursor()s share the extensions and the time zone."""
+    import duckdb
+    con = duckdb.connect(database, config={"autoinstall_known_extensions": "false", **(config or {})})
+    try:
+        # GLOBAL: cursor()s are connections of their own. (Not a connect config: the TimeZone
+        # setting needs ICU, built in, but only loaded once the connection exists.)
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        for path in duckdb_extension_paths().values():
+            con.execute(f"LOAD {_sql_string(str(path))}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _shared_duckdb() -> "duckdb.DuckDBPyConnection":
+    global _duckdb
+    with _lock:
+        if _duckdb is None:
+            _duckdb = duckdb_connection()
+        return _duckdb.cursor()   # one per read: cursors may be used by different threads
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def read_table_duckdb(s: LakeSettings, table: str, columns: list[str] | None = None,
+                      con: "duckdb.DuckDBPyConnection | None" = None) -> pa.Table | None:
+    """read_table through DuckDB: `iceberg_scan` of the metadata file the catalog names now (the
+    current snapshot), returned with read_table's schema (arrow_schema). None when the table does
+    not exist yet; an empty table when it has no snapshot or no rows. `con`: a connection made by
+    duckdb_connection() (default: one per process, a cursor of it per read)."""
+    import duckdb
+    for attempt in range(READ_ATTEMPTS):
+        t = load_table(s, table)
+        if t is None:
+            return None
+        schema = arrow_schema(t, columns)
+        sql = (f"SELECT {', '.join(_sql_name(c) for c in schema.names)} "
+               f"FROM iceberg_scan({_sql_string(t.metadata_location)})")
+        cur = con if con is not None else _shared_duckdb()
+        try:
+            return cur.execute(sql).to_arrow_table().cast(schema)
+        except duckdb.IOException:
+            if attempt + 1 == READ_ATTEMPTS:
+                raise
+            time.sleep(0.1)
+        finally:
+            if con is None:
+                cur.close()
