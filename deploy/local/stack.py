@@ -4,6 +4,11 @@
     python -m deploy.local.stack status [--run-dir run]      # exit 0 only when everything answers
     python -m deploy.local.stack down   [--run-dir run]
     python -m deploy.local.stack device-cert bus-0042 [--run-dir run]   # a device's TLS client cert
+    python -m deploy.local.stack up --athena [--lake run/lake] [--trino-port 8080]   # + a local Athena
+
+`--athena` also starts Trino (deploy/local/trino.py) on the lake's Iceberg catalog: the lake folder
+is --lake, by default the run folder's `lake/` (where deploy/demo.py writes it); its endpoint is
+stack.json's trino.endpoint (catalog `lake`, schema `smartcity`; docs/analytics.md).
 
 Idempotent: `up` starts only what is not already answering, `down` stops only what it started
 (it checks each pid's command line before signalling it). Everything lives in the run folder
@@ -158,8 +163,10 @@ class Stack:
     def up(self, mqtt_port: int = 1883, kafka_port: int = 9092, kafka_controller_port: int = 9093,
            s3_port: int = 9000, partitions: int = 3, retention_hours: float = 168,
            devices: list[str] = ("edge-0001",), with_kafka: bool = True, with_s3: bool = True,
-           mqtt_tls_port: int | None = 0) -> dict:
-        """mqtt_tls_port: the client-certificate listener's port; 0 a free one, None none."""
+           mqtt_tls_port: int | None = 0, athena: bool = False, trino_port: int = 8080,
+           lake: str | os.PathLike | None = None) -> dict:
+        """mqtt_tls_port: the client-certificate listener's port; 0 a free one, None none.
+        athena: also Trino on the lake's catalog (lake: default {run_dir}/lake)."""
         st = self.state()
         creds = self.credentials(list(devices))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,6 +178,9 @@ class Stack:
             self._save_state(st)
         if with_s3:
             st["s3"] = self._up_s3(st.get("s3"), s3_port, creds)
+            self._save_state(st)
+        if athena:
+            st["trino"] = self._up_trino(st.get("trino"), trino_port, lake or self.run_dir / "lake")
             self._save_state(st)
         return st
 
@@ -246,6 +256,27 @@ class Stack:
         srv.detach()
         return info
 
+    def _up_trino(self, prev: dict | None, port: int, lake: str | os.PathLike) -> dict:
+        from smartcity.spark_jobs.settings import LakeSettings
+        from .trino import MAIN_CLASS, TrinoServer, lake_table_count
+        lake = str(lake) if "://" in str(lake) else str(Path(lake).resolve())
+        if prev and pid_alive(prev.get("pid"), MAIN_CLASS) and port_open(prev["port"]):
+            if prev.get("lake") != lake:
+                raise StackError(f"trino already runs on the lake {prev.get('lake')}; `down` first "
+                                 f"to switch to {lake}")
+            log.info("trino already running", extra={"port": prev["port"]})
+            return prev
+        if port_open(port):
+            raise StackError(f"trino port {port} is taken by another process; pass --trino-port")
+        t = TrinoServer(self.run_dir / "trino", LakeSettings(lake=lake), port=port)
+        t.start()
+        info = {"pid": t.proc.pid, "port": port, "endpoint": t.endpoint, "url": t.url,
+                "catalog": t.catalog, "schema": t.schema, "lake": lake, "data_dir": str(t.data_dir),
+                "log": str(t.log_path), "start_s": round(t.last_start_s or 0, 1),
+                "tables_at_start": lake_table_count(t.settings)}
+        t.detach()
+        return info
+
     # status / down ---------------------------------------------------------------------------
     def status(self) -> dict[str, dict]:
         st = self.state()
@@ -276,13 +307,19 @@ class Stack:
             out["s3"] = {"port": s["port"], "kind": s.get("kind"),
                          "running": pid_alive(s["pid"], s.get("match", "")),
                          "answering": port_open(s["port"])}
+        t = st.get("trino")
+        if t:
+            from .trino import MAIN_CLASS
+            out["trino"] = {"port": t["port"], "running": pid_alive(t["pid"], MAIN_CLASS),
+                            "answering": port_open(t["port"])}
         return out
 
     def down(self) -> dict[str, bool]:
         st = self.state()
         stopped = {}
         # Reverse order of start: nothing writes to Kafka once the broker in front of it is gone.
-        for name, expect in (("s3", None), ("kafka", "kafka.Kafka"), ("mosquitto", "mosquitto")):
+        for name, expect in (("trino", "io.trino.server.TrinoServer"), ("s3", None),
+                             ("kafka", "kafka.Kafka"), ("mosquitto", "mosquitto")):
             svc = st.get(name)
             if not svc:
                 continue
@@ -330,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="MQTT user for a device (repeatable; default edge-0001)")
     ap.add_argument("--no-kafka", action="store_true")
     ap.add_argument("--no-s3", action="store_true")
+    ap.add_argument("--athena", action="store_true",
+                    help="up: also Trino (a local Athena) on the lake's Iceberg catalog")
+    ap.add_argument("--trino-port", type=int, default=8080)
+    ap.add_argument("--lake", help="the lake folder Trino reads (default {run-dir}/lake)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     if (a.command == "device-cert") != (a.device_id is not None):
@@ -340,10 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "up":
             st = stack.up(a.mqtt_port, a.kafka_port, a.kafka_controller_port, a.s3_port, a.partitions,
                           a.retention_hours, a.devices or ["edge-0001"], not a.no_kafka, not a.no_s3,
-                          None if a.no_mqtt_tls else a.mqtt_tls_port)
+                          None if a.no_mqtt_tls else a.mqtt_tls_port, a.athena, a.trino_port, a.lake)
             print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "match"} for k, v in st.items()},
                              indent=2, sort_keys=True))
             print(f"credentials: {stack.creds_path} (mode 0600)", file=sys.stderr)
+            if st.get("trino", {}).get("tables_at_start") == 0:
+                print(f"trino: the lake {st['trino']['lake']} has no tables yet; create them with "
+                      f"`smartcity-lake tables --lake {st['trino']['lake']}` (or run the stream)",
+                      file=sys.stderr)
             return 0
         if a.command == "status":
             st = stack.status()
