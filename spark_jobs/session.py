@@ -17,14 +17,21 @@ import os
 import re
 from pathlib import Path
 
-from .settings import (SECRET_OPTIONS_RE, LakeSettings, catalog_spark_conf, catalog_warehouse,
-                       prepare_catalog)
+from .settings import (SECRET_OPTIONS_RE, LakeSettings, catalog_spark_conf, prepare_catalog,
+                       warehouse_on_s3)
 
 log = logging.getLogger(__name__)
 JAVA17 = "/usr/lib/jvm/java-17-openjdk-amd64"
-S3_JARS = ("hadoop-aws-", "bundle-", "analyticsaccelerator-s3-", "wildfly-openssl-")
+# s3a (Hadoop's S3 file system and the AWS SDK bundle it was built with): for s3a:// lakes and
+# checkpoints.
+S3A_JARS = ("hadoop-aws-", "bundle-", "analyticsaccelerator-s3-", "wildfly-openssl-")
+# Iceberg's S3FileIO and GlueCatalog need the AWS SDK of iceberg-aws-bundle (69 MB): only for a
+# catalog whose warehouse is on S3.
+ICEBERG_S3_JARS = ("iceberg-aws-bundle-",)
+# Every jar that only S3 needs (a cluster without S3 leaves them out: tests/test_spark_cluster.py).
+S3_JARS = S3A_JARS + ICEBERG_S3_JARS
 # Apache Iceberg and the SQLite JDBC driver of its local catalog: only for sessions that use the
-# catalog (build_session(..., iceberg=True)); today's stream runs without them (issue 11).
+# catalog (build_session(..., iceberg=True)).
 ICEBERG_JARS = ("iceberg-spark-runtime-", "sqlite-jdbc-")
 
 
@@ -65,9 +72,20 @@ def jar_list(settings: LakeSettings, iceberg: bool = False) -> list[str]:
         runtime = f"iceberg-spark-runtime-{minor}_2.13-"
         if not any(j.name.startswith(runtime) for j in jars):
             raise SparkSetupError(f"{runtime}*.jar not in {d}: run deploy/setup.d/35-spark-jars.sh")
-    s3 = needs_s3(settings) or (iceberg and catalog_warehouse(settings).startswith("s3a://"))
-    return [str(j) for j in jars if (s3 or not j.name.startswith(S3_JARS))
+    s3a = needs_s3(settings)
+    iceberg_s3 = iceberg and warehouse_on_s3(settings)
+    if iceberg_s3 and not any(j.name.startswith(ICEBERG_S3_JARS) for j in jars):
+        raise SparkSetupError(f"iceberg-aws-bundle-*.jar not in {d} (S3FileIO for the warehouse on S3): "
+                              "run deploy/setup.d/35-spark-jars.sh")
+    keep = [j for j in jars if (s3a or not j.name.startswith(S3A_JARS))
+            and (iceberg_s3 or not j.name.startswith(ICEBERG_S3_JARS))
             and (iceberg or not j.name.startswith(ICEBERG_JARS))]
+    # iceberg-aws-bundle first: it holds the AWS SDK Iceberg 1.12 was built with (2.54), newer than
+    # hadoop-aws's bundle (2.29); both have the SDK's classes unshaded, and the first jar that has
+    # a class wins, so S3FileIO never runs on a mix of the two. s3a runs on the newer SDK's
+    # classes where the two overlap (the SDK keeps its public API compatible within 2.x).
+    keep.sort(key=lambda j: not j.name.startswith(ICEBERG_S3_JARS))
+    return [str(j) for j in keep]
 
 
 # Spark 4.1.0-4.1.2 bug (SPARK-55271; fixed in 4.1.3 and 4.2.0 by the change of SPARK-57438): a
@@ -130,9 +148,6 @@ def spark_conf(settings: LakeSettings, submitted: bool | None = None,
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS,
-        # Shuffle files and local checkpoints: beside the run's data, not in /tmp, where a
-        # killed driver's blockmgr-* folders would pile up (only a clean stop deletes them).
-        "spark.local.dir": local_dir(settings),
     }
     conf |= {
         "spark.sql.session.timeZone": "UTC",
@@ -178,6 +193,12 @@ def build_session(settings: LakeSettings, app_name: str = "smartcity-lake", iceb
         if not os.environ.get("JAVA_HOME") and Path(JAVA17).exists():
             os.environ["JAVA_HOME"] = JAVA17
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Shuffle files and local checkpoints: beside the run's data, not in /tmp, where a killed
+        # driver's blockmgr-* folders would pile up (only a clean stop deletes them). The
+        # environment variable, not spark.local.dir, which Spark answers with a warning that a
+        # cluster manager may override it. The JVM starts once per process: the first session's
+        # folder holds.
+        os.environ.setdefault("SPARK_LOCAL_DIRS", local_dir(settings))
         b = b.master(settings.master)
     for k, v in spark_conf(settings, submitted, iceberg).items():
         b = b.config(k, v)
