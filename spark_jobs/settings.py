@@ -102,15 +102,18 @@ class Catalog:
     the stream does not write through it yet: docs/lake.md, "Iceberg (in progress)").
 
     jdbc: Iceberg's JDBC catalog; `uri` defaults to a SQLite file under the lake folder
-    ({lake}/_catalog/iceberg.sqlite: one writing process, local disk only). glue: AWS Glue
-    (GlueCatalog + S3FileIO; needs iceberg-aws-bundle, not in the jar cache yet)."""
+    ({lake}/_catalog/iceberg.sqlite: one writing process, local disk only; an s3a:// lake needs
+    `uri` set, e.g. jdbc:sqlite:/local/path). glue: AWS Glue (GlueCatalog). Either way, a warehouse
+    on S3 is written and read with S3FileIO (iceberg-aws-bundle), configured from `[s3]`
+    (endpoint, path_style, region) with credentials from the AWS default provider chain only."""
     type: str = "jdbc"                # jdbc | glue
     name: str = CATALOG_NAME          # the same in Spark, pyiceberg and Trino (see CATALOG_NAME)
     namespace: str = CATALOG_NAMESPACE
     uri: str | None = None            # jdbc: jdbc:sqlite:/abs/file or jdbc:postgresql://...
-    warehouse: str | None = None      # default {lake}/warehouse (s3a:// lakes: s3:// for glue)
+    warehouse: str | None = None      # default {lake}/warehouse (an s3a:// one becomes s3://)
     glue_endpoint: str | None = None  # glue: e.g. the local Glue API (moto); None = AWS
-    region: str | None = None         # glue: client.region (default: the AWS provider chain's)
+    region: str | None = None         # client.region of Glue and S3FileIO (default: s3.region, then
+                                      # the AWS provider chain's)
 
     def __post_init__(self) -> None:
         self.type = self.type.lower()
@@ -302,9 +305,10 @@ def catalog_uri(s: LakeSettings) -> str:
 
 def catalog_warehouse(s: LakeSettings) -> str:
     """Where new tables' data and metadata go: catalog.warehouse, else {lake}/warehouse (beside
-    today's data/ and quarantine/ folders, never inside them). Glue gets s3:// (what Athena reads)."""
+    today's data/ and quarantine/ folders, never inside them). On S3 always s3://: the scheme of
+    S3FileIO, which writes the tables, and of the locations Athena and Glue read."""
     w = to_uri(s.catalog.warehouse) if s.catalog.warehouse else join(s.lake, "warehouse")
-    if s.catalog.type == "glue" and w.startswith("s3a://"):
+    if w.startswith("s3a://"):
         w = "s3://" + w[len("s3a://"):]
     return w
 
@@ -348,18 +352,26 @@ def catalog_spark_conf(s: LakeSettings) -> dict[str, str]:
             # instead of failing at once with SQLITE_BUSY.
             conf[f"{pre}.jdbc.busy_timeout"] = "30000"
     else:
-        conf |= {
-            f"{pre}.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
-            f"{pre}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
-        }
+        conf[f"{pre}.catalog-impl"] = "org.apache.iceberg.aws.glue.GlueCatalog"
         if c.glue_endpoint:
             conf[f"{pre}.glue.endpoint"] = c.glue_endpoint
-        if c.region:
-            conf[f"{pre}.client.region"] = c.region
+    region = c.region or s.s3.region
+    if region:   # Glue's and S3FileIO's; else the AWS provider chain's (AWS_REGION, profile)
+        conf[f"{pre}.client.region"] = region
+    if warehouse_on_s3(s):
+        # S3FileIO (iceberg-aws-bundle; session.ICEBERG_S3_JARS), not Hadoop's s3a: Iceberg's own
+        # S3 client, the one Glue and Athena users run. Credentials: the AWS default provider chain
+        # (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, role), never a property here.
+        conf[f"{pre}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
         if s.s3.endpoint:
             conf[f"{pre}.s3.endpoint"] = s.s3.endpoint
         conf[f"{pre}.s3.path-style-access"] = str(s.s3.path_style).lower()
     return conf
+
+
+def warehouse_on_s3(s: LakeSettings) -> bool:
+    """True when the catalog's warehouse is on S3 (s3:// or s3a://): S3FileIO reads and writes it."""
+    return catalog_warehouse(s).startswith("s3://")
 
 
 def pyiceberg_properties(s: LakeSettings) -> dict[str, str]:
@@ -367,14 +379,26 @@ def pyiceberg_properties(s: LakeSettings) -> dict[str, str]:
     under the same name, for readers that are not Spark (tests, the demo, a notebook)."""
     c = s.catalog
     props = {"warehouse": catalog_warehouse(s)}
+    if warehouse_on_s3(s):
+        # pyiceberg's own property names (pyiceberg/io/__init__.py), read by its pyarrow FileIO;
+        # credentials come from the AWS default chain (AWS_ACCESS_KEY_ID, ...), never from here.
+        # Without a region pyarrow asks AWS where the bucket is, so an S3-compatible server (an
+        # endpoint) always gets one: s3.region, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
+        region = (c.region or s.s3.region or os.environ.get("AWS_REGION")
+                  or os.environ.get("AWS_DEFAULT_REGION") or ("us-east-1" if s.s3.endpoint else None))
+        if s.s3.endpoint:
+            props["s3.endpoint"] = s.s3.endpoint
+        if region:
+            props["s3.region"] = region
+        # No "path-style" property: pyarrow addresses buckets by path whenever an endpoint is set,
+        # unless virtual addressing is forced.
+        props["s3.force-virtual-addressing"] = str(not s.s3.path_style).lower()
     if c.type == "glue":
         props |= {"type": "glue"}
         if c.glue_endpoint:
             props["glue.endpoint"] = c.glue_endpoint
-        if c.region:
-            props["client.region"] = c.region
-        if s.s3.endpoint:
-            props["s3.endpoint"] = s.s3.endpoint
+        if c.region or s.s3.region:
+            props["client.region"] = c.region or s.s3.region
         return props
     f = catalog_sqlite_file(s)
     if f is None:
