@@ -116,11 +116,14 @@ def test_stack_up_athena_serves_the_lake_and_down_stops_it(lake, tmp_path):
 # ---- the module's Trino ------------------------------------------------------------------------------
 
 def test_startup_time_and_memory_are_reported(trino, capsys):
-    rss = trino.rss_bytes()
-    assert rss and trino.last_start_s
+    """Printed, not asserted: the wall time depends on what else the 2 cores run (the load average
+    says how busy they were); the CPU time the server took to get ready hardly does."""
+    rss, cpu = trino.rss_bytes(), trino.cpu_seconds()
+    assert rss and cpu and trino.last_start_s
     with capsys.disabled():
-        print(f"\ntrino {TRINO_VERSION}: ready (a tpch scan answered) in {trino.last_start_s:.1f}s, "
-              f"RSS {rss / 2**30:.2f} GiB, pid {trino.proc.pid}")
+        print(f"\ntrino {TRINO_VERSION}: ready (a tpch scan answered) in {trino.last_start_s:.1f}s wall, "
+              f"{cpu:.1f}s CPU so far, RSS {rss / 2**30:.2f} GiB, "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def test_trino_reads_exactly_the_rows_spark_wrote(trino):

@@ -66,8 +66,8 @@ READY_SQL = "SELECT count(*) FROM tpch.tiny.region"
 MAIN_CLASS = "io.trino.server.TrinoServer"   # also what `stack down` finds its pid by
 
 # A query engine for one analyst on a 2-core machine shared with everything else: a 2 GB heap,
-# serial GC and C1 only start it in ~10 s with ~0.9 GB resident (Trino's production settings: G1,
-# 80% of RAM, C2; none of that pays off here). UTC: see the module doc.
+# serial GC and C1 only: ~13 CPU-seconds to ready (~10-12 s on idle cores), ~0.8 GB resident
+# (Trino's production settings: G1, 80% of RAM, C2; none of that pays off here). UTC: module doc.
 DEFAULT_JVM_OPTS = (
     "-Xmx2G", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Duser.timezone=UTC",
     "-Xshare:auto", "-XX:+ExitOnOutOfMemoryError", "-XX:-OmitStackTraceInFastThrow",
@@ -125,7 +125,8 @@ def cli_command(endpoint: str, *args: str, catalog: str = "lake", schema: str = 
                 user: str = "smartcity", java: str | None = None) -> list[str]:
     """The CLI on `endpoint` with the same session as connect(): catalog, schema, UTC."""
     host, port = parse_endpoint(endpoint)
-    return [java or find_java(), "-jar", str(cli_jar()), "--server", f"http://{host}:{port}",
+    return [java or find_java(), "--enable-native-access=ALL-UNNAMED", "-jar", str(cli_jar()),
+            "--server", f"http://{host}:{port}",
             "--catalog", catalog, "--schema", schema, "--user", user, "--timezone", "UTC", *args]
 
 
@@ -480,6 +481,17 @@ class TrinoServer(Service):
             pass
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the server has used so far; None when it does not run. Unlike
+        the wall time to ready, it hardly depends on what else the machine is doing."""
+        if not self.running():
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
     # client ---------------------------------------------------------------------------------------
     def connect(self, **kw: Any):
         """connect() to this server: catalog and schema of its lake, UTC (kw overrides)."""
@@ -512,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         server = args.server or _stack_endpoint(Path("run")) or "127.0.0.1:8080"
         try:
             cmd = cli_command(server, *(["--execute", args.execute] if args.execute else []))
+            if args.execute or not sys.stdin.isatty():   # no terminal to draw on: no warning about it
+                cmd.insert(1, "-Dorg.jline.terminal.dumb=true")
         except TrinoError as e:
             print(f"trino: {e}", file=sys.stderr)
             return 1
@@ -524,24 +538,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trino: {e}", file=sys.stderr)
             return 1
     if not args.lake:
-        ap.error("--lake is required (or --find-java)")
+        ap.error("--lake is required (or --cli, --find-java)")
     from smartcity.spark_jobs.settings import LakeSettings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     lake = os.path.abspath(args.lake) if "://" not in args.lake else args.lake
     data_dir = args.dir or Path(lake).parent / "trino"
     t = TrinoServer(data_dir, LakeSettings(lake=lake), port=args.port)
+
+    def _exit(signum, _frame):   # SIGTERM as Ctrl-C: stop Trino on the way out, even mid-start
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
     try:
         t.start()
+        print(f"trino ready at {t.url} in {t.last_start_s:.1f}s (catalog {t.catalog}, schema {t.schema}, "
+              "UTC); Ctrl-C stops it", flush=True)
+        while True:
+            signal.pause()
     except TrinoError as e:
         print(f"trino: {e}", file=sys.stderr)
         return 1
-    print(f"trino ready at {t.url} in {t.last_start_s:.1f}s (catalog {t.catalog}, schema {t.schema}, UTC); "
-          "Ctrl-C stops it", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         t.stop()
-    return 0
 
 
 if __name__ == "__main__":
