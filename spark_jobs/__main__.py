@@ -1,7 +1,7 @@
 """smartcity-lake: the Spark side of smartcity.
 
   smartcity-lake stream  [--bootstrap H:P] [--lake DIR|URI] [--trigger-s S] [--max-offsets N] ...
-  smartcity-lake compact --topic T (--dt YYYY-MM-DD --hour HH | --all) [--lake ...]
+  smartcity-lake maintain [--table T ...] [--once | --every-s [N]] [--lake ...]   Iceberg table maintenance
   smartcity-lake ddl     [--lake URI] [--dialect athena|redshift|all]
   smartcity-lake tables  [--lake ...] [--show]   create/evolve the Iceberg tables (issue 11, in progress)
 
@@ -17,11 +17,11 @@ import logging
 import signal
 import threading
 import sys
+import time
 
 from smartcity.runtime.cli import ArgumentParser, cli
 from smartcity.runtime.obs import configure_logging
 
-from .partitions import partition_dt, partition_hour
 from .settings import kafka_options, load
 
 
@@ -37,9 +37,26 @@ def _checked(parse, what: str):
     return check
 
 
-def _topic(value: str) -> str:
-    from smartcity.contracts import record_type
-    return record_type(value).name
+def _table(value: str) -> str:
+    """A table of the lake: a record type (name or stream, e.g. gps) or quarantine."""
+    from smartcity.contracts import RECORD_TYPES, record_type
+    if value == "quarantine":
+        return value
+    try:
+        return record_type(value).name
+    except KeyError:
+        raise ValueError(f"unknown table {value!r}; known: "
+                         f"{', '.join([rt.name for rt in RECORD_TYPES] + ['quarantine'])}") from None
+
+
+def _positive(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not n > 0 or n == float("inf"):
+        raise ValueError(f"must be a number of seconds > 0, not {value!r}")
+    return n
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -77,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--starting-offsets", dest="starting_offsets")
     st.add_argument("--dedup-window-s", dest="dedup_window_s", type=int)
     st.add_argument("--duration-s", type=float, help="stop after this long (default: run until signalled)")
-    co = sub.add_parser("compact", help="rewrite hour partitions into fewer files")
-    _common(co)
-    co.add_argument("--topic", required=True, type=_checked(_topic, "topic"))
-    co.add_argument("--dt", type=_checked(partition_dt, "dt"), help="YYYY-MM-DD (UTC)")
-    co.add_argument("--hour", type=_checked(partition_hour, "hour"), help="00-23 (UTC)")
-    co.add_argument("--all", action="store_true", help="every hour partition of the topic")
+    mt = sub.add_parser("maintain", help="compact, expire snapshots, remove orphans, rewrite manifests "
+                        "of the Iceberg tables ([maintenance])")
+    _common(mt)
+    mt.add_argument("--table", dest="tables", action="append", type=_checked(_table, "table"),
+                    help="a table (repeatable; default: every table the catalog has)")
+    when = mt.add_mutually_exclusive_group()
+    when.add_argument("--once", action="store_true", help="one run, then exit (the default)")
+    when.add_argument("--every-s", dest="every_s", nargs="?", const=0.0, type=_checked(_positive, "every-s"),
+                      metavar="N", help="a run every N s (default [maintenance] interval_s) until SIGTERM/SIGINT")
     dd = sub.add_parser("ddl", help="print Athena/Glue and Redshift DDL generated from contracts")
     _common(dd)
     dd.add_argument("--dialect", choices=("athena", "redshift", "all"), default="all")
@@ -90,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     _common(tb)
     tb.add_argument("--show", action="store_true", help="then print each table as the catalog has it")
     a = ap.parse_args(argv)
-    if a.cmd == "compact" and not ((a.all and not (a.dt or a.hour)) or (not a.all and a.dt and a.hour)):
-        co.error("compact needs --dt and --hour, or --all (not both)")
     configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
     s = _settings(a)   # a settings error: one line, exit 2 (runtime.cli), before Spark starts
     if a.cmd == "ddl":
@@ -110,13 +128,43 @@ def main(argv: list[str] | None = None) -> int:
         totals = run(s, a.duration_s, stop)
         print(json.dumps({"totals": totals}, sort_keys=True))
         return 0
-    from .compact import compact_hour, hours
+    return _maintain(s, a.tables, a.every_s)
+
+
+def _maintain(s, tables: list[str] | None, every_s: float | None) -> int:
+    """`maintain`: one JSON line per table per run. --every-s: runs every N s (start to start; at
+    once when a run took longer) until SIGTERM/SIGINT, which only set a flag: the run in progress
+    finishes its table and the loop ends (never an exception inside a Py4J call). Exit 1 when a
+    table's maintenance ended in an unresolved conflict (--once), 2 for a table the catalog lacks."""
+    from smartcity.runtime.cli import UsageError
+    from .settings import catalog_spark_conf
+    try:
+        catalog_spark_conf(s)  # e.g. no catalog.uri for an s3a:// lake: say so before Spark starts
+    except ValueError as e:
+        raise UsageError(e) from None
+    from . import maintenance
     from .session import build_session
-    spark = build_session(s, "smartcity-lake-compact")
-    todo = hours(s, a.topic) if a.all else [(a.dt, a.hour)]
-    for dt, hour in todo:
-        print(json.dumps(compact_hour(spark, s, a.topic, dt, hour), sort_keys=True))
-    return 0
+    interval = (every_s or s.maintenance.interval_s) if every_s is not None else None
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    errors = 0
+    try:
+        spark = build_session(s, "smartcity-lake-maintain", iceberg=True)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                done = maintenance.maintain(spark, s, tables, stop=stop,
+                                            on_result=lambda r: print(json.dumps(r, sort_keys=True), flush=True))
+            except maintenance.MissingTables as e:
+                raise UsageError(e) from None
+            errors = sum(1 for r in done if "error" in r)
+            if interval is None:
+                break
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if errors and interval is None else 0
 
 
 def _tables(s, show_tables: bool) -> int:

@@ -133,6 +133,47 @@ class Catalog:
 
 
 @dataclass
+class Maintenance:
+    """`[maintenance]`: Iceberg table maintenance (spark_jobs/maintenance.py, CLI `smartcity-lake
+    maintain`); the reasons for each default are in docs/lake.md, "Maintenance"."""
+    # `maintain --every-s` default: hourly keeps a day partition at <= one hour of stream files
+    # (720 at a 5 s trigger) and costs one re-sort of the day so far per run.
+    interval_s: float = 3600.0
+    # rewrite_data_files' target-file-size-bytes: Iceberg's own default (write.target-file-size-bytes).
+    target_file_mb: int = 512
+    # A partition's small files are rewritten once there are this many (Iceberg's default, 5).
+    min_input_files: int = 5
+    # Snapshots (time travel, rollback) older than this are expired: longer than any query runs
+    # (a query reads the files of the snapshot it planned), shorter than Kafka's retention (7 days:
+    # a bad write is replayed from Kafka), and every commit rewrites metadata.json with every kept
+    # snapshot (17,280 a day per table at a 5 s trigger).
+    snapshot_retention_h: float = 24.0
+    retain_last: int = 10            # ... but the last N snapshots are kept however old
+    # Files in the table folder that no snapshot references, older than this, are deleted. A file
+    # the stream is writing is such an "orphan" until its commit: see maintenance.py. Iceberg's
+    # procedure refuses less than 24 h.
+    orphan_age_h: float = 72.0
+    conflict_retries: int = 3        # a procedure that conflicts with a concurrent commit is re-run
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        if self.target_file_mb < 1:
+            raise ValueError("target_file_mb must be >= 1")
+        if self.min_input_files < 2:
+            raise ValueError("min_input_files must be >= 2 (one file is never rewritten into one)")
+        if self.snapshot_retention_h <= 0:
+            raise ValueError("snapshot_retention_h must be > 0")
+        if self.retain_last < 1:
+            raise ValueError("retain_last must be >= 1 (the current snapshot is always kept)")
+        if self.orphan_age_h < 24:
+            raise ValueError("orphan_age_h must be >= 24: a file being written is an orphan until "
+                             "its commit (Iceberg's remove_orphan_files refuses less)")
+        if self.conflict_retries < 0:
+            raise ValueError("conflict_retries must be >= 0")
+
+
+@dataclass
 class LakeSettings:
     bootstrap: str = "127.0.0.1:9092"
     topics: list[str] = field(default_factory=lambda: [rt.name for rt in RECORD_TYPES])
@@ -162,6 +203,7 @@ class LakeSettings:
     s3: S3 = field(default_factory=S3)
     kafka: Kafka = field(default_factory=Kafka)
     catalog: Catalog = field(default_factory=Catalog)
+    maintenance: Maintenance = field(default_factory=Maintenance)
 
     def __post_init__(self) -> None:
         unknown = set(self.topics) - {rt.name for rt in RECORD_TYPES}
