@@ -200,6 +200,7 @@ class LakeSettings:
     ui: bool = False
     spark_log_level: str = "ERROR"
     jars_dir: str | None = None      # default $SMARTCITY_CACHE/spark-jars
+    local_dir: str | None = None     # spark.local.dir; default {lake}/_spark_local (session.local_dir)
     s3: S3 = field(default_factory=S3)
     kafka: Kafka = field(default_factory=Kafka)
     catalog: Catalog = field(default_factory=Catalog)
@@ -215,6 +216,8 @@ class LakeSettings:
             raise ValueError(f"state_store must be hdfs or rocksdb, not {self.state_store!r}")
         if self.trigger_s <= 0:
             raise ValueError("trigger_s must be > 0")
+        if self.dedup not in ("merge", "append"):
+            raise ValueError(f"dedup must be merge or append, not {self.dedup!r}")
 
 
 def to_uri(path: str | os.PathLike) -> str:
@@ -242,7 +245,6 @@ def load(toml_path: str | None = None, overrides: Mapping[str, Any] | None = Non
 SECRET_OPTIONS_RE = r"(?i)jaas|password|ssl\.keystore\.key"
 
 
-    local_dir: str | None = None     # spark.local.dir; default {lake}/_spark_local (session.local_dir)
 class KafkaOptions(dict):
     """The Kafka source's options; repr()/str() show every secret value as ***."""
 
@@ -258,8 +260,6 @@ class KafkaOptions(dict):
 def _read(path: Path, what: str) -> str:
     try:
         return Path(path).read_text()
-        if self.dedup not in ("merge", "append"):
-            raise ValueError(f"dedup must be merge or append, not {self.dedup!r}")
     except OSError as e:  # the path is named, never the content
         raise SettingsError(f"kafka.{what}: cannot read {path}: {e.strerror}") from None
 
