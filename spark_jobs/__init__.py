@@ -5,6 +5,6 @@
     spark = session.build_session(s)
     query = lake.build_query(spark, s)     # StreamingQuery; query.lake_writer.totals counts rows
 
-CLI: `smartcity-lake stream|compact|ddl|tables` (python -m spark_jobs). See docs/lake.md
+CLI: `smartcity-lake stream|maintain|ddl|tables` (python -m spark_jobs). See docs/lake.md
 (`tables`: the Iceberg tables of issue 11, not written by the stream yet).
 """
