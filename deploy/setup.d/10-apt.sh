@@ -6,6 +6,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 # systemd-analyze checks deploy/edge/smartcity-edge.service (tests/test_systemd_unit.py); only the
 # tool is used, nothing is started.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# Maven fetches the Java-side parts from Maven Central (35-spark-jars, 36-s3proxy, 60-trino).
+command -v mvn >/dev/null 2>&1 || need+=(maven)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq

@@ -14,11 +14,7 @@ hadoop_version=$(ls "$jars_dir" | sed -n 's/^hadoop-client-api-\(.*\)\.jar$/\1/p
 [ -n "$hadoop_version" ] || { echo "35-spark-jars: cannot find hadoop-client-api in $jars_dir" >&2; exit 1; }
 stamp="$OUT/.stamp-$(cat deploy/spark/pom.xml deploy/spark/settings.xml | sha1sum | cut -c1-12)-$spark_version-$hadoop_version"
 [ -e "$stamp" ] && exit 0
-command -v mvn >/dev/null 2>&1 || {
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends maven >/dev/null
-}
+command -v mvn >/dev/null 2>&1 || { echo "35-spark-jars: mvn is required (deploy/setup.d/10-apt.sh installs it)" >&2; exit 1; }
 tmp="$OUT.tmp"
 rm -rf "$tmp"
 mvn -q -B -s deploy/spark/settings.xml -f deploy/spark/pom.xml \

@@ -12,11 +12,7 @@ version=$(sed -n 's/^S3PROXY_VERSION = "\([^"]*\)".*/\1/p' deploy/local/s3.py)
 [ -n "$version" ] || { echo "36-s3proxy: no S3PROXY_VERSION in deploy/local/s3.py" >&2; exit 1; }
 jar="s3proxy-$version-jar-with-dependencies.jar"
 [ -s "$OUT/$jar" ] && exit 0
-command -v mvn >/dev/null 2>&1 || {
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends maven >/dev/null
-}
+command -v mvn >/dev/null 2>&1 || { echo "36-s3proxy: mvn is required (deploy/setup.d/10-apt.sh installs it)" >&2; exit 1; }
 tmp="$OUT.tmp"
 rm -rf "$tmp"
 # The same Maven Central-only settings as the Spark jars (deploy/spark/settings.xml).
