@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,11 +19,12 @@ pytest.importorskip("moto.server")
 from confluent_kafka import Producer  # noqa: E402
 
 from deploy.local.kafka import KafkaServer  # noqa: E402
-from deploy.local.process import Process, free_port  # noqa: E402
+from deploy.local.process import Process, free_port, http_answers  # noqa: E402
 from deploy.local.s3 import REGION, S3Server  # noqa: E402
 from smartcity.contracts import example, format_ts  # noqa: E402
 from smartcity.spark_jobs.reader import load_table, read_table  # noqa: E402
 from smartcity.spark_jobs.settings import S3, Catalog, LakeSettings  # noqa: E402
+from tests.support.harness import wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "weather_data"
@@ -44,28 +43,12 @@ class GlueServer:
     def __enter__(self) -> "GlueServer":
         self.proc.start()
 
-        def answers() -> bool:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).close()
-            except urllib.error.HTTPError:
-                pass
-            except OSError:
-                return False
-            return True
-        self.proc.wait_for(answers, f"moto on {self.endpoint}", 60, step=0.2)
+        self.proc.wait_for(lambda: http_answers(self.endpoint + "/moto-api/"), f"moto on {self.endpoint}",
+                           60, step=0.2)
         return self
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate(20)
-
-
-def _wait_until(pred, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_path, monkeypatch):
@@ -103,7 +86,7 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
             return [] if t is None else t.column("event_id").to_pylist()
 
         try:
-            _wait_until(lambda: proc.poll() is not None or len(ids()) >= len(sent), 240, f"events in the lake ({log})")
+            wait_until(lambda: proc.poll() is not None or len(ids()) >= len(sent), 240, f"events in the lake ({log})")
             assert proc.poll() is None, f"the job died: {log}\n" + log.read_text(errors="replace")[-3000:]
             time.sleep(3)
         finally:

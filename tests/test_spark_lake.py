@@ -24,6 +24,7 @@ from smartcity.contracts import RECORD_TYPES, encode, example, format_ts, violat
 from deploy.local.kafka import KafkaServer  # noqa: E402
 from smartcity.spark_jobs.reader import event_ids, read_table  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
+from tests.support.harness import wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = [rt.name for rt in RECORD_TYPES]
@@ -73,15 +74,6 @@ def device_ids(lake: Path, topic: str, device: str) -> list[str]:
     """event_ids of one device's rows in a lake folder's table (tests share Kafka topics)."""
     t = read_table(LakeSettings(lake=str(lake)), topic, ["event_id", "device_id"])
     return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == device]
-
-
-def wait_until(pred, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def test_spark_validation_agrees_with_contracts_on_every_rule(spark):

@@ -52,6 +52,19 @@ def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> boo
         return False
 
 
+def http_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """True when an HTTP server answers at `url`, whatever the status (a 403 or 404 is an answer)."""
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(url, timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def log_tail(path: str | os.PathLike, n: int = 30) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])

@@ -40,11 +40,9 @@ import shutil
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from .process import Process, Service, free_port
+from .process import Process, Service, free_port, http_answers
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +190,8 @@ class S3Server(Service):
 
     def wait_ready(self) -> None:
         """Ready = the S3 API answers an HTTP request (any status: 403 without signature is fine)."""
-        def answers() -> bool:
-            try:
-                urllib.request.urlopen(self.endpoint + "/", timeout=1).close()
-            except urllib.error.HTTPError:
-                pass
-            except OSError:
-                return False
-            return True
         try:
-            self.proc.wait_for(answers, f"HTTP answers on {self.endpoint}", self.start_timeout_s, step=0.1)
+            self.proc.wait_for(lambda: http_answers(self.endpoint + "/"), f"HTTP answers on {self.endpoint}", self.start_timeout_s, step=0.1)
         except S3Error:
             self.kill()
             raise

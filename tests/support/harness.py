@@ -38,6 +38,16 @@ _kafka: KafkaServer | None = None
 _kafka_lock = threading.Lock()
 
 
+def wait_until(pred, timeout_s: float, what: str) -> None:
+    """Poll `pred` every 0.5 s; AssertionError naming `what` when it stays false for timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
 def shared_kafka(partitions: int = 3) -> KafkaServer:
     """Starting a JVM broker costs seconds: tests share one and isolate by device ids."""
     global _kafka
