@@ -170,9 +170,9 @@ class Rig:
             t = read_table(s, topic, ["event_id", "device_id", "seq"])
             if t is None:
                 continue
-            for e, d, s in zip(*(t.column(c).to_pylist() for c in ("event_id", "device_id", "seq"))):
+            for e, d, seq in zip(*(t.column(c).to_pylist() for c in ("event_id", "device_id", "seq"))):
                 if d in out:
-                    out[d].append((e, s))
+                    out[d].append((e, seq))
         return out
 
     # per case --------------------------------------------------------------------------------
