@@ -20,7 +20,7 @@ Cases:
   (not JSON, duplicate keys, deep nesting, NaN, invalid UTF-8, contract violations, a spoofed
   device, oversized user properties); the bridges must stay up, the good readings all land.
 
-Per case, counted in the lake's Iceberg tables through the catalog (spark_jobs.reader: pyiceberg, as
+Per case, counted in the lake's Iceberg tables through the catalog (catalog.reader: pyiceberg, as
 a non-Spark reader sees them):
 `published` (seqs the agents allocated), `in_lake` (distinct of them in the lake), `lost`,
 `duplicates` (rows beyond one per event_id), `recovery_s` (from the fault until every reading
@@ -161,7 +161,7 @@ class Rig:
 
     def lake_events(self, devices: set[str]) -> dict[str, list[tuple[str, int]]]:
         """device -> [(event_id, seq)] for every row of these devices in the lake's data tables."""
-        from smartcity.spark_jobs.reader import read_table
+        from smartcity.catalog.reader import read_table
         from smartcity.spark_jobs.settings import LakeSettings
         s = LakeSettings(lake=str(self.lake))
         out: dict[str, list[tuple[str, int]]] = {d: [] for d in devices}

@@ -117,7 +117,7 @@ def _mean(xs) -> float | None:
 def _snapshot_id(s, table: str) -> int | None:
     """The table's current snapshot id as a pyiceberg reader sees it now (None: no table or no
     snapshot yet)."""
-    from smartcity.spark_jobs.reader import load_table
+    from smartcity.catalog.reader import load_table
     t = load_table(s, table)
     snap = t.current_snapshot() if t is not None else None
     return snap.snapshot_id if snap is not None else None
@@ -264,7 +264,7 @@ def _latency(spark, s, tmp: Path, seconds: float, rate: float) -> dict:
     import pyarrow.parquet as pq
 
     from smartcity.spark_jobs.lake import build_query
-    from smartcity.spark_jobs.reader import load_table
+    from smartcity.catalog.reader import load_table
     from smartcity.spark_jobs.settings import LakeSettings
     s5 = LakeSettings(bootstrap=s.bootstrap, lake=s.lake, trigger_s=5.0, dedup="merge",
                       max_offsets_per_trigger=s.max_offsets_per_trigger, starting_offsets="latest",
@@ -339,7 +339,7 @@ def _latency(spark, s, tmp: Path, seconds: float, rate: float) -> dict:
 def _files(spark, s, table: str) -> int:
     """Data files of the table's current snapshot (its `files` metadata table), after a REFRESH:
     the session's catalog caches a table, and another query's commits may not be in that copy."""
-    from smartcity.spark_jobs.settings import table_identifier
+    from smartcity.catalog.location import table_identifier
     ident = table_identifier(s, table)
     spark.sql(f"REFRESH TABLE {ident}")
     return spark.sql(f"SELECT count(*) AS n FROM {ident}.files").collect()[0]["n"]
@@ -359,7 +359,8 @@ def _maintain(spark, s) -> dict:
 
 def _use_catalog(spark, s) -> None:
     """Register s.catalog in the running session (a session knows the catalog it was built with)."""
-    from smartcity.spark_jobs.settings import catalog_spark_conf, prepare_catalog
+    from smartcity.catalog.location import prepare_catalog
+    from smartcity.spark_jobs.settings import catalog_spark_conf
     prepare_catalog(s)
     for k, v in catalog_spark_conf(s).items():
         if k != "spark.sql.extensions":   # static, and the same for every catalog
@@ -380,7 +381,8 @@ def run(args: list[str]) -> dict:
     a = ap.parse_args(args)
     from deploy.local.kafka import KafkaServer
     from smartcity.spark_jobs.session import build_session
-    from smartcity.spark_jobs.settings import Catalog, LakeSettings
+    from smartcity.catalog.location import Catalog
+    from smartcity.spark_jobs.settings import LakeSettings
 
     max_offsets = a.max_offsets or min(200_000, max(1, a.rows // 3))
     latency_s = a.latency_s if a.latency_s is not None else (45.0 if a.rows >= 100_000 else 20.0)

@@ -102,7 +102,7 @@ def wait_subscribed(bridge: Proc, http_port: int, timeout_s: float = 60.0) -> No
 
 
 def lake_ids(lake: str, topic: str) -> list[str]:
-    from smartcity.spark_jobs.reader import event_ids
+    from smartcity.catalog.reader import event_ids
     from smartcity.spark_jobs.settings import LakeSettings
     return event_ids(LakeSettings(lake=lake), topic)
 
@@ -118,7 +118,7 @@ def haversine_km(lat1, lon1, lat2, lon2) -> float:
 def summary(lake: str) -> dict:
     """Computed from the lake's Iceberg tables, read through the catalog as an analyst's engine
     reads them (pyiceberg: the current snapshot, no Spark)."""
-    from smartcity.spark_jobs.reader import load_catalog, read_table
+    from smartcity.catalog.reader import load_catalog, read_table
     from smartcity.spark_jobs.settings import LakeSettings
     import smartcity.contracts as contracts
     s = LakeSettings(lake=lake)

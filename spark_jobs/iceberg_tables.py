@@ -47,10 +47,11 @@ from typing import Iterable, Sequence
 
 from pyspark.sql.types import DataType, StructField, StructType
 
+from smartcity.catalog.location import prepare_catalog, table_identifier
 from smartcity.contracts import RECORD_TYPES, RecordType
 
 from .schemas import LINEAGE, QUARANTINE_FIELDS, data_struct, quarantine_struct
-from .settings import LakeSettings, prepare_catalog, table_identifier
+from .settings import LakeSettings
 
 QUARANTINE_TABLE = "quarantine"
 DATA_PARTITION_BY = ("days(ts)",)

@@ -38,13 +38,14 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from smartcity.catalog.location import table_identifier
 from smartcity.contracts import RecordType, record_type
 from smartcity.contracts import schema as cs
 
 from . import validation as V
 from .iceberg_tables import QUARANTINE_TABLE, create_or_evolve
 from .schemas import LINEAGE, wire_struct
-from .settings import LakeSettings, kafka_options, table_identifier
+from .settings import LakeSettings, kafka_options
 
 log = logging.getLogger(__name__)
 

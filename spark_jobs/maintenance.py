@@ -39,8 +39,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
+from smartcity.catalog.location import table_identifier
+
 from .iceberg_tables import TableDef, sql_string, table_defs
-from .settings import LakeSettings, Maintenance, table_identifier
+from .settings import LakeSettings, Maintenance
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ import os
 import re
 from pathlib import Path
 
-from .settings import (SECRET_OPTIONS_RE, LakeSettings, catalog_spark_conf, prepare_catalog,
-                       warehouse_on_s3)
+from smartcity.catalog.location import prepare_catalog, warehouse_on_s3
+
+from .settings import SECRET_OPTIONS_RE, LakeSettings, catalog_spark_conf
 
 log = logging.getLogger(__name__)
 JAVA17 = "/usr/lib/jvm/java-17-openjdk-amd64"

@@ -26,18 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from smartcity.catalog.location import (S3, Catalog, LakeLocation, catalog_uri, catalog_warehouse,
+                                        join, prepare_catalog, to_uri, warehouse_on_s3)
 from smartcity.contracts import RECORD_TYPES
 from smartcity.runtime.settings import SettingsError
 
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+
 ENV_PREFIX = "SMARTCITY_LAKE_"
-
-
-@dataclass
-class S3:
-    endpoint: str | None = None      # e.g. http://127.0.0.1:9000 for an S3-compatible server
-    path_style: bool = False         # True for most S3-compatible servers (no bucket DNS names)
-    region: str | None = None
-    expect_continue: bool = False    # True is AWS's default; off works with every local server
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -84,54 +80,6 @@ class Kafka:
                 raise ValueError(f"kafka.extra: {item!r} is not name=value")
 
 
-# Apache Iceberg (issue 11). The catalog name is stored in the JDBC catalog's rows (column
-# catalog_name), so Spark, pyiceberg and Trino (iceberg.jdbc-catalog.catalog-name) must all use the
-# same one: a reader configured with another name sees an empty catalog, not an error.
-CATALOG_NAME = "lake"
-# The namespace (a Glue database in AWS): tables are {CATALOG_NAME}.{CATALOG_NAMESPACE}.{table}.
-CATALOG_NAMESPACE = "smartcity"
-CATALOG_TYPES = ("jdbc", "glue")
-ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
-# Lower case only: Glue, Athena and Trino fold identifiers to lower case.
-_IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-@dataclass
-class Catalog:
-    """`[catalog]`: where the lake's Apache Iceberg tables are registered (spark_jobs/iceberg_tables.py;
-    the stream does not write through it yet: docs/lake.md, "Iceberg (in progress)").
-
-    jdbc: Iceberg's JDBC catalog; `uri` defaults to a SQLite file under the lake folder
-    ({lake}/_catalog/iceberg.sqlite: one writing process, local disk only; an s3a:// lake needs
-    `uri` set, e.g. jdbc:sqlite:/local/path). glue: AWS Glue (GlueCatalog). Either way, a warehouse
-    on S3 is written and read with S3FileIO (iceberg-aws-bundle), configured from `[s3]`
-    (endpoint, path_style, region) with credentials from the AWS default provider chain only."""
-    type: str = "jdbc"                # jdbc | glue
-    name: str = CATALOG_NAME          # the same in Spark, pyiceberg and Trino (see CATALOG_NAME)
-    namespace: str = CATALOG_NAMESPACE
-    uri: str | None = None            # jdbc: jdbc:sqlite:/abs/file or jdbc:postgresql://...
-    warehouse: str | None = None      # default {lake}/warehouse (an s3a:// one becomes s3://)
-    glue_endpoint: str | None = None  # glue: e.g. the local Glue API (moto); None = AWS
-    region: str | None = None         # client.region of Glue and S3FileIO (default: s3.region, then
-                                      # the AWS provider chain's)
-
-    def __post_init__(self) -> None:
-        self.type = self.type.lower()
-        if self.type not in CATALOG_TYPES:
-            raise ValueError(f"type must be one of {', '.join(CATALOG_TYPES)}, not {self.type!r}")
-        for what in ("name", "namespace"):
-            if not _IDENTIFIER_RE.match(getattr(self, what)):
-                raise ValueError(f"{what} must be a lower-case SQL identifier "
-                                 f"([a-z_][a-z0-9_]*), not {getattr(self, what)!r}")
-        if self.name == "spark_catalog":
-            raise ValueError("name must not be spark_catalog (Spark's session catalog)")
-        if self.uri is not None and not self.uri.startswith("jdbc:"):
-            raise ValueError(f"uri must be a JDBC URL (jdbc:sqlite:/path, "
-                             f"jdbc:postgresql://host/db), not {self.uri!r}")
-        if self.uri is not None and self.type != "jdbc":
-            raise ValueError("uri is for type = \"jdbc\" only")
-
-
 @dataclass
 class Maintenance:
     """`[maintenance]`: Iceberg table maintenance (spark_jobs/maintenance.py, CLI `smartcity-lake
@@ -174,10 +122,11 @@ class Maintenance:
 
 
 @dataclass
-class LakeSettings:
+class LakeSettings(LakeLocation):
+    """The lake job's settings: where the lake is (LakeLocation: lake, [s3], [catalog]) and how
+    the stream reads Kafka and writes it."""
     bootstrap: str = "127.0.0.1:9092"
     topics: list[str] = field(default_factory=lambda: [rt.name for rt in RECORD_TYPES])
-    lake: str = "lake"               # folder or URI (file:///..., s3a://bucket/prefix)
     # Default {lake}/_checkpoints/lake-stream: next to the data it describes, on the same durable
     # storage, so a restart anywhere (another host, spark://) resumes exactly where the lake is.
     checkpoint: str | None = None
@@ -201,16 +150,14 @@ class LakeSettings:
     spark_log_level: str = "ERROR"
     jars_dir: str | None = None      # default $SMARTCITY_CACHE/spark-jars
     local_dir: str | None = None     # spark.local.dir; default {lake}/_spark_local (session.local_dir)
-    s3: S3 = field(default_factory=S3)
     kafka: Kafka = field(default_factory=Kafka)
-    catalog: Catalog = field(default_factory=Catalog)
     maintenance: Maintenance = field(default_factory=Maintenance)
 
     def __post_init__(self) -> None:
         unknown = set(self.topics) - {rt.name for rt in RECORD_TYPES}
         if unknown:
             raise ValueError(f"unknown topics {sorted(unknown)}; known: {[r.name for r in RECORD_TYPES]}")
-        self.lake = to_uri(self.lake)
+        super().__post_init__()
         self.checkpoint = to_uri(self.checkpoint) if self.checkpoint else join(self.lake, "_checkpoints", "lake-stream")
         if self.state_store not in ("hdfs", "rocksdb"):
             raise ValueError(f"state_store must be hdfs or rocksdb, not {self.state_store!r}")
@@ -218,20 +165,6 @@ class LakeSettings:
             raise ValueError("trigger_s must be > 0")
         if self.dedup not in ("merge", "append"):
             raise ValueError(f"dedup must be merge or append, not {self.dedup!r}")
-
-
-def to_uri(path: str | os.PathLike) -> str:
-    """Plain paths become absolute file: URIs, so Spark never resolves them against a cwd."""
-    s = str(path)
-    if "://" in s:
-        return s.rstrip("/")
-    if s.startswith("file:"):
-        s = s[len("file:"):]
-    return "file://" + str(Path(s).expanduser().resolve())
-
-
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
 def load(toml_path: str | None = None, overrides: Mapping[str, Any] | None = None,
@@ -318,55 +251,6 @@ def kafka_options(s: LakeSettings) -> KafkaOptions:
     return opts
 
 
-# ---- the Iceberg catalog (issue 11) ----------------------------------------------------------
-
-def _local_path(uri: str) -> Path | None:
-    return Path(uri[len("file://"):]) if uri.startswith("file://") else None
-
-
-def catalog_sqlite_file(s: LakeSettings) -> Path | None:
-    """The SQLite file of a jdbc:sqlite catalog (the default one: {lake}/_catalog/iceberg.sqlite),
-    else None. Its folder must exist before the catalog is first used (prepare_catalog)."""
-    if s.catalog.type != "jdbc":
-        return None
-    uri = catalog_uri(s)
-    return Path(uri[len("jdbc:sqlite:"):]) if uri.startswith("jdbc:sqlite:") else None
-
-
-def catalog_uri(s: LakeSettings) -> str:
-    """The JDBC URL of a jdbc catalog: catalog.uri, else a SQLite file under a local lake."""
-    if s.catalog.uri:
-        return s.catalog.uri
-    lake = _local_path(s.lake)
-    if lake is None:
-        raise ValueError(f"catalog.uri: a SQLite catalog must be on a local disk and the lake is "
-                         f"{s.lake}; set catalog.uri (e.g. jdbc:postgresql://host/db) or "
-                         "catalog.type = \"glue\"")
-    return f"jdbc:sqlite:{lake / '_catalog' / 'iceberg.sqlite'}"
-
-
-def catalog_warehouse(s: LakeSettings) -> str:
-    """Where new tables' data and metadata go: catalog.warehouse, else {lake}/warehouse (beside
-    today's data/ and quarantine/ folders, never inside them). On S3 always s3://: the scheme of
-    S3FileIO, which writes the tables, and of the locations Athena and Glue read."""
-    w = to_uri(s.catalog.warehouse) if s.catalog.warehouse else join(s.lake, "warehouse")
-    if w.startswith("s3a://"):
-        w = "s3://" + w[len("s3a://"):]
-    return w
-
-
-def table_identifier(s: LakeSettings, table: str) -> str:
-    """`catalog.namespace.table`, as Spark SQL names it (lake.smartcity.gps_data)."""
-    return f"{s.catalog.name}.{s.catalog.namespace}.{table}"
-
-
-def prepare_catalog(s: LakeSettings) -> None:
-    """Create the folder of a SQLite catalog file (SQLite creates the file, not its folder)."""
-    f = catalog_sqlite_file(s)
-    if f is not None:
-        f.parent.mkdir(parents=True, exist_ok=True)
-
-
 def catalog_spark_conf(s: LakeSettings) -> dict[str, str]:
     """Spark configuration of the Iceberg catalog `s.catalog.name` and Iceberg's SQL extensions
     (MERGE INTO, CALL ... procedures, ALTER TABLE ... WRITE ORDERED BY). The jars come with
@@ -409,40 +293,3 @@ def catalog_spark_conf(s: LakeSettings) -> dict[str, str]:
             conf[f"{pre}.s3.endpoint"] = s.s3.endpoint
         conf[f"{pre}.s3.path-style-access"] = str(s.s3.path_style).lower()
     return conf
-
-
-def warehouse_on_s3(s: LakeSettings) -> bool:
-    """True when the catalog's warehouse is on S3 (s3:// or s3a://): S3FileIO reads and writes it."""
-    return catalog_warehouse(s).startswith("s3://")
-
-
-def pyiceberg_properties(s: LakeSettings) -> dict[str, str]:
-    """Properties for pyiceberg.catalog.load_catalog(s.catalog.name, **these): the same catalog,
-    under the same name, for readers that are not Spark (tests, the demo, a notebook)."""
-    c = s.catalog
-    props = {"warehouse": catalog_warehouse(s)}
-    if warehouse_on_s3(s):
-        # pyiceberg's own property names (pyiceberg/io/__init__.py), read by its pyarrow FileIO;
-        # credentials come from the AWS default chain (AWS_ACCESS_KEY_ID, ...), never from here.
-        # Without a region pyarrow asks AWS where the bucket is, so an S3-compatible server (an
-        # endpoint) always gets one: s3.region, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
-        region = (c.region or s.s3.region or os.environ.get("AWS_REGION")
-                  or os.environ.get("AWS_DEFAULT_REGION") or ("us-east-1" if s.s3.endpoint else None))
-        if s.s3.endpoint:
-            props["s3.endpoint"] = s.s3.endpoint
-        if region:
-            props["s3.region"] = region
-        # No "path-style" property: pyarrow addresses buckets by path whenever an endpoint is set,
-        # unless virtual addressing is forced.
-        props["s3.force-virtual-addressing"] = str(not s.s3.path_style).lower()
-    if c.type == "glue":
-        props |= {"type": "glue"}
-        if c.glue_endpoint:
-            props["glue.endpoint"] = c.glue_endpoint
-        if c.region or s.s3.region:
-            props["client.region"] = c.region or s.s3.region
-        return props
-    f = catalog_sqlite_file(s)
-    if f is None:
-        raise ValueError(f"pyiceberg_properties: only SQLite JDBC catalogs so far, not {catalog_uri(s)}")
-    return props | {"type": "sql", "uri": f"sqlite:///{f}"}

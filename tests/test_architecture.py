@@ -1,9 +1,10 @@
 """The shape of the code, from its own imports (docs/architecture.md, "Layers"):
 
     tests, bench, deploy              harnesses, benchmarks, the dev stack: on top, imported by no service
-    edge | bridge | spark_jobs        the services, side by side: none imports another
+    edge | bridge | spark_jobs | analytics   the services, side by side: none imports another
     sim                               the simulated hardware behind the real drivers (edge --simulate)
-    contracts | runtime               the ground: record types; settings, logging, metrics, sd_notify
+    contracts | runtime | catalog     the ground: record types; settings, logging, metrics, sd_notify;
+                                      where the lake's Iceberg catalog is and how to read it
 
 An import may only go down (or stay inside its own package)."""
 from __future__ import annotations
@@ -14,16 +15,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALLED = ("contracts", "runtime", "sim", "edge", "bridge", "spark_jobs")
+INSTALLED = ("contracts", "runtime", "catalog", "sim", "edge", "bridge", "spark_jobs", "analytics")
 TOP = ("tests", "bench", "deploy")
 # What each installed package may import from the project, besides itself.
 ALLOWED = {
     "contracts": set(),
     "runtime": set(),
+    "catalog": {"contracts", "runtime"},
     "sim": {"contracts", "runtime"},
     "edge": {"contracts", "runtime", "sim"},
     "bridge": {"contracts", "runtime"},
-    "spark_jobs": {"contracts", "runtime"},
+    "spark_jobs": {"contracts", "runtime", "catalog"},
+    "analytics": {"contracts", "runtime", "catalog"},
 }
 
 

@@ -21,7 +21,7 @@ def test_the_demo_lands_every_published_record_in_the_lake_exactly_once(tmp_path
     assert "published records are in the lake, each exactly once" in out
     assert "WARNING" not in p.stdout
     # The summary is computed from the Iceberg tables the run left behind, read through the catalog.
-    from smartcity.spark_jobs.reader import event_ids
+    from smartcity.catalog.reader import event_ids
     from smartcity.spark_jobs.settings import LakeSettings
     s = LakeSettings(lake=str(run_dir / "lake"))
     for topic in ("vehicle_data", "gps_data", "traffic_data", "weather_data", "emergency_data"):

@@ -20,8 +20,8 @@ from smartcity.contracts import schema as cs  # noqa: E402
 from smartcity.contracts.schema import GPS  # noqa: E402
 from smartcity.spark_jobs import iceberg_tables as IT  # noqa: E402
 from smartcity.spark_jobs.schemas import LINEAGE, QUARANTINE_FIELDS  # noqa: E402
-from smartcity.spark_jobs.settings import (LakeSettings, catalog_spark_conf, pyiceberg_properties,  # noqa: E402
-                                           table_identifier)
+from smartcity.catalog.location import pyiceberg_properties, table_identifier  # noqa: E402
+from smartcity.spark_jobs.settings import LakeSettings, catalog_spark_conf  # noqa: E402
 
 PYICEBERG_TYPES = {"string": it.StringType(), "int": it.IntegerType(), "bigint": it.LongType(),
                    "double": it.DoubleType(), "timestamp": it.TimestamptzType()}

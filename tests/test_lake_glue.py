@@ -22,8 +22,9 @@ from deploy.local.kafka import KafkaServer  # noqa: E402
 from deploy.local.process import Process, free_port, http_answers  # noqa: E402
 from deploy.local.s3 import REGION, S3Server  # noqa: E402
 from smartcity.contracts import example, format_ts  # noqa: E402
-from smartcity.spark_jobs.reader import load_table, read_table  # noqa: E402
-from smartcity.spark_jobs.settings import S3, Catalog, LakeSettings  # noqa: E402
+from smartcity.catalog.reader import load_table, read_table  # noqa: E402
+from smartcity.catalog.location import S3, Catalog  # noqa: E402
+from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 from tests.support.harness import wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

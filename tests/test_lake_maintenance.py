@@ -34,7 +34,8 @@ from smartcity.contracts import example, record_type  # noqa: E402
 from smartcity.spark_jobs import iceberg_tables as IT  # noqa: E402
 from smartcity.spark_jobs import maintenance as M  # noqa: E402
 from smartcity.spark_jobs.__main__ import main  # noqa: E402
-from smartcity.spark_jobs.settings import LakeSettings, Maintenance, table_identifier  # noqa: E402
+from smartcity.catalog.location import table_identifier  # noqa: E402
+from smartcity.spark_jobs.settings import LakeSettings, Maintenance  # noqa: E402
 
 UTC = timezone.utc
 DAY1 = datetime(2026, 11, 28, tzinfo=UTC)

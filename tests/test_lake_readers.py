@@ -1,4 +1,4 @@
-"""The lake's outside readers (spark_jobs/reader.py): what a reader that is not Spark sees of the
+"""The lake's outside readers (catalog/reader.py): what a reader that is not Spark sees of the
 Iceberg tables, through the catalog only. One local Spark for the module writes real commits into
 a JDBC catalog on SQLite; pyiceberg and DuckDB read them back, with no network."""
 from __future__ import annotations
@@ -21,10 +21,11 @@ import pyarrow as pa  # noqa: E402
 from smartcity.contracts import example, record_type  # noqa: E402
 from smartcity.contracts.schema import GPS  # noqa: E402
 from smartcity.spark_jobs import iceberg_tables as IT  # noqa: E402
-from smartcity.spark_jobs import reader  # noqa: E402
-from smartcity.spark_jobs.reader import (duckdb_connection, event_ids, load_catalog, read_table,  # noqa: E402
+from smartcity.catalog import reader  # noqa: E402
+from smartcity.catalog.reader import (duckdb_connection, event_ids, load_catalog, read_table,  # noqa: E402
                                          read_table_duckdb)
-from smartcity.spark_jobs.settings import LakeSettings, catalog_sqlite_file, table_identifier  # noqa: E402
+from smartcity.catalog.location import catalog_sqlite_file, table_identifier  # noqa: E402
+from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 
 UTC_US = pa.timestamp("us", tz="UTC")
 DAY1 = datetime(2026, 11, 28, 12, 43, 9, 123000, tzinfo=timezone.utc)

@@ -25,7 +25,7 @@ from confluent_kafka import Producer  # noqa: E402
 from smartcity.contracts import encode, event_id, example, format_ts  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
 from deploy.local.spark_cluster import SparkCluster, spark_env, spark_home  # noqa: E402
-from smartcity.spark_jobs.reader import event_ids, read_table  # noqa: E402
+from smartcity.catalog.reader import event_ids, read_table  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 from smartcity.spark_jobs.session import DRIVER_JAVA_OPTIONS, S3_JARS  # noqa: E402
 

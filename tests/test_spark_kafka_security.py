@@ -156,7 +156,7 @@ def test_the_stream_reads_from_a_sasl_listener_and_never_logs_the_password(tmp_p
 
     from smartcity.contracts import encode, example, format_ts
     from deploy.local.kafka import KafkaServer
-    from smartcity.spark_jobs.reader import event_ids
+    from smartcity.catalog.reader import event_ids
 
     password = "lake-Pw-7431"
     with KafkaServer(tmp_path / "kafka", sasl_users={"lake": password}) as kafka:

@@ -1,7 +1,7 @@
 """The Spark lake job on real services: a real Kafka (KRaft) broker, one real local Spark for the
 module and the lake's Iceberg catalog (SQLite); the crash tests run the job as its own driver process
 so it can be killed with SIGKILL. What the lake holds is read as an outside reader does: through
-the catalog with pyiceberg (spark_jobs/reader.py), never by listing folders."""
+the catalog with pyiceberg (catalog/reader.py), never by listing folders."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +22,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from smartcity.contracts import RECORD_TYPES, encode, example, format_ts, violations  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
-from smartcity.spark_jobs.reader import event_ids, read_table  # noqa: E402
+from smartcity.catalog.reader import event_ids, read_table  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 from tests.support.harness import wait_until  # noqa: E402
 
@@ -332,7 +332,7 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
     warehouse; credentials only in the standard AWS environment variables, never in the job's log;
     and the data still there after S3Proxy restarts on the same folder."""
     from deploy.local.s3 import S3Server
-    from smartcity.spark_jobs.settings import S3, Catalog
+    from smartcity.catalog.location import S3, Catalog
     if not S3Server.available():
         pytest.skip("no S3 server: S3Proxy's jar is fetched by deploy/setup.d/36-s3proxy.sh and runs on Java 17")
     topic = "weather_data"
@@ -367,7 +367,7 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
             return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == "s3dev"]
 
         def data_files():
-            from smartcity.spark_jobs.reader import load_table
+            from smartcity.catalog.reader import load_table
             return [task.file.file_path for task in load_table(s, topic).scan().plan_files()]
 
         try:

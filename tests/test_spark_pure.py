@@ -55,7 +55,8 @@ def test_a_warehouse_on_s3_is_written_with_s3fileio_from_the_s3_settings_and_no_
     the same endpoint under its own property names and always a region for a local endpoint (else
     pyarrow asks AWS where the bucket is); no key or secret anywhere; the 69 MB AWS bundle of
     Iceberg only for such a catalog, first on the class path."""
-    from smartcity.spark_jobs.settings import S3, Catalog, catalog_spark_conf, pyiceberg_properties
+    from smartcity.catalog.location import S3, Catalog, pyiceberg_properties
+    from smartcity.spark_jobs.settings import catalog_spark_conf
     for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(var, raising=False)
     pre = "spark.sql.catalog.lake"

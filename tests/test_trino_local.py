@@ -246,7 +246,8 @@ def test_the_pom_resolves_the_version_the_code_runs():
 
 
 def test_catalog_properties_local_and_s3(tmp_path):
-    from smartcity.spark_jobs.settings import S3, Catalog, LakeSettings
+    from smartcity.catalog.location import S3, Catalog
+    from smartcity.spark_jobs.settings import LakeSettings
     s = LakeSettings(lake=str(tmp_path / "lake"))
     p = catalog_properties(s)
     assert p["iceberg.jdbc-catalog.catalog-name"] == "lake"          # the name in Spark's rows

@@ -225,7 +225,7 @@ def catalog_properties(s: "LakeSettings", s3_credentials_from_env: bool = False)
     warehouse through its native S3 client, at s.s3.endpoint (path-style for S3-compatible
     servers), with AWS's provider chain or, s3_credentials_from_env, ${ENV:AWS_ACCESS_KEY_ID} and
     ${ENV:AWS_SECRET_ACCESS_KEY} (Trino reads them from its environment: no secret in the file)."""
-    from smartcity.spark_jobs.settings import catalog_uri, catalog_warehouse
+    from smartcity.catalog.location import catalog_uri, catalog_warehouse
 
     if s.catalog.type != "jdbc":
         raise TrinoError(f"the local Trino reads a jdbc catalog; this lake's is {s.catalog.type!r} "
@@ -268,7 +268,7 @@ def lake_table_count(s: "LakeSettings") -> int | None:
     it fails in Trino with "Cannot check and eventually update SQL schema"."""
     import sqlite3
 
-    from smartcity.spark_jobs.settings import catalog_sqlite_file
+    from smartcity.catalog.location import catalog_sqlite_file
     f = catalog_sqlite_file(s)
     if f is None:
         return None
@@ -400,7 +400,7 @@ class TrinoServer(Service):
         }
 
     def write_config(self, home: Path | None = None) -> None:
-        from smartcity.spark_jobs.settings import prepare_catalog
+        from smartcity.catalog.location import prepare_catalog
         home = home or home_dir()
         (self.etc_dir / "catalog").mkdir(parents=True, exist_ok=True)
         prepare_catalog(self.settings)    # the SQLite file's folder (Spark may not have run yet)

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from .settings import LakeSettings, catalog_sqlite_file, pyiceberg_properties
+from .location import LakeLocation, catalog_sqlite_file, pyiceberg_properties
 
 if TYPE_CHECKING:
     import duckdb
@@ -46,7 +46,7 @@ _lock = threading.Lock()
 _duckdb: "duckdb.DuckDBPyConnection | None" = None
 
 
-def reader_properties(s: LakeSettings) -> dict[str, str]:
+def reader_properties(s: LakeLocation) -> dict[str, str]:
     """pyiceberg_properties(s) for a reader: a SQLite catalog opened read-only (SQLite URI
     mode=ro: the file is never created or written) with a busy timeout, and pyiceberg told not to
     create the catalog's tables."""
@@ -61,7 +61,7 @@ def reader_properties(s: LakeSettings) -> dict[str, str]:
     return props
 
 
-def load_catalog(s: LakeSettings) -> "Catalog":
+def load_catalog(s: LakeLocation) -> "Catalog":
     """The pyiceberg catalog of `s` (read-only for a SQLite catalog: reader_properties), one per
     catalog configuration in this process. Loading a table from it always asks the catalog again."""
     from pyiceberg.catalog import load_catalog as _load_catalog
@@ -77,7 +77,7 @@ def load_catalog(s: LakeSettings) -> "Catalog":
     return catalog
 
 
-def load_table(s: LakeSettings, table: str) -> "Table | None":
+def load_table(s: LakeLocation, table: str) -> "Table | None":
     """The table `table` of s.catalog.namespace as the catalog has it now, or None when it does
     not exist yet (no catalog file, no catalog tables, no namespace or no such table)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
@@ -110,7 +110,7 @@ def arrow_schema(t: "Table", columns: list[str] | None = None) -> pa.Schema:
     return pa.schema([f.with_type(plain.get(f.type, f.type)) for f in arrow])
 
 
-def read_table(s: LakeSettings, table: str, columns: list[str] | None = None,
+def read_table(s: LakeLocation, table: str, columns: list[str] | None = None,
                row_filter: str | None = None) -> pa.Table | None:
     """The rows of `table` ("gps_data", ..., "quarantine") in its current snapshot, read by
     pyiceberg: `columns` (default all, in the table's order), `row_filter` a pyiceberg filter
@@ -131,7 +131,7 @@ def read_table(s: LakeSettings, table: str, columns: list[str] | None = None,
             time.sleep(0.1)
 
 
-def event_ids(s: LakeSettings, table: str) -> list[str]:
+def event_ids(s: LakeLocation, table: str) -> list[str]:
     """The event_id column of `table`'s current snapshot, in no particular order (duplicates
     kept; quarantine rows may hold None); [] when the table does not exist."""
     t = read_table(s, table, ["event_id"])
@@ -194,7 +194,7 @@ def _sql_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def read_table_duckdb(s: LakeSettings, table: str, columns: list[str] | None = None,
+def read_table_duckdb(s: LakeLocation, table: str, columns: list[str] | None = None,
                       con: "duckdb.DuckDBPyConnection | None" = None) -> pa.Table | None:
     """read_table through DuckDB: `iceberg_scan` of the metadata file the catalog names now (the
     current snapshot), returned with read_table's schema (arrow_schema). None when the table does
