@@ -140,14 +140,14 @@ def event_ids(s: LakeLocation, table: str) -> list[str]:
 
 # ---- DuckDB ----------------------------------------------------------------------------------
 
-def duckdb_extension_paths() -> dict[str, Path]:
+def duckdb_extension_paths(names: tuple[str, ...] = DUCKDB_EXTENSIONS) -> dict[str, Path]:
     """The extension files this process's DuckDB loads, from their PyPI packages (one file per
     DuckDB release: extensions/v<duckdb version>/<name>.duckdb_extension), in load order."""
     import importlib
 
     import duckdb
     paths = {}
-    for name in DUCKDB_EXTENSIONS:
+    for name in names:
         package = importlib.import_module(f"duckdb_extension_{name}")
         path = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
         if not path.is_file():
@@ -157,20 +157,21 @@ def duckdb_extension_paths() -> dict[str, Path]:
     return paths
 
 
-def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None = None
-                      ) -> "duckdb.DuckDBPyConnection":
+def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None = None,
+                      extensions: tuple[str, ...] = DUCKDB_EXTENSIONS) -> "duckdb.DuckDBPyConnection":
     """A new DuckDB connection able to `SELECT ... FROM iceberg_scan('<metadata.json>')`: the
-    avro and iceberg extensions loaded from their packages' files, extension auto-install off (a
-    missing extension is an error, never a download), TimeZone UTC (timestamps with time zone
-    come out as timestamp[us, tz=UTC]). `config` is added to DuckDB's connect config. Its
-    cursor()s share the extensions and the time zone."""
+    avro and iceberg extensions (and any other of `extensions`, e.g. "spatial", whose package is
+    installed) loaded from their packages' files, extension auto-install off (a missing extension
+    is an error, never a download), TimeZone UTC (timestamps with time zone come out as
+    timestamp[us, tz=UTC]). `config` is added to DuckDB's connect config. Its cursor()s share the
+    extensions and the time zone."""
     import duckdb
     con = duckdb.connect(database, config={"autoinstall_known_extensions": "false", **(config or {})})
     try:
         # GLOBAL: cursor()s are connections of their own. (Not a connect config: the TimeZone
         # setting needs ICU, built in, but only loaded once the connection exists.)
         con.execute("SET GLOBAL TimeZone = 'UTC'")
-        for path in duckdb_extension_paths().values():
+        for path in duckdb_extension_paths(extensions).values():
             con.execute(f"LOAD {_sql_string(str(path))}")
     except BaseException:
         con.close()

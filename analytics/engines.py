@@ -1,0 +1,291 @@
+"""Where an analyst's query runs: the same Athena SQL on three engines.
+
+- DuckDB (embedded, the default, no JVM): the SQL translated with sqlglot from Athena's dialect to
+  DuckDB's, over views `smartcity.<table>` = `iceberg_scan(<the table's current metadata file>)`,
+  resolved through the lake's catalog (catalog.reader) when the query runs, so it reads the
+  snapshot the catalog names at that moment, like Athena does.
+- Trino (the local Athena: deploy/local/trino.py runs it over the same catalog): the SQL unchanged,
+  session catalog = the lake's catalog name, schema = its namespace, time zone UTC.
+- Athena (AWS): the SQL unchanged, through boto3's start_query_execution in a workgroup, polled,
+  results paginated.
+
+Each returns a Result: column names and rows of Python values (timestamps as UTC datetimes).
+Errors are EngineError with the engine's own message (an unknown column, a missing table, an
+engine that does not answer).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Sequence
+
+from smartcity.catalog.location import LakeLocation
+
+# sqlglot's translation is checked against both engines by tests/test_analytics_parity.py; one
+# construct it does not translate is rewritten here (_spherical_distance).
+DUCKDB_EXTENSIONS = ("avro", "iceberg", "spatial")
+
+
+class EngineError(RuntimeError):
+    """A query an engine could not run: the message is the engine's, prefixed with the engine."""
+
+
+@dataclass
+class Result:
+    columns: list[str]
+    rows: list[tuple]
+    engine: str
+    elapsed_s: float = 0.0
+
+    def to_arrow(self):
+        import pyarrow as pa
+        return pa.Table.from_pylist([dict(zip(self.columns, r)) for r in self.rows]) if self.rows else \
+            pa.table({c: pa.array([], pa.null()) for c in self.columns})
+
+
+def plain(value: Any) -> Any:
+    """One engine-independent Python value: Decimal -> float, datetimes in UTC."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value
+
+
+# ---- DuckDB --------------------------------------------------------------------------------------
+
+def _spherical_distance(node):
+    """Athena's ST_Distance(to_spherical_geography(ST_Point(lon1, lat1)),
+    to_spherical_geography(ST_Point(lon2, lat2))) (metres on the sphere) -> DuckDB spatial's
+    ST_Distance_Sphere(ST_Point(lat1, lon1), ST_Point(lat2, lon2)): DuckDB has no spherical
+    geography type, and its function takes points as (lat, lon)."""
+    from sqlglot import exp
+    if not isinstance(node, exp.StDistance):
+        return node
+    points = []
+    for arg in (node.this, node.expression):
+        if not (isinstance(arg, exp.Anonymous) and arg.name.lower() == "to_spherical_geography"
+                and len(arg.expressions) == 1 and isinstance(arg.expressions[0], exp.StPoint)):
+            return node   # planar ST_Distance: DuckDB's own means the same
+        p = arg.expressions[0]
+        points.append(exp.Anonymous(this="ST_Point", expressions=[p.expression.copy(), p.this.copy()]))
+    return exp.Anonymous(this="ST_Distance_Sphere", expressions=points)
+
+
+def to_duckdb(sql: str) -> str:
+    """Athena SQL -> DuckDB SQL (sqlglot, plus _spherical_distance)."""
+    import sqlglot
+    from sqlglot.errors import ParseError
+    try:
+        tree = sqlglot.parse_one(sql, read="athena")
+    except ParseError as e:
+        raise EngineError(f"duckdb: the query does not parse as Athena SQL: {e}") from None
+    return tree.transform(_spherical_distance).sql(dialect="duckdb")
+
+
+def referenced_tables(sql: str, namespace: str) -> list[str]:
+    """The tables of `namespace` an Athena query reads (`namespace.table`), in first-use order."""
+    import sqlglot
+    from sqlglot import exp
+    out = []
+    for t in sqlglot.parse_one(sql, read="athena").find_all(exp.Table):
+        if t.db == namespace and t.name not in out:
+            out.append(t.name)
+    return out
+
+
+class DuckDBEngine:
+    name = "duckdb"
+
+    def __init__(self, location: LakeLocation, threads: int | None = None):
+        self.location = location
+        self.threads = threads
+        self._con = None
+
+    def connection(self):
+        if self._con is None:
+            from smartcity.catalog.reader import duckdb_connection
+            config = {"threads": str(self.threads)} if self.threads else None
+            self._con = duckdb_connection(config=config, extensions=DUCKDB_EXTENSIONS)
+        return self._con
+
+    def _bind_tables(self, con, sql: str) -> None:
+        """(Re)point the views smartcity.<table> at each table's current metadata file."""
+        from smartcity.catalog.reader import load_table
+        ns = self.location.catalog.namespace
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
+        for table in referenced_tables(sql, ns):
+            t = load_table(self.location, table)
+            if t is None:
+                raise EngineError(f"duckdb: table {ns}.{table} does not exist in the lake's catalog "
+                                  f"({self.location.lake}); the lake job creates it "
+                                  "(smartcity-lake tables, or its first batch)")
+            meta = t.metadata_location.replace("'", "''")
+            con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{table}" AS '
+                        f"SELECT * FROM iceberg_scan('{meta}')")
+
+    def run(self, sql: str) -> Result:
+        import duckdb
+        t0 = time.perf_counter()
+        con = self.connection()
+        self._bind_tables(con, sql)
+        try:
+            cur = con.execute(to_duckdb(sql))
+            rows = cur.fetchall()
+            columns = [d[0] for d in cur.description]
+        except duckdb.Error as e:
+            raise EngineError(f"duckdb: {e}") from None
+        return Result(columns, [tuple(plain(v) for v in r) for r in rows], self.name,
+                      time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+# ---- Trino ---------------------------------------------------------------------------------------
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """'127.0.0.1:8080' or 'http://127.0.0.1:8080' -> ('127.0.0.1', 8080)."""
+    hostport = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"endpoint {endpoint!r} is not host:port")
+    return host, int(port)
+
+
+def trino_connect(endpoint: str, catalog: str = "lake", schema: str = "smartcity", user: str = "smartcity",
+                  timezone: str = "UTC", request_timeout_s: float = 60.0, **kw: Any):
+    """A DB-API connection (the `trino` client) with the session pinned to UTC (a client zone of
+    Asia/Bangkok moves day and hour windows) and the lake's catalog and namespace as defaults. A
+    failed query raises trino.exceptions.TrinoQueryError carrying Trino's message."""
+    import trino
+    host, port = parse_endpoint(endpoint)
+    return trino.dbapi.connect(host=host, port=port, user=user, catalog=catalog, schema=schema,
+                               timezone=timezone, http_scheme="http",
+                               request_timeout=request_timeout_s, **kw)
+
+
+def trino_query(endpoint: str, sql: str, params: Sequence[Any] | None = None, **connect_kw: Any) -> list[tuple]:
+    """Run one statement and return all its rows (each a tuple)."""
+    conn = trino_connect(endpoint, **connect_kw)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql, params) if params is not None else cur.execute(sql)
+        return [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+class TrinoEngine:
+    name = "trino"
+
+    def __init__(self, endpoint: str, catalog: str = "lake", schema: str = "smartcity", user: str = "smartcity"):
+        self.endpoint, self.catalog, self.schema, self.user = endpoint, catalog, schema, user
+
+    def run(self, sql: str) -> Result:
+        from trino.exceptions import TrinoConnectionError, TrinoQueryError
+        t0 = time.perf_counter()
+        try:
+            conn = trino_connect(self.endpoint, self.catalog, self.schema, self.user)
+            try:
+                cur = conn.cursor()
+                cur.execute(sql)
+                rows = cur.fetchall()
+                columns = [d[0] for d in cur.description]
+            finally:
+                conn.close()
+        except TrinoQueryError as e:
+            raise EngineError(f"trino: {e.error_name}: {e.message}") from None
+        except TrinoConnectionError:
+            raise EngineError(f"trino: no Trino answers at {self.endpoint} (start the local Athena: "
+                              "python -m deploy.local.stack up --athena)") from None
+        return Result(columns, [tuple(plain(v) for v in r) for r in rows], self.name,
+                      time.perf_counter() - t0)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- Athena --------------------------------------------------------------------------------------
+
+# Athena returns every value as text; the column's type says how to read it back.
+_ATHENA_NUMBERS = {"tinyint": int, "smallint": int, "integer": int, "bigint": int,
+                   "double": float, "float": float, "real": float, "decimal": float}
+
+
+def _athena_value(text: str | None, athena_type: str) -> Any:
+    if text is None:
+        return None
+    base = athena_type.split("(")[0].lower()
+    if base in _ATHENA_NUMBERS:
+        return _ATHENA_NUMBERS[base](text)
+    if base == "boolean":
+        return text == "true"
+    if base.startswith("timestamp"):
+        s = text.replace(" UTC", "").strip()
+        return plain(datetime.fromisoformat(s))
+    return text
+
+
+class AthenaEngine:
+    """Amazon Athena through boto3: the query starts in `workgroup` (whose configuration sets the
+    result location and encryption), with the Glue database `database` as its default; polled
+    every poll_s until it succeeds, fails or is cancelled; results paginated."""
+    name = "athena"
+
+    def __init__(self, workgroup: str, database: str = "smartcity", catalog: str = "AwsDataCatalog",
+                 region: str | None = None, endpoint_url: str | None = None,
+                 output_location: str | None = None, poll_s: float = 0.5, timeout_s: float = 600.0):
+        import boto3
+        self.client = boto3.client("athena", region_name=region, endpoint_url=endpoint_url)
+        self.workgroup, self.database, self.catalog = workgroup, database, catalog
+        self.output_location, self.poll_s, self.timeout_s = output_location, poll_s, timeout_s
+
+    def run(self, sql: str) -> Result:
+        from botocore.exceptions import BotoCoreError, ClientError
+        t0 = time.perf_counter()
+        try:
+            kw: dict[str, Any] = {"QueryString": sql, "WorkGroup": self.workgroup,
+                                  "QueryExecutionContext": {"Database": self.database, "Catalog": self.catalog}}
+            if self.output_location:
+                kw["ResultConfiguration"] = {"OutputLocation": self.output_location}
+            qid = self.client.start_query_execution(**kw)["QueryExecutionId"]
+            while True:
+                status = self.client.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]
+                state = status["State"]
+                if state == "SUCCEEDED":
+                    break
+                if state in ("FAILED", "CANCELLED"):
+                    raise EngineError(f"athena: query {qid} {state.lower()}: "
+                                      f"{status.get('StateChangeReason', 'no reason given')}")
+                if time.perf_counter() - t0 > self.timeout_s:
+                    self.client.stop_query_execution(QueryExecutionId=qid)
+                    raise EngineError(f"athena: query {qid} still {state.lower()} after {self.timeout_s:g} s; stopped")
+                time.sleep(self.poll_s)
+            columns: list[str] = []
+            types: list[str] = []
+            rows: list[tuple] = []
+            first = True
+            for page in self.client.get_paginator("get_query_results").paginate(QueryExecutionId=qid):
+                rs = page["ResultSet"]
+                if not columns:
+                    meta = rs.get("ResultSetMetadata", {}).get("ColumnInfo", [])
+                    columns = [c["Name"] for c in meta]
+                    types = [c.get("Type", "varchar") for c in meta]
+                data = rs.get("Rows", [])
+                if first and data:
+                    data = data[1:]   # the first row of the first page repeats the column names
+                first = False
+                for r in data:
+                    cells = [d.get("VarCharValue") for d in r.get("Data", [])]
+                    rows.append(tuple(_athena_value(v, t) for v, t in zip(cells, types)))
+        except (ClientError, BotoCoreError) as e:
+            raise EngineError(f"athena: {e}") from None
+        return Result(columns, rows, self.name, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        pass

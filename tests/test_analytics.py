@@ -1,0 +1,254 @@
+"""The analysts' side (issue 12): named Athena queries answer their questions from the lake's
+Iceberg tables, on the embedded engine (DuckDB, through the catalog) and on the local Athena
+(Trino over the same catalog) with the same rows; smartcity-query's input mistakes are one line
+and exit 2, an engine's error one line and exit 1.
+
+The lake is a generated fleet (tests/support/fleet_lake.py: 3 buses, one hour each, OBD harsh
+stops, incidents near the route, some dropped seqs and quarantined records) in tables the lake
+job created. Spark runs once, in a child process, before anything else; Trino only after it."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from smartcity.analytics import named  # noqa: E402
+from smartcity.analytics.engines import DuckDBEngine, EngineError, to_duckdb  # noqa: E402
+from smartcity.analytics.query import QuerySettings, main, run_named  # noqa: E402
+from smartcity.catalog.reader import read_table  # noqa: E402
+from tests.support.fleet_lake import generate  # noqa: E402
+from tests.support.query_parity import assert_same_rows  # noqa: E402
+
+DEVICES, HOURS, DROP_EVERY = 3, 1.0, 1000
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    path = tmp_path_factory.mktemp("analytics") / "lake"
+    counts = generate(path, devices=DEVICES, days=1, hours_per_day=HOURS, drop_every=DROP_EVERY)
+    return QuerySettings(lake=str(path)), counts
+
+
+@pytest.fixture(scope="module")
+def duck(lake):
+    engine = DuckDBEngine(lake[0])
+    yield engine
+    engine.close()
+
+
+def run(duck, name, **params):
+    return run_named(name, {k: str(v) for k, v in params.items()}, engine=duck)
+
+
+def rows_as_dicts(result):
+    return [dict(zip(result.columns, r)) for r in result.rows]
+
+
+# ---- the query files ------------------------------------------------------------------------------
+
+def test_every_named_query_has_a_header_saying_what_it_answers_and_its_parameters():
+    queries = named.load_all()
+    assert len(queries) >= 8
+    for q in queries.values():
+        assert q.answers and q.path.name == f"{q.name}.sql"
+        if q.name != "quarantine_by_reason":
+            assert {"start", "end", "devices"} <= {p.name for p in q.params}, q.name
+        assert all(p.doc for p in q.params), q.name
+
+
+def test_parameters_become_typed_sql_literals():
+    q = named.load("speed_profile")
+    sql = named.render(q, {"start": "2026-03-02T01:00:00Z", "devices": "bus-0001, o'brien",
+                           "speed_limit_kmh": "80"}).sql
+    assert "TIMESTAMP '2026-03-02 01:00:00.000 UTC'" in sql
+    assert "ARRAY['bus-0001', 'o''brien']" in sql and "> 80.0" in sql
+    assert "CAST(ARRAY[] AS ARRAY(VARCHAR))" in named.render(q).sql   # no devices: every device
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"nope": "1"}, "no parameter 'nope'"),
+    ({"start": "yesterday"}, "start (timestamp): 'yesterday' is not a timestamp"),
+    ({"speed_limit_kmh": "fast"}, "speed_limit_kmh (double): 'fast' is not a double"),
+])
+def test_a_bad_parameter_is_refused_by_name(values, message):
+    with pytest.raises(named.QueryError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        named.render(named.load("speed_profile"), values)
+
+
+def test_a_query_file_is_checked_when_read(tmp_path):
+    f = tmp_path / "q.sql"
+    f.write_text("-- name: q\n-- param x: double = 1\nSELECT {{y}}\n")
+    with pytest.raises(named.QueryError, match=r"\{\{y\}\} is used but has no '-- param' line"):
+        named.load(str(f))
+    f.write_text("-- name: q\n-- param x: money = 1\nSELECT {{x}}\n")
+    with pytest.raises(named.QueryError, match="type must be one of"):
+        named.load(str(f))
+
+
+def test_spherical_distance_is_rewritten_for_duckdb():
+    sql = to_duckdb("SELECT ST_Distance(to_spherical_geography(ST_Point(a.lon, a.lat)), "
+                    "to_spherical_geography(ST_Point(b.lon, b.lat))) FROM t a, t b")
+    assert "ST_DISTANCE_SPHERE(ST_POINT(A.LAT, A.LON), ST_POINT(B.LAT, B.LON))" in sql.upper()
+
+
+# ---- answers on the embedded engine ------------------------------------------------------------------
+
+def test_trip_summary_measures_each_bus_along_its_fixes(lake, duck):
+    s, _ = lake
+    gps = read_table(s, "gps_data", ["device_id", "ts", "lat", "lon", "speed_kmh"]).sort_by(
+        [("device_id", "ascending"), ("ts", "ascending")]).to_pylist()
+    expected: dict[str, float] = Counter()
+    for a, b in zip(gps, gps[1:]):
+        if a["device_id"] == b["device_id"]:
+            expected[a["device_id"]] += haversine_km(a["lat"], a["lon"], b["lat"], b["lon"])
+    trips = rows_as_dicts(run(duck, "trip_summary"))
+    assert [t["device_id"] for t in trips] == sorted(expected)       # one trip each: no long gap
+    for t in trips:
+        assert t["distance_km"] == pytest.approx(expected[t["device_id"]], abs=0.002)
+        assert t["duration_min"] == pytest.approx(HOURS * 60 - 1 / 60, abs=0.02)
+        assert t["moving_min"] + t["idle_min"] == pytest.approx(t["duration_min"], abs=0.02)
+        assert 0 < t["avg_speed_kmh"] < t["max_speed_kmh"] <= 112
+
+
+def test_a_device_filter_and_a_time_window_narrow_the_answer(lake, duck):
+    one = rows_as_dicts(run(duck, "speed_profile", devices="bus-0001"))
+    assert {r["device_id"] for r in one} == {"bus-0001"}
+    none = run(duck, "speed_profile", start="2030-01-01", end="2030-01-02")
+    assert none.rows == []
+
+
+def test_harsh_braking_finds_the_generated_hard_stops(lake, duck):
+    events = rows_as_dicts(run(duck, "harsh_events"))
+    braking = [e for e in events if e["kind"] == "harsh_braking"]
+    assert braking, events
+    assert all(e["accel_kmh_per_s"] <= -10 and e["speed_after_kmh"] < e["speed_before_kmh"] for e in braking)
+    assert {e["device_id"] for e in braking} == {f"bus-{d:04d}" for d in range(DEVICES)}
+
+
+def test_incidents_near_the_route_are_found_with_their_distance(lake, duck):
+    near = rows_as_dicts(run(duck, "incidents_near_route"))
+    own = [r for r in near if r["incident_id"].startswith(f"inc-{r['device_id']}-")]
+    assert len(own) == 2 * DEVICES                          # every bus passes its own two incidents
+    assert all(0 <= r["closest_m"] <= 2000 and r["last_status"] == "Resolved" for r in own)
+    tight = rows_as_dicts(run(duck, "incidents_near_route", radius_m=1))
+    assert len(tight) < len(near)
+
+
+def test_data_quality_counts_quarantine_gaps_and_delay(lake, duck):
+    s, counts = lake
+    q = rows_as_dicts(run(duck, "quarantine_by_reason"))
+    assert sum(r["records"] for r in q) == counts["quarantine"] == 5
+    assert {r["error_kind"] for r in q} == {"contract", "bad_json"}
+    gaps = rows_as_dicts(run(duck, "seq_gaps"))
+    data_rows = sum(n for t, n in counts.items() if t != "quarantine")
+    assert sum(g["records"] for g in gaps) == data_rows
+    for g in gaps:   # one seq in every DROP_EVERY is skipped, each a gap of one
+        assert g["missing_seqs"] == g["gaps"] == (g["records"] - 1) // DROP_EVERY
+    delay = rows_as_dicts(run(duck, "ingest_delay"))
+    assert {d["topic"] for d in delay} == {"gps_data", "vehicle_data", "weather_data", "traffic_data",
+                                           "emergency_data"}
+    assert all(1.0 <= d["approx_p50_delay_s"] <= 6.0 and d["max_delay_s"] <= 6.0 for d in delay)
+
+
+def test_engine_health_weather_and_cameras_answer(lake, duck):
+    health = rows_as_dicts(run(duck, "engine_health"))
+    assert health and all(r["fuel_drop_pct"] > 0 and r["min_battery_v"] >= 13.4 for r in health)
+    assert rows_as_dicts(run(duck, "engine_health", coolant_max_c=200))[0]["overheat_readings"] == 0
+    weather = rows_as_dicts(run(duck, "weather_along_route"))
+    assert len(weather) == DEVICES * HOURS * 60
+    cams = rows_as_dicts(run(duck, "camera_snapshots"))
+    assert cams and all(c["latest_snapshot_uri"].startswith("s3://") for c in cams)
+
+
+# ---- smartcity-query ------------------------------------------------------------------------------
+
+def cli(capsys, *args):
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_formats(lake, capsys, tmp_path):
+    lake_dir = lake[0].lake
+    rc, out, _ = cli(capsys, "trip_summary", "--lake", lake_dir, "--format", "json")
+    assert rc == 0 and len(out.splitlines()) == DEVICES
+    assert json.loads(out.splitlines()[0])["device_id"] == "bus-0000"
+    rc, out, _ = cli(capsys, "trip_summary", "--lake", lake_dir, "--format", "csv")
+    assert out.splitlines()[0].startswith("device_id,trip_no,trip_start")
+    rc, out, _ = cli(capsys, "trip_summary", "--lake", lake_dir)
+    assert f"({DEVICES} rows, duckdb," in out
+    pq = tmp_path / "t.parquet"
+    assert cli(capsys, "trip_summary", "--lake", lake_dir, "--format", "parquet", "-o", str(pq))[0] == 0
+    import pyarrow.parquet as papq
+    assert papq.read_table(pq).num_rows == DEVICES
+
+
+@pytest.mark.parametrize("args, rc, message", [
+    (["no_such_query"], 2, "smartcity-query: unknown query 'no_such_query'; named queries: "),
+    (["trip_summary", "--param", "devices"], 2, "smartcity-query: --param 'devices': expected NAME=VALUE"),
+    (["trip_summary", "--param", "start=soon"], 2, "smartcity-query: trip_summary: parameter start (timestamp)"),
+    (["trip_summary", "--engine", "trino", "--trino", "127.0.0.1:9"], 1,
+     "smartcity-query: trip_summary: trino: no Trino answers at 127.0.0.1:9"),
+])
+def test_cli_mistakes_are_one_line(lake, capsys, args, rc, message):
+    got, out, err = cli(capsys, *args, "--lake", lake[0].lake)
+    assert got == rc and err.startswith(message) and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_sql_error_carries_the_engines_message(lake, capsys, tmp_path):
+    f = tmp_path / "bad.sql"
+    f.write_text("-- name: bad\nSELECT no_such_column FROM smartcity.gps_data\n")
+    rc, _, err = cli(capsys, str(f), "--lake", lake[0].lake)
+    assert rc == 1 and "no_such_column" in err and err.startswith("smartcity-query: bad: duckdb: ")
+
+
+def test_a_missing_table_says_what_creates_it(tmp_path):
+    with pytest.raises(EngineError, match="does not exist in the lake's catalog"):
+        run_named("trip_summary", settings=QuerySettings(lake=str(tmp_path / "empty")))
+
+
+def test_cli_list_names_every_query(capsys):
+    rc, out, _ = cli(capsys, "--list")
+    assert rc == 0 and all(name in out for name in named.load_all())
+
+
+# ---- the same rows on the local Athena ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trino(lake, tmp_path_factory):
+    from deploy.local.trino import TrinoServer
+    from smartcity.spark_jobs.settings import LakeSettings
+    srv = TrinoServer(tmp_path_factory.mktemp("trino"), LakeSettings(lake=lake[0].lake))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("name", sorted(named.load_all()))
+def test_every_named_query_gives_the_same_rows_on_trino_and_duckdb(lake, duck, trino, name):
+    from smartcity.analytics.engines import TrinoEngine
+    rendered = named.render(named.load(name))
+    on_trino = TrinoEngine(trino.endpoint).run(rendered.sql)
+    on_duckdb = duck.run(rendered.sql)
+    assert on_trino.rows, f"{name}: no rows: nothing compared"
+    assert_same_rows(on_trino, on_duckdb)
+
+
+def haversine_km(lat1, lon1, lat2, lon2):
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+def test_the_module_runs_as_a_program(lake):
+    r = subprocess.run([sys.executable, "-m", "smartcity.analytics.query", "ingest_delay", "--lake",
+                        lake[0].lake, "--format", "csv"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("topic,records,"), r.stderr
