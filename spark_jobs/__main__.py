@@ -2,8 +2,7 @@
 
   smartcity-lake stream  [--bootstrap H:P] [--lake DIR|URI] [--trigger-s S] [--max-offsets N] ...
   smartcity-lake maintain [--table T ...] [--once | --every-s [N]] [--lake ...]   Iceberg table maintenance
-  smartcity-lake ddl     [--lake URI] [--dialect athena|redshift|all]
-  smartcity-lake tables  [--lake ...] [--show]   create/evolve the Iceberg tables (issue 11, in progress)
+  smartcity-lake tables  [--lake ...] [--show]   create/evolve the Iceberg tables from contracts
 
 Settings: defaults < --config TOML < SMARTCITY_LAKE_* environment < flags (see settings.py).
 On a standalone cluster spark-submit needs a file, not a module: deploy/spark/submit_lake.py
@@ -103,19 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     when.add_argument("--once", action="store_true", help="one run, then exit (the default)")
     when.add_argument("--every-s", dest="every_s", nargs="?", const=0.0, type=_checked(_positive, "every-s"),
                       metavar="N", help="a run every N s (default [maintenance] interval_s) until SIGTERM/SIGINT")
-    dd = sub.add_parser("ddl", help="print Athena/Glue and Redshift DDL generated from contracts")
-    _common(dd)
-    dd.add_argument("--dialect", choices=("athena", "redshift", "all"), default="all")
     tb = sub.add_parser("tables", help="create or evolve the Iceberg tables from contracts (catalog: [catalog])")
     _common(tb)
     tb.add_argument("--show", action="store_true", help="then print each table as the catalog has it")
     a = ap.parse_args(argv)
     configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
     s = _settings(a)   # a settings error: one line, exit 2 (runtime.cli), before Spark starts
-    if a.cmd == "ddl":
-        from .ddl import render
-        sys.stdout.write(render(s.lake, a.dialect))
-        return 0
     if a.cmd == "tables":
         return _tables(s, a.show)
     if a.cmd == "stream":

@@ -1,7 +1,7 @@
 """Spark types of the lake, generated from `contracts/` (nothing here retypes a field).
 
 A data file of topic T holds T's contract fields (ts as a TIMESTAMP) followed by the Kafka lineage
-columns; `dt`/`hour` are Hive partition folders, not columns in the files. Quarantine files share one
+columns. Quarantine files share one
 schema for every topic: the raw value is kept so a fixed producer or rule can replay it.
 """
 from __future__ import annotations
@@ -27,13 +27,6 @@ LINEAGE: tuple[tuple[str, DataType, str], ...] = (
     ("kafka_offset", LongType(), "Kafka offset within the partition"),
     ("kafka_ts", TimestampType(), "Kafka record timestamp (broker/producer time), UTC"),
     ("ingest_ts", TimestampType(), "Spark micro-batch time that wrote the row, UTC"),
-)
-PARTITIONS: tuple[tuple[str, str], ...] = (
-    ("dt", "Event date, UTC, YYYY-MM-DD (from ts)"),
-    ("hour", "Event hour, UTC, HH (from ts)"),
-)
-QUARANTINE_PARTITIONS: tuple[tuple[str, str], ...] = (
-    ("dt", "Ingest date, UTC, YYYY-MM-DD (a bad record may have no usable event time)"),
 )
 QUARANTINE_FIELDS: tuple[tuple[str, DataType, str], ...] = (
     ("raw_value", StringType(), "The Kafka value as text (UTF-8, invalid bytes replaced)"),

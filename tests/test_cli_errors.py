@@ -43,8 +43,8 @@ SERVICES = {
                        "mqtt.port", ["--mqtt-port", "x"]),
     "smartcity-bridge": ([], 'max_payload_bytes = "big"\n', "max_payload_bytes", "an integer",
                          "SMARTCITY_BRIDGE_MQTT__PORT", "mqtt.port", ["--mqtt-port", "x"]),
-    "smartcity-lake": (["ddl"], 'trigger_s = "soon"\n', "trigger_s", "a number",
-                       "SMARTCITY_LAKE_TRIGGER_S", "trigger_s", ["--dialect", "sql"]),
+    "smartcity-lake": (["maintain"], 'trigger_s = "soon"\n', "trigger_s", "a number",
+                       "SMARTCITY_LAKE_TRIGGER_S", "trigger_s", ["--every-s", "x"]),
 }
 
 

@@ -1,4 +1,4 @@
-"""Spark-free parts of the lake: DDL and schema generation from contracts, settings."""
+"""Spark-free parts of the lake: schema generation from contracts, settings."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,6 @@ import re
 import pytest
 
 from smartcity.contracts import RECORD_TYPES
-from smartcity.spark_jobs.ddl import render
 from smartcity.spark_jobs.schemas import LINEAGE, data_struct
 from smartcity.spark_jobs.settings import LakeSettings, load
 
@@ -16,16 +15,6 @@ def test_data_schema_is_the_contract_plus_lineage():
         names = data_struct(rt).fieldNames()
         assert names == list(rt.field_names) + [n for n, _, _ in LINEAGE]
         assert dict((f.name, f.dataType.simpleString()) for f in data_struct(rt).fields)["ts"] == "timestamp"
-
-
-def test_ddl_has_every_contract_column_for_every_dialect():
-    sql = render("s3a://bucket/lake")
-    for rt in RECORD_TYPES:
-        assert f"`smartcity`.`{rt.name}`" in sql and f"smartcity_lake.{rt.name}" in sql
-        assert f"LOCATION 's3://bucket/lake/data/{rt.name}/'" in sql
-        for f in rt.fields:
-            assert f"`{f.name}`" in sql
-    assert "storage.location.template" in sql and "s3a://" not in sql
 
 
 def test_settings_resolve_paths_and_default_the_checkpoint_next_to_the_lake(tmp_path):
