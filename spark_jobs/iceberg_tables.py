@@ -1,13 +1,14 @@
 """The lake's Apache Iceberg tables, generated from `contracts/` (issue 11), and the one function
 that creates or evolves them: `create_or_evolve(spark, settings)` (CLI: `smartcity-lake tables`).
 
-Nothing here retypes a column. A data table holds its record type's contract fields, with the
-contract's types (schemas.SPARK_TYPES: string, int, bigint, double, timestamp = Iceberg timestamptz)
-and nullability (a required field is a required Iceberg column), followed by the Kafka lineage
-columns (schemas.LINEAGE: kafka_topic, kafka_partition, kafka_offset, kafka_ts, ingest_ts, all
-required); every column's doc is the contract field's description. The quarantine table is one
-table for every topic with schemas.QUARANTINE_FIELDS (the raw value, error kind, reason, event_id
-when readable, and the same lineage; `kafka_topic` says which topic). Format version 2.
+Nothing here retypes a column. The tables' columns and partitioning are defined, in logical types,
+in catalog/tables.py (where `smartcity-catalog diff` reads them too). A data table holds its record
+type's contract fields, with the contract's types (schemas.SPARK_TYPES: string, int, bigint,
+double, timestamp = Iceberg timestamptz) and nullability (a required field is a required Iceberg
+column), followed by the Kafka lineage columns (kafka_topic, kafka_partition, kafka_offset,
+kafka_ts, ingest_ts, all required); every column's doc is the contract field's description. The
+quarantine table is one table for every topic (the raw value, error kind, reason, event_id when
+readable, and the same lineage; `kafka_topic` says which topic). Format version 2.
 
 Partitioning: data tables by `days(ts)` (event time, UTC), quarantine by `days(ingest_ts)` (a bad
 record may have no usable event time). Day, not hour, because:
@@ -47,15 +48,14 @@ from typing import Iterable, Sequence
 
 from pyspark.sql.types import DataType, StructField, StructType
 
+from smartcity.catalog import tables as lake_tables
 from smartcity.catalog.location import prepare_catalog, table_identifier
+from smartcity.catalog.tables import DATA_PARTITION_BY, QUARANTINE_PARTITION_BY, QUARANTINE_TABLE  # noqa: F401
 from smartcity.contracts import RECORD_TYPES, RecordType
 
-from .schemas import LINEAGE, QUARANTINE_FIELDS, data_struct, quarantine_struct
+from .schemas import spark_type
 from .settings import LakeSettings
 
-QUARANTINE_TABLE = "quarantine"
-DATA_PARTITION_BY = ("days(ts)",)
-QUARANTINE_PARTITION_BY = ("days(ingest_ts)",)
 # Set at creation and kept so by create_or_evolve. Old metadata files are deleted by the commit
 # that supersedes them beyond the last 100 (a stream at a 5 s trigger writes 17,280 a day);
 # snapshots, hence time travel, are not affected (their expiry is maintenance's job).
@@ -64,8 +64,9 @@ TABLE_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "100",
 }
-# Type changes Iceberg allows on existing data files (Spark simpleString names).
-WIDENINGS = {("int", "bigint"), ("float", "double")}
+# Type changes Iceberg allows on existing data files (lake_tables.WIDENINGS), in Spark's
+# simpleString names (Iceberg's long is Spark's bigint).
+WIDENINGS = {tuple({"long": "bigint"}.get(t, t) for t in w) for w in lake_tables.WIDENINGS}
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,18 @@ class IncompatibleSchema(ValueError):
         super().__init__("refused, no table was changed:\n" + "\n".join(self.problems))
 
 
+def table_def(spec: lake_tables.TableSpec) -> TableDef:
+    """The Spark side of a table's definition (catalog/tables.py): each column's Spark type."""
+    cols = tuple(Column(f.name, spark_type(f), f.nullable, f.description) for f in spec.columns)
+    return TableDef(spec.name, spec.comment, cols, spec.partition_by)
+
+
 def data_table(rt: RecordType) -> TableDef:
-    docs = {f.name: f.description for f in rt.fields} | {n: d for n, _, d in LINEAGE}
-    cols = tuple(Column(f.name, f.dataType, f.nullable, docs[f.name]) for f in data_struct(rt).fields)
-    return TableDef(rt.name, rt.description, cols, DATA_PARTITION_BY)
+    return table_def(lake_tables.data_table(rt))
 
 
 def quarantine_table() -> TableDef:
-    docs = {n: d for n, _, d in QUARANTINE_FIELDS}
-    cols = tuple(Column(f.name, f.dataType, f.nullable, docs[f.name]) for f in quarantine_struct().fields)
-    return TableDef(QUARANTINE_TABLE, "Records of every topic that the lake refused (kafka_topic says "
-                    "which), with the exact Kafka value and every reason, for replay once fixed",
-                    cols, QUARANTINE_PARTITION_BY)
+    return table_def(lake_tables.quarantine_table())
 
 
 def table_defs(record_types: Iterable[RecordType] = RECORD_TYPES) -> list[TableDef]:

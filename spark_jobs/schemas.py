@@ -1,14 +1,16 @@
-"""Spark types of the lake, generated from `contracts/` (nothing here retypes a field).
+"""Spark types of the lake, generated from `contracts/` and the lake's own columns
+(catalog/tables.py); nothing here retypes a field.
 
-A data file of topic T holds T's contract fields (ts as a TIMESTAMP) followed by the Kafka lineage
-columns. Quarantine files share one
-schema for every topic: the raw value is kept so a fixed producer or rule can replay it.
+A data table of topic T holds T's contract fields (ts as a TIMESTAMP, Iceberg's timestamptz)
+followed by the Kafka lineage columns. The quarantine table has one schema for every topic: the
+raw value is kept so a fixed producer or rule can replay it.
 """
 from __future__ import annotations
 
 from pyspark.sql.types import (BinaryType, DataType, DoubleType, IntegerType, LongType, StringType,
                                StructField, StructType, TimestampType)
 
+from smartcity.catalog import tables as lake_tables
 from smartcity.contracts import RecordType, record_type
 from smartcity.contracts import schema as cs
 
@@ -19,22 +21,6 @@ SPARK_TYPES: dict[str, DataType] = {
     cs.DOUBLE: DoubleType(),
     cs.TIMESTAMP: TimestampType(),
 }
-
-# (name, type, description): appended to every data file, in this order.
-LINEAGE: tuple[tuple[str, DataType, str], ...] = (
-    ("kafka_topic", StringType(), "Kafka topic the record was read from"),
-    ("kafka_partition", IntegerType(), "Kafka partition"),
-    ("kafka_offset", LongType(), "Kafka offset within the partition"),
-    ("kafka_ts", TimestampType(), "Kafka record timestamp (broker/producer time), UTC"),
-    ("ingest_ts", TimestampType(), "Spark micro-batch time that wrote the row, UTC"),
-)
-QUARANTINE_FIELDS: tuple[tuple[str, DataType, str], ...] = (
-    ("raw_value", StringType(), "The Kafka value as text (UTF-8, invalid bytes replaced)"),
-    ("raw_value_b64", StringType(), "The exact Kafka value bytes, base64"),
-    ("error_kind", StringType(), "bad_json | not_object | contract | future_ts"),
-    ("reason", StringType(), "Every violation, 'field=value: rule; ...'"),
-    ("event_id", StringType(), "event_id when it could be read as a string, else null"),
-) + LINEAGE
 
 
 def spark_type(f: cs.Field) -> DataType:
@@ -58,12 +44,24 @@ def wire_struct(rt: RecordType | str) -> StructType:
                                    True) for f in rt.fields])
 
 
+def _struct(columns: tuple[cs.Field, ...]) -> StructType:
+    return StructType([StructField(f.name, spark_type(f), f.nullable) for f in columns])
+
+
 def data_struct(rt: RecordType | str) -> StructType:
-    """Columns of a data Parquet file of this record type (partition columns excluded)."""
-    base = record_struct(rt)
-    return StructType(base.fields + [StructField(n, t, False) for n, t, _ in LINEAGE])
+    """The columns of this record type's data table: the contract's fields, then the lineage."""
+    rt = record_type(rt) if isinstance(rt, str) else rt
+    return _struct(lake_tables.data_table(rt).columns)
 
 
 def quarantine_struct() -> StructType:
-    nullable = {"raw_value", "raw_value_b64", "event_id", "kafka_ts"}
-    return StructType([StructField(n, t, n in nullable) for n, t, _ in QUARANTINE_FIELDS])
+    return _struct(lake_tables.quarantine_table().columns)
+
+
+# (name, Spark type, description) of the lake's columns beyond the contract (defined, with their
+# nullability, in catalog/tables.py): the lineage every data table ends with, in this order, and
+# the quarantine table's columns.
+LINEAGE: tuple[tuple[str, DataType, str], ...] = tuple(
+    (f.name, spark_type(f), f.description) for f in lake_tables.LINEAGE)
+QUARANTINE_FIELDS: tuple[tuple[str, DataType, str], ...] = tuple(
+    (f.name, spark_type(f), f.description) for f in lake_tables.QUARANTINE_FIELDS)

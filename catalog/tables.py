@@ -1,0 +1,101 @@
+"""The lake's tables as the contracts define them, in logical types (no Spark, no pyiceberg): what
+the lake job creates and evolves (spark_jobs/iceberg_tables.py turns these into Spark types and
+SQL) and what `smartcity-catalog diff` compares the catalog with (catalog/inspect.py).
+
+A data table is its record type's contract fields followed by the Kafka lineage columns (LINEAGE,
+all required). The quarantine table is one table for every topic: QUARANTINE_FIELDS (the raw
+value, the error kind and reason, event_id when readable) and the same lineage, with `kafka_ts`
+optional there. Columns are `contracts.schema.Field`s: name, logical type, description (the
+column's doc) and nullability; contracts/ itself stays the records on the wire.
+
+Partitioning (the reasons are in spark_jobs/iceberg_tables.py): data tables by `days(ts)` (event
+time, UTC), quarantine by `days(ingest_ts)` (a bad record may have no usable event time). The
+transforms are written as Spark SQL writes them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from smartcity.contracts import RECORD_TYPES, RecordType, record_type
+from smartcity.contracts import schema as cs
+from smartcity.contracts.schema import Field
+
+QUARANTINE_TABLE = "quarantine"
+QUARANTINE_COMMENT = ("Records of every topic that the lake refused (kafka_topic says which), with "
+                      "the exact Kafka value and every reason, for replay once fixed")
+DATA_PARTITION_BY: tuple[str, ...] = ("days(ts)",)
+QUARANTINE_PARTITION_BY: tuple[str, ...] = ("days(ingest_ts)",)
+
+# Appended to every data table's contract fields, in this order; required.
+LINEAGE: tuple[Field, ...] = (
+    Field("kafka_topic", cs.STRING, "Kafka topic the record was read from"),
+    Field("kafka_partition", cs.INT, "Kafka partition"),
+    Field("kafka_offset", cs.LONG, "Kafka offset within the partition"),
+    Field("kafka_ts", cs.TIMESTAMP, "Kafka record timestamp (broker/producer time), UTC"),
+    Field("ingest_ts", cs.TIMESTAMP, "Spark micro-batch time that wrote the row, UTC"),
+)
+# The quarantine table's columns: what was refused and why, then the lineage.
+QUARANTINE_FIELDS: tuple[Field, ...] = (
+    Field("raw_value", cs.STRING, "The Kafka value as text (UTF-8, invalid bytes replaced)", True),
+    Field("raw_value_b64", cs.STRING, "The exact Kafka value bytes, base64", True),
+    Field("error_kind", cs.STRING, "bad_json | not_object | contract | future_ts"),
+    Field("reason", cs.STRING, "Every violation, 'field=value: rule; ...'"),
+    Field("event_id", cs.STRING, "event_id when it could be read as a string, else null", True),
+) + tuple(replace(f, nullable=True) if f.name == "kafka_ts" else f for f in LINEAGE)
+
+# Logical type -> Iceberg type, as Iceberg (and pyiceberg's str()) names it. TIMESTAMP is UTC:
+# Spark's TIMESTAMP, which the lake job writes, is Iceberg's timestamptz.
+ICEBERG_TYPES: dict[str, str] = {
+    cs.STRING: "string",
+    cs.INT: "int",
+    cs.LONG: "long",
+    cs.DOUBLE: "double",
+    cs.TIMESTAMP: "timestamptz",
+}
+# Type changes Iceberg allows on existing data files (Iceberg type names), which the lake job
+# (`smartcity-lake tables`) applies itself; any other type change is refused.
+WIDENINGS: frozenset[tuple[str, str]] = frozenset({("int", "long"), ("float", "double")})
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the lake as the contracts define it."""
+    name: str                        # inside the namespace: gps_data, ..., quarantine
+    comment: str
+    columns: tuple[Field, ...]
+    partition_by: tuple[str, ...]    # Spark SQL transforms, e.g. ("days(ts)",)
+
+
+def iceberg_type(f: Field) -> str:
+    try:
+        return ICEBERG_TYPES[f.type]
+    except KeyError:
+        raise ValueError(f"no Iceberg type for logical type {f.type!r} of field {f.name}") from None
+
+
+def data_table(rt: RecordType) -> TableSpec:
+    return TableSpec(rt.name, rt.description, rt.fields + LINEAGE, DATA_PARTITION_BY)
+
+
+def quarantine_table() -> TableSpec:
+    return TableSpec(QUARANTINE_TABLE, QUARANTINE_COMMENT, QUARANTINE_FIELDS, QUARANTINE_PARTITION_BY)
+
+
+def table_specs(record_types=RECORD_TYPES) -> list[TableSpec]:
+    """The five data tables (contract order) and the quarantine table."""
+    return [data_table(rt) for rt in record_types] + [quarantine_table()]
+
+
+def table_names() -> list[str]:
+    return [rt.name for rt in RECORD_TYPES] + [QUARANTINE_TABLE]
+
+
+def table_name(value: str) -> str:
+    """A table of the lake from a person's word for it: a record type's name or stream (gps) or
+    quarantine. Raises ValueError naming the known tables."""
+    if value == QUARANTINE_TABLE:
+        return value
+    try:
+        return record_type(value).name
+    except KeyError:
+        raise ValueError(f"unknown table {value!r}; known: {', '.join(table_names())}") from None
