@@ -22,6 +22,10 @@ mqtt.ca_file or mqtt_ca.file?). Variables with the prefix that name no setting a
 (other tools share the prefix, e.g. SMARTCITY_CACHE), but one containing "__" is logged as a
 probable typo.
 
+A file written for a larger settings class (the lake job's, read by smartcity-catalog, which
+needs only its location) is loaded with known_only=True: its top-level keys that name no field of
+this class are skipped; inside a section this class has, an unknown key is still an error.
+
 Overrides: {"mqtt.port": 8883} or {"mqtt": {"port": 8883}}; None values mean "not given"
 (argparse defaults) and are skipped.
 
@@ -231,7 +235,7 @@ def _overrides_layer(overrides: Mapping[str, Any] | None) -> dict:
 
 def load(cls: type[T], toml_path: str | os.PathLike | None = None, env_prefix: str = "SMARTCITY_",
          overrides: Mapping[str, Any] | None = None,
-         environ: Mapping[str, str] | None = None) -> T:
+         environ: Mapping[str, str] | None = None, known_only: bool = False) -> T:
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     layers: list[tuple[str, Mapping[str, Any]]] = []
@@ -239,7 +243,11 @@ def load(cls: type[T], toml_path: str | os.PathLike | None = None, env_prefix: s
         p = Path(toml_path)
         try:
             with open(p, "rb") as fh:
-                layers.append((f"file {p}", tomllib.load(fh)))
+                data = tomllib.load(fh)
+            if known_only:
+                names = {f.name for f in dataclasses.fields(cls)}
+                data = {k: v for k, v in data.items() if k in names}
+            layers.append((f"file {p}", data))
         except FileNotFoundError:
             raise SettingsError(f"settings file {p} does not exist") from None
         except OSError as e:  # a directory, no permission, ...

@@ -45,6 +45,8 @@ SERVICES = {
                          "SMARTCITY_BRIDGE_MQTT__PORT", "mqtt.port", ["--mqtt-port", "x"]),
     "smartcity-lake": (["maintain"], 'trigger_s = "soon"\n', "trigger_s", "a number",
                        "SMARTCITY_LAKE_TRIGGER_S", "trigger_s", ["--every-s", "x"]),
+    "smartcity-catalog": (["diff"], "lake = 5\n", "lake", "a string", "SMARTCITY_LAKE_S3__PATH_STYLE",
+                          "s3.path_style", ["--format", "xml"]),
 }
 
 

@@ -9,7 +9,8 @@ import logging
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("contracts", "runtime", "sim", "edge", "bridge", "spark_jobs", "deploy", "bench", "tests/support")
+FOLDERS = ("contracts", "runtime", "catalog", "sim", "edge", "bridge", "spark_jobs", "deploy", "bench",
+           "tests/support")
 METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
