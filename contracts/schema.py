@@ -1,7 +1,7 @@
 """The one definition of smartcity's record types.
 
-Everything else (JSON Schema, validation, later the Spark schema and the Athena/Redshift DDL)
-is generated from the `Field` lists below; nothing downstream retypes a field.
+Everything else (JSON Schema, validation, the wire encoding, the lake's Iceberg tables: see
+catalog/tables.py) is generated from the `Field` lists below; nothing downstream retypes a field.
 """
 from __future__ import annotations
 

@@ -5,6 +5,6 @@
     spark = session.build_session(s)
     query = lake.build_query(spark, s)     # StreamingQuery; query.lake_writer.totals counts rows
 
-CLI: `smartcity-lake stream|maintain|ddl|tables` (python -m spark_jobs). See docs/lake.md
-(`tables`: the Iceberg tables of issue 11, not written by the stream yet).
+CLI: `smartcity-lake stream|maintain|tables` (python -m spark_jobs). See docs/lake.md.
+The tables' definitions are catalog/tables.py; what the catalog holds: `smartcity-catalog show|diff`.
 """
