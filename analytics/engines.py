@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from smartcity.catalog.location import LakeLocation
 
-# sqlglot's translation is checked against both engines by tests/test_analytics_parity.py; one
+# sqlglot's translation is checked against both engines by tests/test_analytics.py; one
 # construct it does not translate is rewritten here (_spherical_distance).
 DUCKDB_EXTENSIONS = ("avro", "iceberg", "spatial")
 
