@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from smartcity.catalog.location import LakeLocation
 
 # sqlglot's translation is checked against both engines by tests/test_analytics.py; one
-# construct it does not translate is rewritten here (_spherical_distance).
+# construct it does not translate is rewritten here (spherical_distance).
 DUCKDB_EXTENSIONS = ("avro", "iceberg", "spatial")
 
 
@@ -56,7 +56,7 @@ def plain(value: Any) -> Any:
 
 # ---- DuckDB --------------------------------------------------------------------------------------
 
-def _spherical_distance(node):
+def spherical_distance(node):
     """Athena's ST_Distance(to_spherical_geography(ST_Point(lon1, lat1)),
     to_spherical_geography(ST_Point(lon2, lat2))) (metres on the sphere) -> DuckDB spatial's
     ST_Distance_Sphere(ST_Point(lat1, lon1), ST_Point(lat2, lon2)): DuckDB has no spherical
@@ -75,14 +75,14 @@ def _spherical_distance(node):
 
 
 def to_duckdb(sql: str) -> str:
-    """Athena SQL -> DuckDB SQL (sqlglot, plus _spherical_distance)."""
+    """Athena SQL -> DuckDB SQL (sqlglot, plus spherical_distance)."""
     import sqlglot
     from sqlglot.errors import ParseError
     try:
         tree = sqlglot.parse_one(sql, read="athena")
     except ParseError as e:
         raise EngineError(f"duckdb: the query does not parse as Athena SQL: {e}") from None
-    return tree.transform(_spherical_distance).sql(dialect="duckdb")
+    return tree.transform(spherical_distance).sql(dialect="duckdb")
 
 
 def referenced_tables(sql: str, namespace: str) -> list[str]:
@@ -111,7 +111,7 @@ class DuckDBEngine:
             self._con = duckdb_connection(config=config, extensions=DUCKDB_EXTENSIONS)
         return self._con
 
-    def _bind_tables(self, con, sql: str) -> None:
+    def bind_tables(self, con, sql: str) -> None:
         """(Re)point the views smartcity.<table> at each table's current metadata file."""
         from smartcity.catalog.reader import load_table
         ns = self.location.catalog.namespace
@@ -130,7 +130,7 @@ class DuckDBEngine:
         import duckdb
         t0 = time.perf_counter()
         con = self.connection()
-        self._bind_tables(con, sql)
+        self.bind_tables(con, sql)
         try:
             cur = con.execute(to_duckdb(sql))
             rows = cur.fetchall()

@@ -6,13 +6,13 @@ Starts the local stack (Mosquitto with passwords and ACL, Kafka with topics), th
 bridge and the Spark Kafka -> lake job, then drives the agent in --simulate through a
 time-compressed Bangkok -> Pattaya trip. It waits until every event_id the agent published is in
 the lake (read through the Iceberg catalog, as Athena would, without Spark), prints a summary
-computed from the lake's tables, stops what it started and says where the data is.
+computed from the lake's tables and the answers of three of the analysts' named queries (embedded
+DuckDB, analytics/queries/), stops what it started and says where the data is and how to query it.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import threading
@@ -107,14 +107,6 @@ def lake_ids(lake: str, topic: str) -> list[str]:
     return event_ids(LakeSettings(lake=lake), topic)
 
 
-def haversine_km(lat1, lon1, lat2, lon2) -> float:
-    r = 6371.0088
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * r * math.asin(math.sqrt(a))
-
-
 def summary(lake: str) -> dict:
     """Computed from the lake's Iceberg tables, read through the catalog as an analyst's engine
     reads them (pyiceberg: the current snapshot, no Spark)."""
@@ -128,15 +120,6 @@ def summary(lake: str) -> dict:
         out["records"][rt.name] = 0 if t is None else t.num_rows
         table = load_catalog(s).load_table((s.catalog.namespace, rt.name))
         out["files"][rt.name] = sum(1 for _ in table.scan().plan_files())
-    gps = read_table(s, "gps_data", columns=["ts", "lat", "lon", "speed_kmh"])
-    if gps is not None and gps.num_rows:
-        rows = sorted((r for r in gps.to_pylist() if r["lat"] is not None), key=lambda r: r["ts"])
-        dist = sum(haversine_km(a["lat"], a["lon"], b["lat"], b["lon"])
-                   for a, b in zip(rows, rows[1:]))
-        out["trip_distance_km"] = round(dist, 1)
-        out["trip_start"], out["trip_end"] = (f"{rows[i]['ts']:%Y-%m-%d %H:%M:%S}" for i in (0, -1))
-        out["trip_duration_min"] = round((rows[-1]["ts"] - rows[0]["ts"]).total_seconds() / 60, 1)
-        out["max_speed_kmh"] = round(max(r["speed_kmh"] or 0 for r in rows), 1)
     em = read_table(s, "emergency_data", columns=["incident_id", "type", "status"])
     if em is not None:
         rows = em.to_pylist()
@@ -148,6 +131,31 @@ def summary(lake: str) -> dict:
     q = read_table(s, "quarantine", columns=["event_id"])
     out["quarantined"] = 0 if q is None else q.num_rows
     return out
+
+
+# What the README's main command ends with: the analysts' named queries on the trip just landed.
+DEMO_QUERIES = ("trip_summary", "incidents_near_route", "seq_gaps")
+
+
+def print_answers(lake: str) -> bool:
+    """Run DEMO_QUERIES with the embedded engine (smartcity-query's DuckDB, through the catalog)
+    and print their tables; False when one failed (its error printed)."""
+    from smartcity.analytics.engines import DuckDBEngine, EngineError
+    from smartcity.analytics.query import QuerySettings, format_table, run_named
+    from smartcity.analytics import named
+    engine = DuckDBEngine(QuerySettings(lake=lake))
+    ok = True
+    try:
+        for name in DEMO_QUERIES:
+            print(f"\n=== smartcity-query {name}: {named.load(name).answers}")
+            try:
+                print(format_table(run_named(name, engine=engine)))
+            except EngineError as e:
+                print(f"  FAILED: {e}")
+                ok = False
+    finally:
+        engine.close()
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,18 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         print("=== Bangkok -> Pattaya, from the lake's Iceberg tables ===")
         for t, n in s["records"].items():
             print(f"  {t:<15} {n:>7} records in {s['files'][t]} files")
-        if "trip_distance_km" in s:
-            print(f"  trip            {s['trip_distance_km']} km in {s['trip_duration_min']} min "
-                  f"({s['trip_start']} -> {s['trip_end']} UTC), max speed {s['max_speed_kmh']} km/h")
         print(f"  incidents       {s.get('incidents', 0)} ({s.get('incidents_resolved', 0)} resolved): "
               f"{s.get('incidents_by_type', {})}")
         print(f"  quarantined     {s['quarantined']} records")
         if dup:
             print(f"  WARNING: lake row counts differ from published ids: {dup}")
+        answered = print_answers(lake)
         print(f"\nlake:  Iceberg tables lake.smartcity.<topic> (catalog {lake}/_catalog/iceberg.sqlite, "
               f"data under {lake}/warehouse)"
-              f"\nlogs:  {run_dir}/*.log   DDL for Athena/Redshift: python -m spark_jobs ddl")
-        return 1 if dup else 0
+              f"\nlogs:  {run_dir}/*.log"
+              f"\nquery: .venv/bin/smartcity-query --list    (then NAME --lake {lake}; embedded DuckDB)"
+              f"\nlocal Athena: .venv/bin/python -m deploy.local.trino --lake {lake} --port 8080, then "
+              f"smartcity-query NAME --engine trino --trino 127.0.0.1:8080 (docs/analytics.md)")
+        return 1 if dup or not answered else 0
     finally:
         if audit:
             audit.close()

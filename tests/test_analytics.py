@@ -25,7 +25,7 @@ from smartcity.analytics.engines import DuckDBEngine, EngineError, to_duckdb  # 
 from smartcity.analytics.query import QuerySettings, main, run_named  # noqa: E402
 from smartcity.catalog.reader import read_table  # noqa: E402
 from tests.support.fleet_lake import generate  # noqa: E402
-from tests.support.query_parity import assert_same_rows  # noqa: E402
+from tests.support.query_parity import approx_bounds, assert_same_rows  # noqa: E402
 
 DEVICES, HOURS, DROP_EVERY = 3, 1.0, 1000
 
@@ -239,7 +239,7 @@ def test_every_named_query_gives_the_same_rows_on_trino_and_duckdb(lake, duck, t
     on_trino = TrinoEngine(trino.endpoint).run(rendered.sql)
     on_duckdb = duck.run(rendered.sql)
     assert on_trino.rows, f"{name}: no rows: nothing compared"
-    assert_same_rows(on_trino, on_duckdb)
+    assert_same_rows(on_trino, on_duckdb, approx_bounds(duck, rendered.sql))
 
 
 def haversine_km(lat1, lon1, lat2, lon2):
