@@ -1,7 +1,7 @@
 """The shape of the code, from its own imports (docs/architecture.md, "Layers"):
 
     tests, bench, deploy              harnesses, benchmarks, the dev stack: on top, imported by no service
-    edge | bridge | spark_jobs | analytics   the services, side by side: none imports another
+    edge | bridge | spark_jobs | analytics | warehouse   the services, side by side: none imports another
     sim                               the simulated hardware behind the real drivers (edge --simulate)
     contracts | runtime | catalog     the ground: record types; settings, logging, metrics, sd_notify;
                                       where the lake's Iceberg catalog is and how to read it
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALLED = ("contracts", "runtime", "catalog", "sim", "edge", "bridge", "spark_jobs", "analytics")
+INSTALLED = ("contracts", "runtime", "catalog", "sim", "edge", "bridge", "spark_jobs", "analytics", "warehouse")
 TOP = ("tests", "bench", "deploy")
 # What each installed package may import from the project, besides itself.
 ALLOWED = {
@@ -27,6 +27,7 @@ ALLOWED = {
     "bridge": {"contracts", "runtime"},
     "spark_jobs": {"contracts", "runtime", "catalog"},
     "analytics": {"contracts", "runtime", "catalog"},
+    "warehouse": {"contracts", "runtime", "catalog"},
 }
 
 

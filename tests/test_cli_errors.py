@@ -47,6 +47,8 @@ SERVICES = {
                        "SMARTCITY_LAKE_TRIGGER_S", "trigger_s", ["--every-s", "x"]),
     "smartcity-catalog": (["diff"], "lake = 5\n", "lake", "a string", "SMARTCITY_LAKE_S3__PATH_STYLE",
                           "s3.path_style", ["--format", "xml"]),
+    "smartcity-warehouse": (["load"], "schema = 5\n", "schema", "a string", "SMARTCITY_WAREHOUSE_POSTGRES__PORT",
+                            "postgres.port", ["--target", "oracle"]),
 }
 
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("contracts", "runtime", "catalog", "sim", "edge", "bridge", "spark_jobs", "deploy", "bench",
+FOLDERS = ("contracts", "runtime", "catalog", "sim", "edge", "bridge", "spark_jobs", "warehouse", "deploy", "bench",
            "tests/support")
 METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}

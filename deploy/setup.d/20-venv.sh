@@ -5,6 +5,6 @@ PY="${PYTHON:-python3.11}"
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -e "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[edge,bridge,spark,aws,lake,analytics,dev]'
+  .venv/bin/pip install -q -e '.[edge,bridge,spark,aws,lake,analytics,warehouse,dev]'
   touch "$stamp"
 fi

@@ -1,0 +1,279 @@
+"""Every SQL statement of the warehouse, one class per dialect: PostgreSQL (the local stand-in) and
+Amazon Redshift. Both are generated from the same column lists (warehouse/schema.py, from
+contracts/ through catalog/tables.py); what differs between them is here and nowhere else, and
+docs/warehouse.md ("PostgreSQL and Redshift") lists it.
+
+Identifiers are the contract's (lower-case [a-z_][a-z0-9_]*, checked) and are written unquoted;
+the only values spliced into statements are integers and the quoted strings of `literal()`
+(file paths, errors: Redshift's Data API batch takes no bind parameters).
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from smartcity.contracts import schema as cs
+from smartcity.contracts.schema import Field
+
+from .schema import DIST_KEY, KEY_COLUMN, SORT_KEY, WAREHOUSE_LINEAGE, WarehouseTable
+
+_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+# The load's bookkeeping, in the target schema.
+STATE_TABLE = "load_state"        # one row per table: the last lake snapshot loaded
+FILES_TABLE = "load_files"        # every lake data file loaded, with the snapshot that added it
+REFUSED_TABLE = "load_refused"    # files refused (schema mismatch), with the reason
+# Staging order of the rows kept when one event_id comes twice in a load: the first ingested.
+DEDUP_ORDER = "ingest_ts, kafka_partition, kafka_offset"
+REDSHIFT_VARCHAR_MAX = 65535
+UTF8_MAX_BYTES = 4
+
+
+def ident(name: str) -> str:
+    if not _IDENT_RE.match(name):
+        raise ValueError(f"not a plain lower-case SQL identifier: {name!r}")
+    return name
+
+
+def literal(value: str) -> str:
+    """A SQL string literal, the same in both dialects ('' doubles a quote). Backslashes and NUL
+    are refused: Redshift reads a backslash in a literal as an escape."""
+    if "\\" in value or "\0" in value:
+        raise ValueError(f"a backslash or NUL cannot go into a SQL literal here: {value[:200]!r}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _state_columns() -> str:
+    return ("table_name VARCHAR(128) NOT NULL, snapshot_id BIGINT, files INTEGER NOT NULL, "
+            "rows_read BIGINT NOT NULL, rows_loaded BIGINT NOT NULL, mode VARCHAR(16) NOT NULL, "
+            "loaded_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (table_name)")
+
+
+class Dialect:
+    name = "?"
+    now = "now()"
+
+    def __init__(self, schema: str = "smartcity"):
+        self.schema = ident(schema)
+
+    def q(self, table: str) -> str:
+        return f"{self.schema}.{ident(table)}"
+
+    # types -------------------------------------------------------------------------------------
+    def column_type(self, f: Field) -> str:
+        raise NotImplementedError
+
+    def _column(self, f: Field, extra: str = "") -> str:
+        null = "" if f.nullable else " NOT NULL"
+        return f"{ident(f.name)} {self.column_type(f)}{null}{extra}"
+
+    # DDL ---------------------------------------------------------------------------------------
+    def create_schema(self) -> str:
+        return f"CREATE SCHEMA IF NOT EXISTS {self.schema}"
+
+    def create_target(self, t: WarehouseTable) -> list[str]:
+        raise NotImplementedError
+
+    def comments(self, t: WarehouseTable) -> list[str]:
+        out = [f"COMMENT ON TABLE {self.q(t.name)} IS {literal(t.comment)}"]
+        out += [f"COMMENT ON COLUMN {self.q(t.name)}.{ident(f.name)} IS {literal(f.description)}"
+                for f in t.columns]
+        return out
+
+    def create_state(self) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.q(STATE_TABLE)} ({_state_columns()})",
+            f"CREATE TABLE IF NOT EXISTS {self.q(FILES_TABLE)} (table_name VARCHAR(128) NOT NULL, "
+            "snapshot_id BIGINT NOT NULL, file_path VARCHAR(4096) NOT NULL, record_count BIGINT NOT NULL, "
+            "loaded_at TIMESTAMPTZ NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.q(REFUSED_TABLE)} (table_name VARCHAR(128) NOT NULL, "
+            "snapshot_id BIGINT NOT NULL, file_path VARCHAR(4096) NOT NULL, error VARCHAR(4096) NOT NULL, "
+            "refused_at TIMESTAMPTZ NOT NULL)",
+        ]
+
+    def ddl(self, tables: Iterable[WarehouseTable]) -> list[str]:
+        """Everything a new warehouse needs, idempotent (IF NOT EXISTS)."""
+        out = [self.create_schema()]
+        for t in tables:
+            out += self.create_target(t) + self.comments(t)
+        return out + self.create_state()
+
+    def staging_name(self, t: WarehouseTable) -> str:
+        return f"stage_{t.name}"
+
+    def create_staging(self, t: WarehouseTable) -> str:
+        raise NotImplementedError
+
+    # the load ----------------------------------------------------------------------------------
+    def lock(self, t: WarehouseTable) -> str:
+        raise NotImplementedError
+
+    def read_state(self, t: WarehouseTable) -> str:
+        return f"SELECT snapshot_id FROM {self.q(STATE_TABLE)} WHERE table_name = {literal(t.name)}"
+
+    def merge(self, t: WarehouseTable, snapshot_id: int) -> list[str]:
+        raise NotImplementedError
+
+    def record(self, t: WarehouseTable, snapshot_id: int, mode: str, files: list[tuple[int, str, int]],
+               refused: list[tuple[int, str, str]], rows_read: int, rows_loaded: int | None) -> list[str]:
+        """The load-state row (replaced), the loaded files and the refused ones. files:
+        (adding snapshot id, path, records); refused: (snapshot id, path, error). rows_loaded None:
+        counted by the statement itself (Redshift: the rows of the target carrying snapshot_id and
+        this transaction's time)."""
+        name = literal(t.name)
+        loaded = str(int(rows_loaded)) if rows_loaded is not None else (
+            f"(SELECT count(*) FROM {self.q(t.name)} WHERE lake_snapshot_id = {int(snapshot_id)} "
+            f"AND loaded_at = {self.now})")
+        out = [f"DELETE FROM {self.q(STATE_TABLE)} WHERE table_name = {name}",
+               f"INSERT INTO {self.q(STATE_TABLE)} (table_name, snapshot_id, files, rows_read, rows_loaded, "
+               f"mode, loaded_at) SELECT {name}, {int(snapshot_id)}, {len(files)}, {int(rows_read)}, {loaded}, "
+               f"{literal(mode)}, {self.now}"]
+        for chunk in _chunks(files, 500):
+            out.append(f"INSERT INTO {self.q(FILES_TABLE)} (table_name, snapshot_id, file_path, record_count, "
+                       "loaded_at) VALUES " + ", ".join(
+                           f"({name}, {int(s)}, {literal(p)}, {int(n)}, {self.now})" for s, p, n in chunk))
+        for s, p, err in refused:
+            out.append(f"INSERT INTO {self.q(REFUSED_TABLE)} (table_name, snapshot_id, file_path, error, "
+                       f"refused_at) VALUES ({name}, {int(s)}, {literal(p)}, {literal(err[:4000])}, {self.now})")
+        return out
+
+    def _insert_columns(self, t: WarehouseTable) -> str:
+        return ", ".join(ident(f.name) for f in t.columns)
+
+    def _select_columns(self, t: WarehouseTable, alias: str, snapshot_id: int) -> str:
+        return ", ".join([f"{alias}.{ident(f.name)}" for f in t.lake_columns]
+                         + [str(int(snapshot_id)), self.now])
+
+
+def _chunks(items: list, n: int) -> Iterable[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+class Postgres(Dialect):
+    """PostgreSQL 15+: the local stand-in. The load streams rows into a temporary staging table
+    with COPY ... FROM STDIN (CSV) and MERGEs them in; event_id is the primary key (enforced)."""
+    name = "postgres"
+    now = "now()"    # the transaction's start: one value for the whole load
+
+    def column_type(self, f: Field) -> str:
+        if f.type == cs.STRING:
+            return f"VARCHAR({f.max_length})" if f.max_length else "TEXT"
+        return {cs.INT: "INTEGER", cs.LONG: "BIGINT", cs.DOUBLE: "DOUBLE PRECISION",
+                cs.TIMESTAMP: "TIMESTAMPTZ"}[f.type]
+
+    def create_target(self, t: WarehouseTable) -> list[str]:
+        cols = ",\n  ".join(self._column(f) for f in t.columns)
+        return [f"CREATE TABLE IF NOT EXISTS {self.q(t.name)} (\n  {cols},\n  PRIMARY KEY ({KEY_COLUMN})\n)",
+                # The access path Redshift's sort key gives: one vehicle over a time window.
+                f"CREATE INDEX IF NOT EXISTS {ident(t.name)}_{'_'.join(SORT_KEY)} "
+                f"ON {self.q(t.name)} ({', '.join(SORT_KEY)})"]
+
+    def create_staging(self, t: WarehouseTable) -> str:
+        cols = ", ".join(self._column(f) for f in t.lake_columns)
+        return f"CREATE TEMPORARY TABLE {self.staging_name(t)} ({cols}) ON COMMIT DROP"
+
+    def copy(self, t: WarehouseTable) -> str:
+        cols = ", ".join(ident(f.name) for f in t.lake_columns)
+        return f"COPY {self.staging_name(t)} ({cols}) FROM STDIN (FORMAT csv)"
+
+    def lock(self, t: WarehouseTable) -> str:
+        # Loaders of one table queue here (SHARE ROW EXCLUSIVE conflicts with itself); readers don't.
+        return f"LOCK TABLE {self.q(t.name)} IN SHARE ROW EXCLUSIVE MODE"
+
+    def merge(self, t: WarehouseTable, snapshot_id: int) -> list[str]:
+        lake = ", ".join(ident(f.name) for f in t.lake_columns)
+        return [f"MERGE INTO {self.q(t.name)} t\n"
+                f"USING (SELECT DISTINCT ON ({KEY_COLUMN}) {lake} FROM {self.staging_name(t)} "
+                f"ORDER BY {KEY_COLUMN}, {DEDUP_ORDER}) s\n"
+                f"ON t.{KEY_COLUMN} = s.{KEY_COLUMN}\n"
+                f"WHEN NOT MATCHED THEN INSERT ({self._insert_columns(t)})\n"
+                f"VALUES ({self._select_columns(t, 's', snapshot_id)})"]
+
+
+class Redshift(Dialect):
+    """Amazon Redshift (provisioned or Serverless) through the Data API: staging is filled by
+    COPY ... FORMAT AS PARQUET straight from the lake's data files on S3; the merge is an insert
+    of the rows whose event_id the target lacks (Redshift's MERGE needs a WHEN MATCHED action and
+    a plain table as source; primary keys are not enforced, so this anti-join is what keeps
+    event_id unique)."""
+    name = "redshift"
+    now = "SYSDATE"   # the transaction's start, like PostgreSQL's now()
+
+    def column_type(self, f: Field) -> str:
+        if f.type == cs.STRING:
+            # VARCHAR lengths are bytes in Redshift: a contract length in characters can take 4
+            # bytes each in UTF-8; an enum's values are ASCII.
+            if f.enum:
+                return f"VARCHAR({max(len(str(v)) for v in f.enum)})"
+            if f.max_length:
+                return f"VARCHAR({min(REDSHIFT_VARCHAR_MAX, f.max_length * UTF8_MAX_BYTES)})"
+            return f"VARCHAR({REDSHIFT_VARCHAR_MAX})"
+        return {cs.INT: "INTEGER", cs.LONG: "BIGINT", cs.DOUBLE: "DOUBLE PRECISION",
+                cs.TIMESTAMP: "TIMESTAMPTZ"}[f.type]
+
+    @staticmethod
+    def encoding(f: Field) -> str:
+        """RAW for the leading sort key column (zone maps work on uncompressed values there, as
+        AWS advises); AZ64 for integers and timestamps; BYTEDICT for enums (few distinct values);
+        ZSTD for other strings and for doubles (AZ64 does not take DOUBLE PRECISION)."""
+        if f.name == SORT_KEY[0]:
+            return "RAW"
+        if f.type in (cs.INT, cs.LONG, cs.TIMESTAMP):
+            return "AZ64"
+        if f.type == cs.STRING and f.enum:
+            return "BYTEDICT"
+        return "ZSTD"
+
+    def create_target(self, t: WarehouseTable) -> list[str]:
+        cols = ",\n  ".join(self._column(f, f" ENCODE {self.encoding(f)}") for f in t.columns)
+        return [f"CREATE TABLE IF NOT EXISTS {self.q(t.name)} (\n  {cols},\n  PRIMARY KEY ({KEY_COLUMN})\n)\n"
+                f"DISTSTYLE KEY DISTKEY ({DIST_KEY})\nCOMPOUND SORTKEY ({', '.join(SORT_KEY)})"]
+
+    def create_staging(self, t: WarehouseTable) -> str:
+        cols = ", ".join(self._column(f) for f in t.lake_columns)
+        return f"CREATE TEMPORARY TABLE {self.staging_name(t)} ({cols}) DISTSTYLE KEY DISTKEY ({DIST_KEY})"
+
+    def copy_parquet(self, t: WarehouseTable, s3_uri: str, iam_role: str) -> str:
+        """One lake data file into staging. Parquet columns are matched by position: the file's
+        columns were checked against the table's order first (warehouse/lake.py)."""
+        if not s3_uri.startswith("s3://"):
+            raise ValueError(f"Redshift COPY reads from S3 only, not {s3_uri}")
+        return (f"COPY {self.staging_name(t)} FROM {literal(s3_uri)} IAM_ROLE {literal(iam_role)} "
+                "FORMAT AS PARQUET")
+
+    def lock(self, t: WarehouseTable) -> str:
+        return f"LOCK {self.q(t.name)}"
+
+    def merge(self, t: WarehouseTable, snapshot_id: int) -> list[str]:
+        lake = ", ".join(ident(f.name) for f in t.lake_columns)
+        src = f"src_{t.name}"
+        return [f"CREATE TEMPORARY TABLE {src} DISTSTYLE KEY DISTKEY ({DIST_KEY}) AS\n"
+                f"SELECT {lake} FROM (SELECT {lake}, ROW_NUMBER() OVER (PARTITION BY {KEY_COLUMN} "
+                f"ORDER BY {DEDUP_ORDER}) AS rn FROM {self.staging_name(t)}) x WHERE rn = 1",
+                f"INSERT INTO {self.q(t.name)} ({self._insert_columns(t)})\n"
+                f"SELECT {self._select_columns(t, 's', snapshot_id)}\n"
+                f"FROM {src} s LEFT JOIN {self.q(t.name)} t ON t.{KEY_COLUMN} = s.{KEY_COLUMN}\n"
+                f"WHERE t.{KEY_COLUMN} IS NULL"]
+
+    def spectrum_schema(self, glue_database: str, iam_role: str, region: str | None = None,
+                        external_schema: str = "smartcity_lake") -> str:
+        """The lake's Glue database as an external schema: Spectrum reads its Iceberg tables in
+        place (SELECT ... FROM smartcity_lake.gps_data), without loading them."""
+        reg = f"\nREGION {literal(region)}" if region else ""
+        return (f"CREATE EXTERNAL SCHEMA IF NOT EXISTS {ident(external_schema)}\n"
+                f"FROM DATA CATALOG DATABASE {literal(glue_database)}\n"
+                f"IAM_ROLE {literal(iam_role)}{reg}")
+
+
+DIALECTS = {"postgres": Postgres, "redshift": Redshift}
+
+
+def dialect(name: str, schema: str = "smartcity") -> Dialect:
+    try:
+        return DIALECTS[name](schema)
+    except KeyError:
+        raise ValueError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}") from None
+
+
+__all__ = ["Dialect", "Postgres", "Redshift", "dialect", "literal", "ident", "STATE_TABLE", "FILES_TABLE",
+           "REFUSED_TABLE", "WAREHOUSE_LINEAGE"]
