@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = "docs|deploy|tests|bench|runtime|edge|bridge|spark_jobs|sim|contracts"
+FOLDERS = "docs|deploy|tests|bench|runtime|edge|bridge|spark_jobs|sim|contracts|catalog|analytics|warehouse"
 PATH_RE = re.compile(rf"(?<![\w./-])(?:{FOLDERS})/[\w./-]*\w\.(?:md|sh|py|toml|xml|yml|yaml|service|json)\b")
 TEXT = (".py", ".md", ".toml", ".sh", ".yml", ".yaml", ".service", ".xml", ".cfg")
 
