@@ -391,3 +391,28 @@ def test_the_load_batches_have_the_shape_batch_execute_statement_takes(lake, aws
         stub.assert_no_pending_responses()
     with pytest.raises(ValueError, match="S3 only"):
         R.Redshift().copy_parquet(warehouse_table("gps"), "file:///lake/x.parquet", "arn:aws:iam::1:role/x")
+
+
+# ---- the local stack ----------------------------------------------------------------------------
+
+def test_the_stack_starts_postgres_on_loopback_with_its_password_in_credentials(workdir):
+    from deploy.local.stack import Stack
+    stack = Stack(workdir / "run")
+    try:
+        st = stack.up(mqtt_port=free_port(), with_kafka=False, with_s3=False, mqtt_tls_port=None,
+                      warehouse=True, postgres_port=free_port())
+        pg = st["postgres"]
+        creds = json.loads(stack.creds_path.read_text())
+        assert oct(stack.creds_path.stat().st_mode & 0o777) == "0o600"
+        assert "password" not in json.dumps(st) and pg["host"] == "127.0.0.1"
+        dsn = (f"host=127.0.0.1 port={pg['port']} dbname={pg['database']} user={pg['user']} "
+               f"password={creds['postgres']['password']}")
+        with psycopg.connect(dsn) as c:
+            assert c.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn.replace(creds["postgres"]["password"], "wrong"))
+        assert stack.up(mqtt_port=st["mosquitto"]["port"], with_kafka=False, with_s3=False, mqtt_tls_port=None,
+                        warehouse=True, postgres_port=pg["port"])["postgres"]["pid"] == pg["pid"]   # idempotent
+        assert stack.status()["postgres"] == {"port": pg["port"], "running": True, "answering": True}
+    finally:
+        assert stack.down().get("postgres") is True

@@ -55,6 +55,7 @@ MIN_VERSION = 15            # MERGE
 USER = "smartcity"          # the role (the cluster's superuser) and its database
 DATABASE = "smartcity"
 RUN_AS = "postgres"         # the OS user the server runs as when we are root (Debian's package)
+MATCH = "bin/postgres"      # a piece of the server's command line (the stack's pid checks)
 # Settings of a local stand-in: loopback only, no Unix socket, logs to stderr (our log file).
 # fsync stays on: the kill -9 tests are about the loader, and a server that lost a committed
 # transaction would make them lie.

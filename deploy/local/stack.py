@@ -5,10 +5,15 @@
     python -m deploy.local.stack down   [--run-dir run]
     python -m deploy.local.stack device-cert bus-0042 [--run-dir run]   # a device's TLS client cert
     python -m deploy.local.stack up --athena [--lake run/lake] [--trino-port 8080]   # + a local Athena
+    python -m deploy.local.stack up --warehouse [--postgres-port 5432]   # + PostgreSQL, the warehouse's stand-in
 
 `--athena` also starts Trino (deploy/local/trino.py) on the lake's Iceberg catalog: the lake folder
 is --lake, by default the run folder's `lake/` (where deploy/demo.py writes it); its endpoint is
 stack.json's trino.endpoint (catalog `lake`, schema `smartcity`; docs/analytics.md).
+
+`--warehouse` also starts PostgreSQL 15 (deploy/local/postgres.py), the stand-in for Redshift that
+`smartcity-warehouse load` fills (docs/warehouse.md): role and database `smartcity`, its password
+in credentials.json (`postgres.password`), its endpoint in stack.json's `postgres`.
 
 Idempotent: `up` starts only what is not already answering, `down` stops only what it started
 (it checks each pid's command line before signalling it). Everything lives in the run folder
@@ -115,6 +120,7 @@ class Stack:
         mqtt = creds.setdefault("mqtt", {})
         for user in (BRIDGE_USER, *devices):
             mqtt.setdefault(user, secrets.token_urlsafe(18))
+        creds.setdefault("postgres", {}).setdefault("password", secrets.token_urlsafe(24))
         s3 = creds.setdefault("s3", {})
         s3.setdefault("access_key", "sc" + secrets.token_hex(9))
         s3.setdefault("secret_key", secrets.token_urlsafe(30))
@@ -164,9 +170,11 @@ class Stack:
            s3_port: int = 9000, partitions: int = 3, retention_hours: float = 168,
            devices: list[str] = ("edge-0001",), with_kafka: bool = True, with_s3: bool = True,
            mqtt_tls_port: int | None = 0, athena: bool = False, trino_port: int = 8080,
-           lake: str | os.PathLike | None = None) -> dict:
+           lake: str | os.PathLike | None = None, warehouse: bool = False,
+           postgres_port: int = 5432) -> dict:
         """mqtt_tls_port: the client-certificate listener's port; 0 a free one, None none.
-        athena: also Trino on the lake's catalog (lake: default {run_dir}/lake)."""
+        athena: also Trino on the lake's catalog (lake: default {run_dir}/lake).
+        warehouse: also PostgreSQL, the warehouse's local stand-in."""
         st = self.state()
         creds = self.credentials(list(devices))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -181,6 +189,9 @@ class Stack:
             self._save_state(st)
         if athena:
             st["trino"] = self._up_trino(st.get("trino"), trino_port, lake or self.run_dir / "lake")
+            self._save_state(st)
+        if warehouse:
+            st["postgres"] = self._up_postgres(st.get("postgres"), postgres_port, creds)
             self._save_state(st)
         return st
 
@@ -277,6 +288,22 @@ class Stack:
         t.detach()
         return info
 
+    def _up_postgres(self, prev: dict | None, port: int, creds: dict) -> dict:
+        from .postgres import DATABASE, MATCH, USER, PostgresServer
+        if prev and pid_alive(prev.get("pid"), MATCH) and port_open(prev["port"]):
+            log.info("postgres already running", extra={"port": prev["port"]})
+            return prev
+        if port_open(port):
+            raise StackError(f"postgres port {port} is taken by another process (a system PostgreSQL? "
+                             "deploy/setup.d/40-postgres.sh disables it); pass --postgres-port")
+        srv = PostgresServer(self.run_dir / "postgres", port=port, password=creds["postgres"]["password"])
+        srv.start()
+        info = {"pid": srv.proc.pid, "port": port, "host": srv.host, "endpoint": srv.endpoint,
+                "user": USER, "database": DATABASE, "data_dir": str(srv.data_dir), "log": str(srv.log_path),
+                "start_s": round(srv.last_start_s or 0, 1)}
+        srv.detach()
+        return info
+
     # status / down ---------------------------------------------------------------------------
     def status(self) -> dict[str, dict]:
         st = self.state()
@@ -312,13 +339,18 @@ class Stack:
             from .trino import MAIN_CLASS
             out["trino"] = {"port": t["port"], "running": pid_alive(t["pid"], MAIN_CLASS),
                             "answering": port_open(t["port"])}
+        pg = st.get("postgres")
+        if pg:
+            from .postgres import MATCH
+            out["postgres"] = {"port": pg["port"], "running": pid_alive(pg["pid"], MATCH),
+                               "answering": port_open(pg["port"])}
         return out
 
     def down(self) -> dict[str, bool]:
         st = self.state()
         stopped = {}
         # Reverse order of start: nothing writes to Kafka once the broker in front of it is gone.
-        for name, expect in (("trino", "io.trino.server.TrinoServer"), ("s3", None),
+        for name, expect in (("postgres", "bin/postgres"), ("trino", "io.trino.server.TrinoServer"), ("s3", None),
                              ("kafka", "kafka.Kafka"), ("mosquitto", "mosquitto")):
             svc = st.get(name)
             if not svc:
@@ -371,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="up: also Trino (a local Athena) on the lake's Iceberg catalog")
     ap.add_argument("--trino-port", type=int, default=8080)
     ap.add_argument("--lake", help="the lake folder Trino reads (default {run-dir}/lake)")
+    ap.add_argument("--warehouse", action="store_true",
+                    help="up: also PostgreSQL, the warehouse's local stand-in (docs/warehouse.md)")
+    ap.add_argument("--postgres-port", type=int, default=5432)
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     if (a.command == "device-cert") != (a.device_id is not None):
@@ -381,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "up":
             st = stack.up(a.mqtt_port, a.kafka_port, a.kafka_controller_port, a.s3_port, a.partitions,
                           a.retention_hours, a.devices or ["edge-0001"], not a.no_kafka, not a.no_s3,
-                          None if a.no_mqtt_tls else a.mqtt_tls_port, a.athena, a.trino_port, a.lake)
+                          None if a.no_mqtt_tls else a.mqtt_tls_port, a.athena, a.trino_port, a.lake,
+                          a.warehouse, a.postgres_port)
             print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "match"} for k, v in st.items()},
                              indent=2, sort_keys=True))
             print(f"credentials: {stack.creds_path} (mode 0600)", file=sys.stderr)
