@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -99,17 +98,14 @@ def test_broker_in_compose_keeps_the_same_no_drop_queue_policy_as_the_local_stac
 
 
 def test_bridge_image_runs_as_non_root_and_installs_the_projects_wheel_with_the_bridge_extra():
+    """The image is built and run for real in tests/test_containers.py; this is the text's part."""
     user = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.M)
     assert user and user[-1] not in ("root", "0")
-    # The pins live in pyproject's `bridge` extra only: the image installs the wheel with it.
-    assert re.search(r"pip wheel .*-w /dist \.", DOCKERFILE)
+    # The pins live in pyproject's `bridge` extra only: the image installs the wheel with it, and
+    # the wheel (built by deploy/images.py) is all it copies: no source folder.
+    assert re.findall(r"^COPY\s+(.+)$", DOCKERFILE, re.M) == ["smartcity-*.whl /tmp/dist/"]
     assert "smartcity-*.whl)[bridge]" in DOCKERFILE
-    for path in re.findall(r"^COPY\s+(?!--)(.+?)\s+/src/", DOCKERFILE, re.M):
-        for src in path.split():
-            assert (REPO / src).exists(), f"Dockerfile copies missing {src}"
-    package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    for folder in package_dirs.values():
-        assert f"COPY {folder}/ /src/{folder}/" in DOCKERFILE, f"the wheel build needs {folder}/"
+    assert re.search(r"^HEALTHCHECK .*\n.*/healthz", DOCKERFILE, re.M)
 
 
 def test_each_bridge_replica_has_its_own_fixed_id(compose):
