@@ -119,6 +119,8 @@ class RedshiftWarehouse:
     """The same load as PostgresWarehouse, in Redshift's SQL, through the Data API."""
 
     def __init__(self, s: WarehouseSettings, api: DataApi | None = None):
+        if not s.redshift.iam_role:
+            raise ValueError("redshift.iam_role: COPY needs a role that may read the lake on S3")
         self.s = s
         self.sql = Redshift(s.schema)
         self.api = api or DataApi(s.redshift)
@@ -148,8 +150,6 @@ class RedshiftWarehouse:
 
     def statements(self, t: WarehouseTable, last: int | None) -> tuple[TableResult, list[list[str]]]:
         """The plan of one table as batches of SQL (the last one records the snapshot)."""
-        if not self.s.redshift.iam_role:
-            raise ValueError("redshift.iam_role: COPY needs a role that may read the lake on S3")
         r = TableResult(t.name, last_snapshot_id=last, snapshot_id=last, rows_loaded=None)
         lake_table = load_table(self.s, t.name)
         if lake_table is None:
