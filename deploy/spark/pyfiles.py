@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything the driver imports; executors run no Python today (no UDFs).
-PACKAGES = ("contracts", "runtime", "spark_jobs")
+PACKAGES = ("contracts", "runtime", "catalog", "spark_jobs")
 
 
 def build(dest: str | Path) -> Path:
