@@ -3,6 +3,8 @@
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# mosquitto_sub: the compose file's Mosquitto healthcheck, run by tests/test_compose.py.
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # systemd-analyze checks deploy/edge/smartcity-edge.service (tests/test_systemd_unit.py); only the
 # tool is used, nothing is started.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
