@@ -108,7 +108,7 @@ class DuckDBEngine:
         if self._con is None:
             from smartcity.catalog.reader import duckdb_connection
             config = {"threads": str(self.threads)} if self.threads else None
-            self._con = duckdb_connection(config=config, extensions=DUCKDB_EXTENSIONS)
+            self._con = duckdb_connection(config=config, extensions=DUCKDB_EXTENSIONS, location=self.location)
         return self._con
 
     def bind_tables(self, con, sql: str) -> None:

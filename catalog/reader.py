@@ -158,14 +158,19 @@ def duckdb_extension_paths(names: tuple[str, ...] = DUCKDB_EXTENSIONS) -> dict[s
 
 
 def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None = None,
-                      extensions: tuple[str, ...] = DUCKDB_EXTENSIONS) -> "duckdb.DuckDBPyConnection":
+                      extensions: tuple[str, ...] = DUCKDB_EXTENSIONS,
+                      location: LakeLocation | None = None) -> "duckdb.DuckDBPyConnection":
     """A new DuckDB connection able to `SELECT ... FROM iceberg_scan('<metadata.json>')`: the
     avro and iceberg extensions (and any other of `extensions`, e.g. "spatial", whose package is
     installed) loaded from their packages' files, extension auto-install off (a missing extension
     is an error, never a download), TimeZone UTC (timestamps with time zone come out as
     timestamp[us, tz=UTC]). `config` is added to DuckDB's connect config. Its cursor()s share the
-    extensions and the time zone."""
+    extensions and the time zone. With a `location` whose warehouse is on S3, also httpfs and an
+    S3 secret for it (duckdb_s3_secret_sql)."""
     import duckdb
+    s3_sql = duckdb_s3_secret_sql(location) if location is not None else None
+    if s3_sql:
+        extensions = tuple(extensions) + ("httpfs",)
     con = duckdb.connect(database, config={"autoinstall_known_extensions": "false", **(config or {})})
     try:
         # GLOBAL: cursor()s are connections of their own. (Not a connect config: the TimeZone
@@ -173,10 +178,39 @@ def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None 
         con.execute("SET GLOBAL TimeZone = 'UTC'")
         for path in duckdb_extension_paths(extensions).values():
             con.execute(f"LOAD {_sql_string(str(path))}")
+        if s3_sql:
+            con.execute(s3_sql)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def duckdb_s3_secret_sql(location: LakeLocation) -> str | None:
+    """`CREATE SECRET` giving DuckDB's httpfs the lake's S3 (None when the warehouse is not on S3):
+    the endpoint, URL style and region of `[s3]` (as pyiceberg gets them), and the credentials of
+    the standard AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN), never from settings; without them, DuckDB's unsigned requests. The
+    statement holds the keys: it is executed, never logged."""
+    import os
+    from urllib.parse import urlparse
+
+    from .location import warehouse_on_s3
+    if not warehouse_on_s3(location):
+        return None
+    props = pyiceberg_properties(location)
+    parts = ["TYPE s3", f"URL_STYLE {_sql_string('path' if location.s3.path_style else 'vhost')}"]
+    if props.get("s3.region"):
+        parts.append(f"REGION {_sql_string(props['s3.region'])}")
+    if location.s3.endpoint:
+        u = urlparse(location.s3.endpoint)
+        parts += [f"ENDPOINT {_sql_string(u.netloc or u.path)}",
+                  f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
+    for var, name in (("AWS_ACCESS_KEY_ID", "KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "SECRET"),
+                      ("AWS_SESSION_TOKEN", "SESSION_TOKEN")):
+        if os.environ.get(var):
+            parts.append(f"{name} {_sql_string(os.environ[var])}")
+    return f"CREATE OR REPLACE SECRET lake_s3 ({', '.join(parts)})"
 
 
 def _shared_duckdb() -> "duckdb.DuckDBPyConnection":

@@ -389,6 +389,12 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
         assert any(k.startswith("city/_checkpoints/lake-stream/offsets/") for k in keys("city/_checkpoints/"))
         assert s3.secret_key not in out and s3.secret_key not in s3.log_path.read_text()
 
+        # The analysts' embedded engine reads the same tables on S3 (DuckDB httpfs, keys from the
+        # AWS environment), through the same catalog.
+        from smartcity.analytics.query import QuerySettings, run_named
+        delay = run_named("ingest_delay", {"devices": "s3dev"}, QuerySettings(lake=s.lake, s3=s.s3, catalog=s.catalog))
+        assert [(r[0], r[1]) for r in delay.rows] == [(topic, len(sent))]
+
         # S3Proxy keeps its objects in files under its data folder: a restart loses nothing.
         s3.stop()
         s3.start()
