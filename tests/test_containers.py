@@ -83,7 +83,8 @@ def collector():
 class Container:
     """One bridge container on the host's network (loopback only: the broker and Kafka listen there)."""
 
-    def __init__(self, image: str, secret: str, broker: MosquittoServer, bridge_id: str):
+    def __init__(self, image: str, secret: str, broker: MosquittoServer, bridge_id: str,
+                 mqtt_port: int | None = None):
         self.name = f"smartcity-test-{bridge_id}"
         self.http_port = free_port()
         self.bridge_id = bridge_id
@@ -93,7 +94,7 @@ class Container:
                "-e", f"SMARTCITY_BRIDGE_BRIDGE_ID={bridge_id}",
                "-e", f"SMARTCITY_BRIDGE_MQTT__GROUP=g-{bridge_id}",
                "-e", "SMARTCITY_BRIDGE_MQTT__HOST=127.0.0.1",
-               "-e", f"SMARTCITY_BRIDGE_MQTT__PORT={broker.port}",
+               "-e", f"SMARTCITY_BRIDGE_MQTT__PORT={mqtt_port or broker.port}",
                "-e", f"SMARTCITY_BRIDGE_MQTT__USERNAME={BRIDGE_USER}",
                "-e", f"SMARTCITY_BRIDGE_MQTT__PASSWORD_FILE=/run/secrets/{secret}",
                "-e", f"SMARTCITY_BRIDGE_KAFKA__BOOTSTRAP_SERVERS={shared_kafka().bootstrap}",
@@ -227,3 +228,18 @@ def test_stop_drains_and_the_restarted_container_resumes_its_session_losing_noth
     assert podman("healthcheck", "run", c.name, check=False).returncode == 0, c.logs()
     for p in (before, during, after):
         p.close()
+
+
+def test_the_healthcheck_fails_while_the_broker_cannot_be_reached(image, secrets, broker, containers):
+    """The check means something: with nothing listening where MQTT should be, /healthz is 503 and
+    `podman healthcheck run` says unhealthy (exit 1), while the bridge stays up and keeps trying."""
+    c = Container(image, secrets["name"], broker, f"ctr-{uuid.uuid4().hex[:6]}", mqtt_port=free_port())
+    containers.append(c)
+    deadline = time.monotonic() + 30
+    while c.metric("bridge_mqtt_connected") is None:      # its HTTP server is up
+        assert c.inspect()["State"]["Running"], c.logs()
+        assert time.monotonic() < deadline, c.logs()
+        time.sleep(0.2)
+    h = podman("healthcheck", "run", c.name, check=False)
+    assert h.returncode == 1 and "unhealthy" in h.stdout + h.stderr, f"{h.returncode}: {h.stdout}{h.stderr}"
+    assert c.inspect()["State"]["Running"], c.logs()
