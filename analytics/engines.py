@@ -74,15 +74,37 @@ def spherical_distance(node):
     return exp.Anonymous(this="ST_Distance_Sphere", expressions=points)
 
 
+# Units date_trunc can compute from the epoch in UTC (a day is 86,400 s in UTC; weeks, months
+# and years are left to date_trunc).
+_TRUNC_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
+
+
+def epoch_trunc(node):
+    """date_trunc('minute'|'second'|'hour'|'day', ts) -> to_timestamp(floor(epoch(ts) / N) * N)
+    for DuckDB. The same instant (the session is UTC, which Athena's always is), ~10x faster on a
+    timestamp with time zone: DuckDB's date_trunc on one goes through ICU's calendar (7.3 s vs
+    0.7 s over 6.75 M rows here, bench query)."""
+    from sqlglot import exp
+    if not isinstance(node, exp.TimestampTrunc):
+        return node
+    unit = node.args.get("unit")
+    n = _TRUNC_SECONDS.get(unit.name.upper() if unit is not None else "")
+    if n is None:
+        return node
+    seconds = exp.Anonymous(this="epoch", expressions=[node.this.copy()])
+    floored = exp.Anonymous(this="floor", expressions=[exp.Div(this=seconds, expression=exp.Literal.number(n))])
+    return exp.Anonymous(this="to_timestamp", expressions=[exp.Mul(this=floored, expression=exp.Literal.number(n))])
+
+
 def to_duckdb(sql: str) -> str:
-    """Athena SQL -> DuckDB SQL (sqlglot, plus spherical_distance)."""
+    """Athena SQL -> DuckDB SQL (sqlglot, plus spherical_distance and epoch_trunc)."""
     import sqlglot
     from sqlglot.errors import ParseError
     try:
         tree = sqlglot.parse_one(sql, read="athena")
     except ParseError as e:
         raise EngineError(f"duckdb: the query does not parse as Athena SQL: {e}") from None
-    return tree.transform(spherical_distance).sql(dialect="duckdb")
+    return tree.transform(spherical_distance).transform(epoch_trunc).sql(dialect="duckdb")
 
 
 def referenced_tables(sql: str, namespace: str) -> list[str]:

@@ -6,7 +6,8 @@
 -- param radius_m: double = 2000  -- an incident further than this from every position is not near
 -- param window_min: double = 30  -- positions this many minutes before or after a report count
 WITH route AS (
-    SELECT device_id, date_trunc('minute', ts) AS minute, avg(lat) AS lat, avg(lon) AS lon
+    SELECT device_id, date_trunc('minute', ts) AS minute, to_unixtime(date_trunc('minute', ts)) AS minute_s,
+           avg(lat) AS lat, avg(lon) AS lon
     FROM smartcity.gps_data
     WHERE ts >= {{start}} AND ts < {{end}}
       AND lat IS NOT NULL AND lon IS NOT NULL
@@ -14,7 +15,10 @@ WITH route AS (
     GROUP BY device_id, date_trunc('minute', ts)
 ),
 reports AS (
-    SELECT incident_id, type, severity, status, ts, lat, lon
+    -- The time window as plain columns: a range join on columns (an IEJoin in DuckDB) instead of
+    -- an expression evaluated for every pair of minute and report.
+    SELECT incident_id, type, severity, status, ts, lat, lon,
+           to_unixtime(ts) - {{window_min}} * 60 AS from_s, to_unixtime(ts) + {{window_min}} * 60 AS to_s
     FROM smartcity.emergency_data
     WHERE ts >= {{start}} AND ts < {{end}}
       AND lat IS NOT NULL AND lon IS NOT NULL
@@ -24,9 +28,7 @@ near AS (
            ST_Distance(to_spherical_geography(ST_Point(r.lon, r.lat)),
                        to_spherical_geography(ST_Point(e.lon, e.lat))) AS distance_m
     FROM route r
-    JOIN reports e
-      ON to_unixtime(r.minute) BETWEEN to_unixtime(e.ts) - {{window_min}} * 60
-                                   AND to_unixtime(e.ts) + {{window_min}} * 60
+    JOIN reports e ON r.minute_s >= e.from_s AND r.minute_s <= e.to_s
 )
 SELECT device_id,
        incident_id,

@@ -25,14 +25,14 @@ def _with_exact_quantiles(sql: str, shift: float) -> str:
     import sqlglot
     from sqlglot import exp
 
-    from smartcity.analytics.engines import spherical_distance
+    from smartcity.analytics.engines import epoch_trunc, spherical_distance
 
     def swap(node):
         if isinstance(node, exp.ApproxQuantile):
             p = min(1.0, max(0.0, float(node.args["quantile"].this) + shift))
             return exp.Anonymous(this="quantile_disc", expressions=[node.this.copy(), exp.Literal.number(p)])
         return node
-    tree = sqlglot.parse_one(sql, read="athena").transform(spherical_distance).transform(swap)
+    tree = sqlglot.parse_one(sql, read="athena").transform(spherical_distance).transform(epoch_trunc).transform(swap)
     return tree.sql(dialect="duckdb")
 
 
