@@ -231,8 +231,12 @@ def test_a_file_that_does_not_fit_the_table_is_refused_named_and_the_rest_loads(
     retyped = retyped.set_column(0, "event_id", pa.array([f"bus-bad:00000000:{i}" for i in range(3)]))
     good, retyped = good.cast(rows.schema), retyped.cast(retyped.schema.set(0, rows.schema.field(0)))
     missing = good.drop_columns(["device_id"])
+    # A null in a required column, in the file's second batch: found after the first went to COPY.
+    nulled = good.set_column(0, "event_id", pa.array([f"bus-nul:00000000:{i}" for i in range(3)]))
+    nulled = nulled.set_column(1, "device_id", pa.array(["bus-nul", "bus-nul", None]))
+    monkeypatch.setattr(wload, "COPY_BATCH_ROWS", 2)
     files = []
-    for name, data in (("good", good), ("retyped", retyped), ("missing", missing)):
+    for name, data in (("good", good), ("retyped", retyped), ("missing", missing), ("nulled", nulled)):
         pq.write_table(data, workdir / f"{name}.parquet")
         files.append(wlake.DataFile(f"file://{workdir / name}.parquet", 7, data.num_rows, 1))
     real_plan = wlake.plan
@@ -243,13 +247,15 @@ def test_a_file_that_does_not_fit_the_table_is_refused_named_and_the_rest_loads(
     monkeypatch.setattr(wload, "plan", with_foreign_files)
     (r,) = PostgresWarehouse(settings_for(lake[0], pg)).load(["gps_data"])
     assert (r.files, r.rows_loaded) == (1, 3)
-    assert [(Path(x["file"]).name, x["column"]) for x in r.refused] == [("retyped.parquet", "speed_kmh"),
-                                                                         ("missing.parquet", "device_id")]
+    assert [(Path(x["file"]).name, x["column"]) for x in r.refused] == [
+        ("retyped.parquet", "speed_kmh"), ("missing.parquet", "device_id"), ("nulled.parquet", "device_id")]
     assert "type string" in r.refused[0]["error"] and "missing" in r.refused[1]["error"]
+    assert "1 nulls in a required column" in r.refused[2]["error"]
     with psycopg.connect(pg.dsn()) as c:
         refused = c.execute("SELECT file_path, error FROM smartcity.load_refused ORDER BY file_path").fetchall()
-        assert [Path(f).name for f, _ in refused] == ["missing.parquet", "retyped.parquet"]
-        assert c.execute("SELECT count(*) FROM smartcity.gps_data WHERE event_id LIKE 'bus-bad:%'").fetchone()[0] == 0
+        assert [Path(f).name for f, _ in refused] == ["missing.parquet", "nulled.parquet", "retyped.parquet"]
+        for prefix in ("bus-bad:%", "bus-nul:%"):   # nothing of a refused file, not even its first batch
+            assert c.execute("SELECT count(*) FROM smartcity.gps_data WHERE event_id LIKE %s", (prefix,)).fetchone()[0] == 0
 
 
 def test_a_database_that_is_down_is_retried_with_back_off_then_named(lake):

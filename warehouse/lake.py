@@ -26,7 +26,7 @@ types. A file that does not fit raises FileSchemaError naming the file and the c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,30 +156,56 @@ def plan(table: "Table", name: str, last_snapshot_id: int | None) -> Plan:
     return Plan(name, last_snapshot_id, current.snapshot_id, "incremental", files, skipped)
 
 
-def read_file(table: "Table", f: DataFile, columns: tuple[Field, ...]) -> pa.Table:
-    """The file's rows as `columns` (names and canonical types, in order). FileSchemaError when a
-    required column is missing or a column's type is not the table's (or a widening of it)."""
-    with table.io.new_input(f.path).open() as fh:
-        data = pq.read_table(fh)
-    n = data.num_rows
+def _check_columns(path: str, schema: pa.Schema, columns: tuple[Field, ...], partition: dict) -> None:
+    """FileSchemaError for a required column the file lacks (and no partition value fills) or a
+    column whose type is neither the table's nor a widening of it."""
+    for c in columns:
+        if c.name not in schema.names:
+            if c.name not in partition and not c.nullable:
+                raise FileSchemaError(path, c.name, "missing (a required column of the table)")
+            continue
+        typ = schema.field(c.name).type
+        if not any(ok(typ) for ok in _ACCEPTED[c.type]):
+            raise FileSchemaError(path, c.name, f"type {typ}, the table's is {c.type} ({ARROW_TYPES[c.type]})")
+
+
+def _conform(batch: pa.RecordBatch, f: DataFile, columns: tuple[Field, ...]) -> pa.Table:
+    n = batch.num_rows
     out = []
     for c in columns:
         want = ARROW_TYPES[c.type]
-        if c.name not in data.column_names:
-            if c.name in f.partition:
-                out.append(pa.array([f.partition[c.name]] * n, want))
-            elif c.nullable:
-                out.append(pa.nulls(n, want))
-            else:
-                raise FileSchemaError(f.path, c.name, "missing (a required column of the table)")
+        if c.name not in batch.schema.names:
+            out.append(pa.array([f.partition[c.name]] * n, want) if c.name in f.partition else pa.nulls(n, want))
             continue
-        col = data.column(c.name)
-        if not any(ok(col.type) for ok in _ACCEPTED[c.type]):
-            raise FileSchemaError(f.path, c.name, f"type {col.type}, the table's is {c.type} ({want})")
+        col = batch.column(c.name)
         if not c.nullable and col.null_count:
             raise FileSchemaError(f.path, c.name, f"{col.null_count} nulls in a required column")
         out.append(col.cast(want) if col.type != want else col)
     return pa.Table.from_arrays(out, names=[c.name for c in columns])
+
+
+def read_batches(table: "Table", f: DataFile, columns: tuple[Field, ...],
+                 batch_rows: int = 65536) -> Iterator[pa.Table]:
+    """The file's rows as `columns` (names and canonical types, in order), batch_rows at a time,
+    read with pyarrow through the table's FileIO. The footer is checked before the first batch
+    (FileSchemaError: a required column missing, a type that is not the table's or a widening of
+    it); a null in a required column raises when its batch is read."""
+    with table.io.new_input(f.path).open() as fh:
+        pf = pq.ParquetFile(fh)
+        schema = pf.schema_arrow
+        _check_columns(f.path, schema, columns, f.partition)
+        present = [c.name for c in columns if c.name in schema.names]
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
+            yield _conform(batch, f, columns)
+
+
+def read_file(table: "Table", f: DataFile, columns: tuple[Field, ...]) -> pa.Table:
+    """read_batches, whole."""
+    parts = list(read_batches(table, f, columns))
+    if not parts:
+        return pa.Table.from_arrays([pa.array([], ARROW_TYPES[c.type]) for c in columns],
+                                    names=[c.name for c in columns])
+    return pa.concat_tables(parts)
 
 
 def check_file_schema(table: "Table", f: DataFile, columns: tuple[Field, ...]) -> None:

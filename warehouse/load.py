@@ -26,13 +26,15 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from smartcity.catalog.reader import load_table
 
-from .lake import FileSchemaError, Plan, plan, read_file
+from .lake import FileSchemaError, Plan, plan, read_batches
 from .schema import WarehouseTable, warehouse_tables
 from .settings import WarehouseSettings
 from .sql import Postgres
@@ -119,13 +121,41 @@ def with_retries(what: str, fn: Callable[[], TableResult], is_transient: Callabl
 
 def _csv_chunks(data) -> Iterable[bytes]:
     """pyarrow's CSV of the rows (no header; every non-null value quoted, so an empty string stays
-    one and an unquoted empty field is NULL for COPY's CSV format)."""
+    one and an unquoted empty field is NULL for COPY's CSV format). Timestamps are written without
+    their zone, as UTC wall time (the loader's session is in UTC): pyarrow formats a zoned
+    timestamp some 20 times slower."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     opts = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
-    for batch in data.to_batches(max_chunksize=COPY_BATCH_ROWS):
+    schema = pa.schema([f.with_type(pa.timestamp(f.type.unit)) if pa.types.is_timestamp(f.type) else f
+                        for f in data.schema])
+    for batch in data.cast(schema).to_batches():
         buf = io.BytesIO()
         pacsv.write_csv(batch, buf, opts)
         yield buf.getvalue()
+
+
+def _prefetch(items: Iterable, depth: int = 4) -> Iterator:
+    """items, produced by a worker thread up to `depth` ahead (reading a file and writing its CSV,
+    in pyarrow without the GIL, overlap the server's COPY of the previous chunk)."""
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for x in items:
+                q.put(x)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put(e)
+    threading.Thread(target=work, name="warehouse-csv", daemon=True).start()
+    while True:
+        x = q.get()
+        if x is done:
+            return
+        if isinstance(x, BaseException):
+            raise x
+        yield x
 
 
 class PostgresWarehouse:
@@ -140,7 +170,14 @@ class PostgresWarehouse:
     def connect(self) -> "psycopg.Connection":
         import psycopg
         kw = {"password": self.password} if self.password else {}
-        return psycopg.connect(self.conninfo, autocommit=True, **kw)   # transactions are explicit
+        conn = psycopg.connect(self.conninfo, autocommit=True, **kw)   # transactions are explicit
+        try:
+            for stmt in self.sql.session():
+                conn.execute(stmt)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @staticmethod
     def is_transient(e: BaseException) -> bool:
@@ -179,6 +216,8 @@ class PostgresWarehouse:
         loaded: list = []
         with self.connect() as conn:
             with conn.transaction():
+                for stmt in self.sql.load_settings():
+                    conn.execute(stmt)
                 conn.execute(self.sql.lock(t))
                 row = conn.execute(self.sql.read_state(t)).fetchone()
                 last = row[0] if row else None
@@ -201,23 +240,30 @@ class PostgresWarehouse:
         return r
 
     def _stage(self, conn, lake_table, t: WarehouseTable, p: Plan, r: TableResult):
+        """Each planned file into staging, batch by batch, under a savepoint of its own: a file
+        refused part-way (a null in a required column found in a later batch) leaves nothing."""
         conn.execute(self.sql.create_staging(t))
         loaded, refused = [], []
         with conn.cursor() as cur:
             for f in p.files:
+                rows = 0
                 try:
-                    data = read_file(lake_table, f, t.lake_columns)
+                    with conn.transaction():      # SAVEPOINT
+                        with cur.copy(self.sql.copy(t)) as copy:
+                            parts = ((part.num_rows, list(_csv_chunks(part)))
+                                     for part in read_batches(lake_table, f, t.lake_columns, COPY_BATCH_ROWS))
+                            for n, chunks in _prefetch(parts):
+                                for chunk in chunks:
+                                    copy.write(chunk)
+                                rows += n
                 except FileSchemaError as e:
                     refused.append((f.snapshot_id, f.path, str(e)))
                     r.refused.append({"file": e.path, "column": e.column, "error": str(e)})
                     log.error("warehouse: lake file refused", extra={"table": t.name, "file": e.path,
                                                                      "column": e.column, "problem": e.problem})
                     continue
-                with cur.copy(self.sql.copy(t)) as copy:
-                    for chunk in _csv_chunks(data):
-                        copy.write(chunk)
-                r.rows_read += data.num_rows
-                loaded.append((f.snapshot_id, f.path, data.num_rows))
+                r.rows_read += rows
+                loaded.append((f.snapshot_id, f.path, rows))
         return loaded, refused
 
     def counts(self) -> dict[str, int]:

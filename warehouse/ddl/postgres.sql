@@ -32,8 +32,6 @@ CREATE TABLE IF NOT EXISTS smartcity.vehicle_data (
   PRIMARY KEY (event_id)
 );
 
-CREATE INDEX IF NOT EXISTS vehicle_data_device_id_ts ON smartcity.vehicle_data (device_id, ts);
-
 COMMENT ON TABLE smartcity.vehicle_data IS 'OBD-II readings plus static vehicle facts';
 
 COMMENT ON COLUMN smartcity.vehicle_data.event_id IS 'Unique, deterministic id of this reading: {device_id}:{boot_id}:{seq}. A replay of the same queued reading carries the same id; downstream deduplicates on it.';
@@ -118,8 +116,6 @@ CREATE TABLE IF NOT EXISTS smartcity.gps_data (
   PRIMARY KEY (event_id)
 );
 
-CREATE INDEX IF NOT EXISTS gps_data_device_id_ts ON smartcity.gps_data (device_id, ts);
-
 COMMENT ON TABLE smartcity.gps_data IS 'One position fix per receiver reporting cycle';
 
 COMMENT ON COLUMN smartcity.gps_data.event_id IS 'Unique, deterministic id of this reading: {device_id}:{boot_id}:{seq}. A replay of the same queued reading carries the same id; downstream deduplicates on it.';
@@ -190,8 +186,6 @@ CREATE TABLE IF NOT EXISTS smartcity.traffic_data (
   PRIMARY KEY (event_id)
 );
 
-CREATE INDEX IF NOT EXISTS traffic_data_device_id_ts ON smartcity.traffic_data (device_id, ts);
-
 COMMENT ON TABLE smartcity.traffic_data IS 'A roadside camera''s observation';
 
 COMMENT ON COLUMN smartcity.traffic_data.event_id IS 'Unique, deterministic id of this reading: {device_id}:{boot_id}:{seq}. A replay of the same queued reading carries the same id; downstream deduplicates on it.';
@@ -259,8 +253,6 @@ CREATE TABLE IF NOT EXISTS smartcity.weather_data (
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
 );
-
-CREATE INDEX IF NOT EXISTS weather_data_device_id_ts ON smartcity.weather_data (device_id, ts);
 
 COMMENT ON TABLE smartcity.weather_data IS 'Cabin/ambient conditions at the vehicle';
 
@@ -332,8 +324,6 @@ CREATE TABLE IF NOT EXISTS smartcity.emergency_data (
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
 );
-
-CREATE INDEX IF NOT EXISTS emergency_data_device_id_ts ON smartcity.emergency_data (device_id, ts);
 
 COMMENT ON TABLE smartcity.emergency_data IS 'An incident and its lifecycle';
 
