@@ -420,5 +420,10 @@ def test_the_stack_starts_postgres_on_loopback_with_its_password_in_credentials(
         assert stack.up(mqtt_port=st["mosquitto"]["port"], with_kafka=False, with_s3=False, mqtt_tls_port=None,
                         warehouse=True, postgres_port=pg["port"])["postgres"]["pid"] == pg["pid"]   # idempotent
         assert stack.status()["postgres"] == {"port": pg["port"], "running": True, "answering": True}
+        assert stack.pg_password_path.read_text().strip() == creds["postgres"]["password"]
+        assert oct(stack.pg_password_path.stat().st_mode & 0o777) == "0o600"
     finally:
         assert stack.down().get("postgres") is True
+    # The cluster keeps the password it was made with: another one is refused, saying so.
+    with pytest.raises(pgmod.PostgresError, match="made with another password"):
+        pgmod.PostgresServer(workdir / "run" / "postgres", password="not-the-one").start()

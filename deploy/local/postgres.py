@@ -229,7 +229,8 @@ class PostgresServer(Service):
             raise PostgresError(f"port {self.port} on {self.host} is taken by another process")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._check_reachable()
-        if not (self.pgdata / "PG_VERSION").is_file():
+        existed = (self.pgdata / "PG_VERSION").is_file()
+        if not existed:
             self._initdb()
         cmd = self._command()
         self.proc = Process(self.kind, cmd, self.log_path, cwd=self.data_dir, error=PostgresError).start()
@@ -237,6 +238,13 @@ class PostgresServer(Service):
             self.proc.wait_for(self._accepting, f"PostgreSQL accepting connections on {self.endpoint}",
                                self.start_timeout_s, step=0.1)
             self._ensure_database()
+        except PostgresError as e:
+            self.kill()
+            if existed and "password authentication failed" in str(e):
+                raise PostgresError(f"the cluster in {self.pgdata} was made with another password: pass "
+                                    "that one (the stack's credentials.json, postgres-credentials.json) or "
+                                    f"remove {self.pgdata} to start afresh") from None
+            raise
         except BaseException:
             self.kill()
             raise

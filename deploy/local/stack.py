@@ -13,7 +13,8 @@ stack.json's trino.endpoint (catalog `lake`, schema `smartcity`; docs/analytics.
 
 `--warehouse` also starts PostgreSQL 15 (deploy/local/postgres.py), the stand-in for Redshift that
 `smartcity-warehouse load` fills (docs/warehouse.md): role and database `smartcity`, its password
-in credentials.json (`postgres.password`), its endpoint in stack.json's `postgres`.
+in credentials.json (`postgres.password`) and alone in `postgres-password` (mode 0600, for
+SMARTCITY_WAREHOUSE_POSTGRES__PASSWORD_FILE), its endpoint in stack.json's `postgres`.
 
 Idempotent: `up` starts only what is not already answering, `down` stops only what it started
 (it checks each pid's command line before signalling it). Everything lives in the run folder
@@ -97,6 +98,7 @@ class Stack:
         self.state_path = self.run_dir / "stack.json"
         self.creds_path = self.run_dir / "credentials.json"
         self.pki_dir = self.run_dir / "pki"
+        self.pg_password_path = self.run_dir / "postgres-password"
 
     # state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -298,6 +300,11 @@ class Stack:
                              "deploy/setup.d/40-postgres.sh disables it); pass --postgres-port")
         srv = PostgresServer(self.run_dir / "postgres", port=port, password=creds["postgres"]["password"])
         srv.start()
+        # The password alone in a 0600 file, for settings that take one (postgres.password_file).
+        fd = os.open(self.pg_password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(creds["postgres"]["password"] + "\n")
+        os.chmod(self.pg_password_path, 0o600)
         info = {"pid": srv.proc.pid, "port": port, "host": srv.host, "endpoint": srv.endpoint,
                 "user": USER, "database": DATABASE, "data_dir": str(srv.data_dir), "log": str(srv.log_path),
                 "start_s": round(srv.last_start_s or 0, 1)}
