@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Containers for the container tests (issue 15): Debian's podman with runc, and a local base
+# Containers for tests/test_containers.py and tests/test_compose_up.py (issue 15): Debian's podman with runc, and a local base
 # image made from Debian packages, since no registry of images is reachable from here.
 #  1. podman, runc, debootstrap from Debian, when missing.
 #  2. /etc/containers/containers.conf: podman's default rlimits (nofile 1M) cannot be set in a
