@@ -4,8 +4,9 @@ started by deploy/local/postgres.py) and a REAL lake written by the lake job's o
 
 The tests of the load run in file order on one lake and one database, as a story: the first load,
 a second one, the lake growing (late rows in an hour already loaded, late copies of loaded rows,
-then a compaction), loaders killed with SIGKILL mid-load, a forgotten snapshot, a refused file.
-Spark runs twice in child processes (the fleet; the growth and the compaction).
+then a compaction), loaders killed with SIGKILL mid-load, a forgotten snapshot, new rows whose
+parent snapshot maintenance expired, a refused file. Spark runs three times in child processes
+(the fleet; the growth and the compaction; an append and the expiry).
 
 The Redshift side cannot run here: its SQL is checked to parse as Redshift (sqlglot), its DDL is
 checked in and kept current, and the Data API client is run against moto's server for the API's
@@ -217,6 +218,51 @@ def test_a_last_snapshot_gone_from_the_lake_means_a_full_reconciliation_that_add
     (r,) = PostgresWarehouse(settings_for(lake[0], pg)).load(["gps_data"])
     assert r.mode == "full" and r.last_snapshot_id == 42 and r.rows_read > 0 and r.rows_loaded == 0
     assert counts(pg) == before
+
+
+# New rows appended, then every snapshot but the current one expired (Iceberg's expire_snapshots
+# procedure, as `smartcity-lake maintain` runs it, with retain_last 1).
+_APPEND_AND_EXPIRE = """
+import sys
+from smartcity.catalog.location import table_identifier
+from smartcity.spark_jobs import iceberg_tables as IT
+from smartcity.spark_jobs.session import build_session
+from smartcity.spark_jobs.settings import LakeSettings
+s = LakeSettings(lake=sys.argv[1])
+spark = build_session(s, "warehouse-test", iceberg=True)
+td = next(t for t in IT.table_defs() if t.name == "gps_data")
+df = spark.read.parquet(sys.argv[2])
+df.select(*[df[c.name].cast(c.type) for c in td.columns]).writeTo(table_identifier(s, "gps_data")).append()
+spark.sql(f"CALL {s.catalog.name}.system.expire_snapshots(table => '{s.catalog.namespace}.gps_data', "
+          "older_than => TIMESTAMP '2100-01-01 00:00:00', retain_last => 1)").collect()
+spark.stop()
+"""
+
+
+def test_new_rows_whose_parent_snapshot_was_expired_load_once_through_a_full_reconciliation(lake, pg, workdir):
+    """The last loaded snapshot expired by the lake's maintenance: the next load cannot walk back
+    to it, reconciles fully and adds exactly the new rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from smartcity.catalog.reader import load_table
+    s = LakeLocation(lake=str(lake[0]))
+    with psycopg.connect(pg.dsn()) as c:
+        (last,) = c.execute("SELECT snapshot_id FROM smartcity.load_state WHERE table_name = 'gps_data'").fetchone()
+    rows = read_table(s, "gps_data").sort_by("event_id").slice(200, 10)
+    ids = [f"bus-exp:0000000a:{i}" for i in range(10)]
+    staged = workdir / "expire-gps"
+    staged.mkdir()
+    pq.write_table(rows.set_column(0, "event_id", pa.array(ids)).cast(rows.schema), staged / "new.parquet")
+    p = subprocess.run([sys.executable, "-c", _APPEND_AND_EXPIRE, str(lake[0]), str(staged)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    table = load_table(s, "gps_data")
+    assert [x.snapshot_id for x in table.metadata.snapshots] == [table.current_snapshot().snapshot_id] != [last]
+    before = counts(pg)
+    (r,) = PostgresWarehouse(settings_for(lake[0], pg)).load(["gps_data"])
+    assert (r.mode, r.last_snapshot_id, r.rows_loaded) == ("full", last, 10)
+    got = warehouse_ids(pg, "gps_data")
+    assert len(got) == len(set(got)) == before["gps_data"] + 10 and set(ids) <= set(got)
 
 
 def test_a_file_that_does_not_fit_the_table_is_refused_named_and_the_rest_loads(lake, pg, workdir, monkeypatch):
