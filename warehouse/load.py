@@ -137,25 +137,44 @@ def _csv_chunks(data) -> Iterable[bytes]:
 
 def _prefetch(items: Iterable, depth: int = 4) -> Iterator:
     """items, produced by a worker thread up to `depth` ahead (reading a file and writing its CSV,
-    in pyarrow without the GIL, overlap the server's COPY of the previous chunk)."""
+    in pyarrow without the GIL, overlap the server's COPY of the previous chunk). A consumer that
+    stops early (an error) makes the worker stop too: it never blocks on a full queue for good."""
     q: queue.Queue = queue.Queue(depth)
     done = object()
+    stop = threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work() -> None:
         try:
             for x in items:
-                q.put(x)
-            q.put(done)
+                if not put(x):
+                    return
+            put(done)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(e)
+            put(e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()     # a generator's files are closed in this thread, where it runs
     threading.Thread(target=work, name="warehouse-csv", daemon=True).start()
-    while True:
-        x = q.get()
-        if x is done:
-            return
-        if isinstance(x, BaseException):
-            raise x
-        yield x
+    try:
+        while True:
+            x = q.get()
+            if x is done:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
 
 
 class PostgresWarehouse:
