@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from smartcity.runtime.cli import ArgumentParser, UsageError, cli
 from smartcity.runtime.obs import configure_logging
@@ -42,9 +43,15 @@ def _table(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def settings(a: argparse.Namespace, environ=None) -> WarehouseSettings:
-    return load_settings(WarehouseSettings, a.config, ENV_PREFIX,
-                         {"lake": getattr(a, "lake", None), "target": getattr(a, "target", None)}, environ)
+def settings(a: argparse.Namespace, environ=None, check_lake: bool = False) -> WarehouseSettings:
+    """defaults < TOML < SMARTCITY_WAREHOUSE_* < flags. check_lake: a local lake folder that does
+    not exist is a UsageError (a typo would otherwise load nothing, successfully)."""
+    s = load_settings(WarehouseSettings, a.config, ENV_PREFIX,
+                      {"lake": getattr(a, "lake", None), "target": getattr(a, "target", None)}, environ)
+    if check_lake and s.lake.startswith("file://") and not Path(s.lake[len("file://"):]).is_dir():
+        raise UsageError(f"lake: {s.lake[len('file://'):]} is not a folder (set --lake, `lake` in the "
+                         "settings file or SMARTCITY_WAREHOUSE_LAKE)")
+    return s
 
 
 @cli(PROG)
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   r.region, r.external_schema) + ";")
         return 0
     configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
-    s = settings(a)
+    s = settings(a, check_lake=True)
     try:
         if s.target == "postgres":
             import psycopg  # noqa: F401  (the `warehouse` extra)
