@@ -473,3 +473,15 @@ def test_the_stack_starts_postgres_on_loopback_with_its_password_in_credentials(
     # The cluster keeps the password it was made with: another one is refused, saying so.
     with pytest.raises(pgmod.PostgresError, match="made with another password"):
         pgmod.PostgresServer(workdir / "run" / "postgres", password="not-the-one").start()
+
+
+def test_spectrum_prints_the_external_schema_over_the_glue_database():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTCITY_")}
+    env.update(SMARTCITY_WAREHOUSE_REDSHIFT__IAM_ROLE="arn:aws:iam::123456789012:role/spectrum",
+               SMARTCITY_WAREHOUSE_REDSHIFT__REGION="eu-west-1")
+    p = subprocess.run([str(BIN / "smartcity-warehouse"), "spectrum"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ("CREATE EXTERNAL SCHEMA IF NOT EXISTS smartcity_lake FROM DATA CATALOG DATABASE "
+                                "'smartcity' IAM_ROLE 'arn:aws:iam::123456789012:role/spectrum' REGION "
+                                "'eu-west-1';").split()
