@@ -96,15 +96,26 @@ def epoch_trunc(node):
     return exp.Anonymous(this="to_timestamp", expressions=[exp.Mul(this=floored, expression=exp.Literal.number(n))])
 
 
+def exact_quantile(node):
+    """approx_percentile(x, p) -> quantile_disc(x, p) for DuckDB: the exact quantile (a value of
+    x, as Trino's qdigest answer is) satisfies any approximation's guarantee, and DuckDB computes
+    it faster than its own t-digest approx_quantile (0.49 s vs 0.98 s per call over 6.75 M rows
+    grouped by device and hour, bench query's lake)."""
+    from sqlglot import exp
+    if not isinstance(node, exp.ApproxQuantile) or node.args.get("accuracy") or node.args.get("weight"):
+        return node
+    return exp.Anonymous(this="quantile_disc", expressions=[node.this.copy(), node.args["quantile"].copy()])
+
+
 def to_duckdb(sql: str) -> str:
-    """Athena SQL -> DuckDB SQL (sqlglot, plus spherical_distance and epoch_trunc)."""
+    """Athena SQL -> DuckDB SQL (sqlglot, plus spherical_distance, epoch_trunc, exact_quantile)."""
     import sqlglot
     from sqlglot.errors import ParseError
     try:
         tree = sqlglot.parse_one(sql, read="athena")
     except ParseError as e:
         raise EngineError(f"duckdb: the query does not parse as Athena SQL: {e}") from None
-    return tree.transform(spherical_distance).transform(epoch_trunc).sql(dialect="duckdb")
+    return tree.transform(spherical_distance).transform(epoch_trunc).transform(exact_quantile).sql(dialect="duckdb")
 
 
 def referenced_tables(sql: str, namespace: str) -> list[str]:

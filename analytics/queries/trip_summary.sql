@@ -6,7 +6,7 @@
 -- param trip_gap_s: double = 600  -- a longer gap between two fixes starts a new trip
 -- param moving_kmh: double = 3  -- a step counts as moving at this GPS speed or more
 WITH fixes AS (
-    SELECT device_id, ts, lat, lon, speed_kmh,
+    SELECT device_id, ts, seq, lat, lon, speed_kmh,
            lag(ts) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_ts,
            lag(lat) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_lat,
            lag(lon) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_lon
@@ -16,7 +16,7 @@ WITH fixes AS (
       AND (cardinality({{devices}}) = 0 OR contains({{devices}}, device_id))
 ),
 steps AS (
-    SELECT device_id, ts, speed_kmh,
+    SELECT device_id, ts, seq, speed_kmh,
            CASE WHEN prev_ts IS NULL OR to_unixtime(ts) - to_unixtime(prev_ts) > {{trip_gap_s}}
                 THEN 1 ELSE 0 END AS new_trip,
            to_unixtime(ts) - to_unixtime(prev_ts) AS step_s,
@@ -27,7 +27,8 @@ steps AS (
     FROM fixes
 ),
 trips AS (
-    SELECT *, sum(new_trip) OVER (PARTITION BY device_id ORDER BY ts
+    -- The same window order as the lags' (ts, seq): the engines sort the fixes once.
+    SELECT *, sum(new_trip) OVER (PARTITION BY device_id ORDER BY ts, seq
                                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS trip_no
     FROM steps
 )

@@ -304,7 +304,7 @@ class TrinoServer(Service):
     def __init__(self, data_dir: str | os.PathLike, lake_settings: "LakeSettings", port: int | None = None,
                  host: str = "127.0.0.1", jvm_opts: Iterable[str] = DEFAULT_JVM_OPTS,
                  start_timeout_s: float = 180.0, java: str | None = None,
-                 s3_credentials_from_env: bool = False):
+                 s3_credentials_from_env: bool = False, query_memory: str = "1GB"):
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"TrinoServer listens on loopback only, not {host!r}")
         self.data_dir = Path(data_dir).resolve()
@@ -315,6 +315,10 @@ class TrinoServer(Service):
         self.start_timeout_s = start_timeout_s
         self.java = java
         self.s3_credentials_from_env = s3_credentials_from_env
+        # A query's memory on this one node (query.max-memory[-per-node]); must stay well under
+        # the heap (-Xmx). 1 GB in a 2 GB heap suits a trip's tables; a 10 M-row fleet's window
+        # queries need more (bench query gives 4 GB of an 8 GB heap: Trino keeps 30 % of the heap as headroom).
+        self.query_memory = query_memory
         self.proc: Process | None = None
         self.last_start_s: float | None = None
 
@@ -365,8 +369,8 @@ class TrinoServer(Service):
             "http-server.log.enabled": "false",
             "plugin.dir": str(home / "plugin"),
             "catalog.config-dir": str(self.etc_dir / "catalog"),
-            "query.max-memory": "1GB",
-            "query.max-memory-per-node": "1GB",
+            "query.max-memory": self.query_memory,
+            "query.max-memory-per-node": self.query_memory,
             # The stack and the tests ask one query at a time; fewer threads, less memory.
             "task.concurrency": "2",
             "task.max-worker-threads": "4",
