@@ -19,7 +19,7 @@ pytest.importorskip("moto.server")
 from confluent_kafka import Producer  # noqa: E402
 
 from deploy.local.kafka import KafkaServer  # noqa: E402
-from deploy.local.process import Process, free_port, http_answers  # noqa: E402
+from tests.support.moto import MotoServer  # noqa: E402
 from deploy.local.s3 import REGION, S3Server  # noqa: E402
 from smartcity.contracts import example, format_ts  # noqa: E402
 from smartcity.catalog.reader import load_table, read_table  # noqa: E402
@@ -29,27 +29,6 @@ from tests.support.harness import wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "weather_data"
-
-
-class GlueServer:
-    """moto's server on loopback as the Glue API (it serves every AWS service it mocks; only Glue
-    is used). State in memory: gone when it stops. It takes any credentials."""
-
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.proc = Process("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                            data_dir / "moto.log")
-
-    def __enter__(self) -> "GlueServer":
-        self.proc.start()
-
-        self.proc.wait_for(lambda: http_answers(self.endpoint + "/moto-api/"), f"moto on {self.endpoint}",
-                           60, step=0.2)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate(20)
 
 
 def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_path, monkeypatch):
@@ -62,7 +41,7 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
         r.update(event_id=f"glue-dev:0000abcd:{k}", device_id="glue-dev", seq=k,
                  ts=format_ts(now - timedelta(minutes=k)))
         sent.append(r)
-    with KafkaServer(tmp_path / "kafka") as kafka, S3Server(tmp_path / "s3") as s3, GlueServer(tmp_path) as glue:
+    with KafkaServer(tmp_path / "kafka") as kafka, S3Server(tmp_path / "s3") as s3, MotoServer(tmp_path) as glue:
         kafka.create_topics(partitions=1)
         p = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 5})
         for r in sent:

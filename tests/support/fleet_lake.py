@@ -162,7 +162,8 @@ def _device_day(rng: random.Random, device: str, day: int, hours: float) -> dict
     rows: dict[str, list] = {f: [] for f in ("ts", "incident_id", "type", "status", "severity",
                                               "description", "lat", "lon")}
     for j in range(2):
-        at = rng.randrange(600, n - 1200)
+        lo = min(600, n // 6)   # a short drive (under 40 min) still gets its two incidents
+        at = rng.randrange(lo, max(lo + 1, n - 1200))
         iid = f"inc-{device}-{day}-{j}"
         ilat, ilon = lat[at].as_py() + rng.uniform(-0.004, 0.004), lon[at].as_py() + rng.uniform(-0.004, 0.004)
         kind, sev = rng.choice(INCIDENT_TYPES), rng.choice(SEVERITIES)
