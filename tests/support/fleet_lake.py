@@ -99,10 +99,6 @@ def _drive(rng: random.Random, n: int, phase: float) -> tuple[pa.Array, pa.Array
     return speed, pc.subtract(heading, pc.multiply(pc.floor(pc.divide(heading, 360.0)), 360.0)), lat, lon
 
 
-def _take(a: pa.Array, idx: pa.Array) -> pa.Array:
-    return pc.take(a, idx)
-
-
 def _device_day(rng: random.Random, device: str, day: int, hours: float) -> dict[str, dict[str, pa.Array]]:
     """Every topic's contract columns (no lineage yet) for one device's driving day."""
     n = int(hours * 3600)
@@ -118,7 +114,7 @@ def _device_day(rng: random.Random, device: str, day: int, hours: float) -> dict
                        "hdop": pc.round(_rand(rng, n, 0.7, 1.6), 2)}
     # OBD every 2 s; a harsh stop now and then: the speed falls ~15 km/h per second for 3 s.
     vi = pa.array(range(0, n, 2), pa.int64())
-    vspeed = _take(speed, vi)
+    vspeed = pc.take(speed, vi)
     m = len(vi)
     vs = vspeed.to_pylist()
     fast = [i for i, v in enumerate(vs) if v >= 60] or [0]   # a harsh stop from speed
@@ -137,7 +133,7 @@ def _device_day(rng: random.Random, device: str, day: int, hours: float) -> dict
                            "fuel_level_pct": fuel, "throttle_pct": pc.round(_rand(rng, m, 5, 60), 1),
                            "engine_load_pct": pc.round(_rand(rng, m, 15, 80), 1),
                            "battery_v": pc.round(_rand(rng, m, 13.4, 14.2), 2),
-                           "lat": _take(lat, vi), "lon": _take(lon, vi)}
+                           "lat": pc.take(lat, vi), "lon": pc.take(lon, vi)}
     wi = pa.array(range(0, n, 60), pa.int64())
     k = len(wi)
     out["weather_data"] = {"ts": _ts(start, pc.add(pc.cast(wi, pa.float64()), 0.5)),
@@ -147,10 +143,10 @@ def _device_day(rng: random.Random, device: str, day: int, hours: float) -> dict
                            "wind_speed_kmh": pc.round(_rand(rng, k, 0, 25), 1),
                            "air_quality_index": pa.array([rng.randrange(20, 160) for _ in range(k)], pa.int32()),
                            "weather_condition": pa.array([rng.choice(CONDITIONS) for _ in range(k)]),
-                           "lat": _take(lat, wi), "lon": _take(lon, wi)}
+                           "lat": pc.take(lat, wi), "lon": pc.take(lon, wi)}
     ci = pa.array(range(137, n, 300), pa.int64())
     c = len(ci)
-    clat, clon = _take(lat, ci).to_pylist(), _take(lon, ci).to_pylist()
+    clat, clon = pc.take(lat, ci).to_pylist(), pc.take(lon, ci).to_pylist()
     cams = [f"cam-{round(a, 2):.2f}-{round(o, 2):.2f}" for a, o in zip(clat, clon)]
     out["traffic_data"] = {"ts": _ts(start, pc.add(pc.cast(ci, pa.float64()), 0.25)), "camera_id": pa.array(cams),
                            "lat": pa.array([round(a, 2) for a in clat]), "lon": pa.array([round(o, 2) for o in clon]),
