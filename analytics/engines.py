@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from smartcity.catalog.location import LakeLocation
+from smartcity.catalog.sqltext import iceberg_scan, sql_name
 
 # sqlglot's translation is checked against both engines by tests/test_analytics.py; one
 # construct it does not translate is rewritten here (spherical_distance).
@@ -148,16 +149,15 @@ class DuckDBEngine:
         """(Re)point the views smartcity.<table> at each table's current metadata file."""
         from smartcity.catalog.reader import load_table
         ns = self.location.catalog.namespace
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_name(ns)}")
         for table in referenced_tables(sql, ns):
             t = load_table(self.location, table)
             if t is None:
                 raise EngineError(f"duckdb: table {ns}.{table} does not exist in the lake's catalog "
                                   f"({self.location.lake}); the lake job creates it "
                                   "(smartcity-lake tables, or its first batch)")
-            meta = t.metadata_location.replace("'", "''")
-            con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{table}" AS '
-                        f"SELECT * FROM iceberg_scan('{meta}')")
+            con.execute(f"CREATE OR REPLACE VIEW {sql_name(ns)}.{sql_name(table)} AS "
+                        f"SELECT * FROM {iceberg_scan(t.metadata_location)}")
 
     def run(self, sql: str) -> Result:
         import duckdb

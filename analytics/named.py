@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
+from smartcity.catalog.sqltext import sql_string
+
 PARAM_TYPES = ("timestamp", "double", "bigint", "varchar", "list")
 _HEADER_RE = re.compile(r"^--\s*(name|answers|param)\b\s*(.*)$")
 _PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>[a-z]+)\s*=\s*(?P<default>.*?)"
@@ -162,10 +164,6 @@ def parse_timestamp(text: str) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def _varchar(v: str) -> str:
-    return "'" + v.replace("'", "''") + "'"
-
-
 def literal(q: NamedQuery, p: Param, value: str) -> str:
     """The Athena SQL literal of `value` for parameter p; QueryError when it is not one."""
     try:
@@ -180,11 +178,11 @@ def literal(q: NamedQuery, p: Param, value: str) -> str:
         if p.type == "bigint":
             return str(int(value))
         if p.type == "varchar":
-            return _varchar(value)
+            return sql_string(value)
         items = [v.strip() for v in value.split(",") if v.strip()]
         if not items:
             return "CAST(ARRAY[] AS ARRAY(VARCHAR))"
-        return "ARRAY[" + ", ".join(_varchar(v) for v in items) + "]"
+        return "ARRAY[" + ", ".join(sql_string(v) for v in items) + "]"
     except (ValueError, QueryError):
         raise QueryError(f"{q.name}: parameter {p.name} ({p.type}): {value!r} is not a "
                          f"{p.type}" + (" (e.g. 2026-03-01T08:00:00Z)" if p.type == "timestamp" else "")

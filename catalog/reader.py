@@ -26,6 +26,7 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from .location import LakeLocation, catalog_sqlite_file, pyiceberg_properties
+from .sqltext import iceberg_scan, sql_name, sql_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -177,7 +178,7 @@ def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None 
         # setting needs ICU, built in, but only loaded once the connection exists.)
         con.execute("SET GLOBAL TimeZone = 'UTC'")
         for path in duckdb_extension_paths(extensions).values():
-            con.execute(f"LOAD {_sql_string(str(path))}")
+            con.execute(f"LOAD {sql_string(str(path))}")
         if s3_sql:
             con.execute(s3_sql)
     except BaseException:
@@ -199,17 +200,17 @@ def duckdb_s3_secret_sql(location: LakeLocation) -> str | None:
     if not warehouse_on_s3(location):
         return None
     props = pyiceberg_properties(location)
-    parts = ["TYPE s3", f"URL_STYLE {_sql_string('path' if location.s3.path_style else 'vhost')}"]
+    parts = ["TYPE s3", f"URL_STYLE {sql_string('path' if location.s3.path_style else 'vhost')}"]
     if props.get("s3.region"):
-        parts.append(f"REGION {_sql_string(props['s3.region'])}")
+        parts.append(f"REGION {sql_string(props['s3.region'])}")
     if location.s3.endpoint:
         u = urlparse(location.s3.endpoint)
-        parts += [f"ENDPOINT {_sql_string(u.netloc or u.path)}",
+        parts += [f"ENDPOINT {sql_string(u.netloc or u.path)}",
                   f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
     for var, name in (("AWS_ACCESS_KEY_ID", "KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "SECRET"),
                       ("AWS_SESSION_TOKEN", "SESSION_TOKEN")):
         if os.environ.get(var):
-            parts.append(f"{name} {_sql_string(os.environ[var])}")
+            parts.append(f"{name} {sql_string(os.environ[var])}")
     return f"CREATE OR REPLACE SECRET lake_s3 ({', '.join(parts)})"
 
 
@@ -219,14 +220,6 @@ def _shared_duckdb() -> "duckdb.DuckDBPyConnection":
         if _duckdb is None:
             _duckdb = duckdb_connection()
         return _duckdb.cursor()   # one per read: cursors may be used by different threads
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _sql_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def read_table_duckdb(s: LakeLocation, table: str, columns: list[str] | None = None,
@@ -241,8 +234,8 @@ def read_table_duckdb(s: LakeLocation, table: str, columns: list[str] | None = N
         if t is None:
             return None
         schema = arrow_schema(t, columns)
-        sql = (f"SELECT {', '.join(_sql_name(c) for c in schema.names)} "
-               f"FROM iceberg_scan({_sql_string(t.metadata_location)})")
+        sql = (f"SELECT {', '.join(sql_name(c) for c in schema.names)} "
+               f"FROM {iceberg_scan(t.metadata_location)}")
         cur = con if con is not None else _shared_duckdb()
         try:
             return cur.execute(sql).to_arrow_table().cast(schema)

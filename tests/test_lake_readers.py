@@ -224,3 +224,14 @@ def test_after_deletes_both_readers_see_the_new_snapshot(lake):
     b = read_table_duckdb(s, "gps_data").sort_by("event_id")
     assert a.column("event_id").to_pylist() == ["bus-3:0000abcd:0", "bus-3:0000abcd:3"]
     assert a.equals(b, check_metadata=True)
+
+
+@pytest.mark.parametrize("text", ["plain", "O'Neil", "''", "back\\slash", 'a "quoted" name', "ไทย", ""])
+def test_sql_text_round_trips_through_duckdb_as_literal_and_identifier(text):
+    """The readers' and the analysts' engines' one quoting (catalog/sqltext.py): whatever a value
+    holds, DuckDB reads back exactly it, as a string and as a column name."""
+    from smartcity.catalog.sqltext import sql_name, sql_string
+    con = duckdb_connection()
+    assert con.execute(f"SELECT {sql_string(text)}").fetchone()[0] == text
+    if text:
+        assert con.execute(f"SELECT 1 AS {sql_name(text)}").description[0][0] == text
