@@ -18,10 +18,10 @@ import threading
 import sys
 import time
 
-from smartcity.runtime.cli import ArgumentParser, cli
+from smartcity.runtime.cli import ArgumentParser, UsageError, cli
 from smartcity.runtime.obs import configure_logging
 
-from .settings import kafka_options, load
+from .settings import catalog_spark_conf, kafka_options, load
 
 
 def _checked(parse, what: str):
@@ -68,6 +68,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _check_catalog(s) -> None:
+    """The catalog settings as Spark would get them, checked before Spark starts: e.g. an s3a://
+    lake with the default SQLite catalog (which must be on a local disk) and no catalog.uri is a
+    settings mistake, one line and exit 2 (runtime.cli), not a traceback from inside the session."""
+    try:
+        catalog_spark_conf(s)
+    except ValueError as e:
+        raise UsageError(e) from None
+
+
 def _settings(a: argparse.Namespace):
     ov = {"lake": a.lake, "checkpoint": a.checkpoint, "master": a.master,
           "s3.endpoint": a.s3_endpoint, "s3.path_style": a.s3_path_style}
@@ -108,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
     s = _settings(a)   # a settings error: one line, exit 2 (runtime.cli), before Spark starts
+    _check_catalog(s)  # e.g. no catalog.uri for an s3a:// lake: one line, exit 2, before Spark starts
     if a.cmd == "tables":
         return _tables(s, a.show)
     if a.cmd == "stream":
@@ -128,12 +139,6 @@ def _maintain(s, tables: list[str] | None, every_s: float | None) -> int:
     once when a run took longer) until SIGTERM/SIGINT, which only set a flag: the run in progress
     finishes its table and the loop ends (never an exception inside a Py4J call). Exit 1 when a
     table's maintenance ended in an unresolved conflict (--once), 2 for a table the catalog lacks."""
-    from smartcity.runtime.cli import UsageError
-    from .settings import catalog_spark_conf
-    try:
-        catalog_spark_conf(s)  # e.g. no catalog.uri for an s3a:// lake: say so before Spark starts
-    except ValueError as e:
-        raise UsageError(e) from None
     from . import maintenance
     from .session import build_session
     interval = (every_s or s.maintenance.interval_s) if every_s is not None else None
@@ -164,12 +169,6 @@ def _tables(s, show_tables: bool) -> int:
     as the catalog has it); an incompatible contract change: its problems on stderr, exit 1."""
     from .iceberg_tables import IncompatibleSchema, create_or_evolve, show
     from .session import build_session
-    from .settings import catalog_spark_conf
-    try:
-        catalog_spark_conf(s)  # e.g. no catalog.uri for an s3a:// lake: say so before Spark starts
-    except ValueError as e:
-        print(f"smartcity-lake: {e}", file=sys.stderr)
-        return 2
     spark = build_session(s, "smartcity-lake-tables", iceberg=True)
     try:
         done = create_or_evolve(spark, s)

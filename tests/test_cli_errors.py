@@ -109,6 +109,14 @@ OTHERS = [
      ["lake:", "{tmp}/no-lake", "is not a folder"]),
     ("warehouse: quarantine is never loaded", [str(BIN / "smartcity-warehouse"), "load", "--table", "quarantine"],
      None, "smartcity-warehouse load", ["argument --table", "quarantine is not loaded"]),
+    # The lake's default catalog is a SQLite file, which must be on a local disk: an s3a:// lake
+    # needs catalog.uri or catalog.type = "glue". Said before any Spark session starts.
+    ("lake stream: an s3a:// lake without a catalog that can serve it",
+     [str(BIN / "smartcity-lake"), "stream", "--lake", "s3a://bucket/city"], None, "smartcity-lake",
+     ["catalog.uri", "s3a://bucket/city", "catalog.type"]),
+    ("lake tables: an s3a:// lake without a catalog that can serve it",
+     [str(BIN / "smartcity-lake"), "tables", "--lake", "s3a://bucket/city"], None, "smartcity-lake",
+     ["catalog.uri", "s3a://bucket/city"]),
     ("bench: unknown benchmark", [*PY, "bench", "edgy"], REPO, "python -m bench", ["'edgy'"]),
     ("bench: wrong-typed argument", [*PY, "bench", "edge", "--agent-seconds", "long"], REPO,
      "python -m bench edge", ["argument --agent-seconds", "'long'"]),
