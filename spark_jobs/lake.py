@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -44,6 +43,7 @@ from smartcity.contracts import schema as cs
 
 from . import validation as V
 from .iceberg_tables import QUARANTINE_TABLE, create_or_evolve
+from .pause import pause_point
 from .schemas import LINEAGE, wire_struct
 from .settings import LakeSettings, kafka_options
 
@@ -212,19 +212,6 @@ BATCH_PROPERTY = "smartcity.stream-batch"
 _SNAPSHOT_PROPERTY_CONF = f"spark.sql.iceberg.snapshot-property.{BATCH_PROPERTY}"
 
 
-def _fault_point(where: str) -> None:
-    """Test hook of the crash tests: SMARTCITY_LAKE_TEST_PAUSE_AT=WHERE makes the writer announce
-    itself there (a file named by SMARTCITY_LAKE_TEST_PAUSE_FILE) and hang, so a test can kill -9
-    the driver at exactly that point. WHERE: `before:<table>` (nothing of that table's part of the
-    batch committed), `after:<table>` (its Iceberg commit done, the batch's later tables not),
-    `end` (every table committed, Spark's commit log not written). Unset in production."""
-    at, flag = os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_AT"), os.environ.get("SMARTCITY_LAKE_TEST_PAUSE_FILE")
-    if at == where and flag and not os.path.exists(flag):
-        with open(flag, "w") as fh:
-            fh.write(str(os.getpid()))
-        time.sleep(3600)
-
-
 class LakeWriter:
     """foreachBatch function: one Iceberg commit per table the micro-batch touches.
 
@@ -311,25 +298,25 @@ class LakeWriter:
                         # Rows of the full path may repeat an event_id of the fast path or of each
                         # other (their stream dedup key is the bytes): one row per event_id.
                         frame = frame.unionByName(data_frame(full, rt)).dropDuplicates(["event_id"])
-                    _fault_point(f"before:{t}")
+                    pause_point(f"before:{t}")
                     tc = time.monotonic()
                     self._write_data(spark, t, frame)
                     commits[t] = round(time.monotonic() - tc, 2)
-                    _fault_point(f"after:{t}")
+                    pause_point(f"after:{t}")
                 nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
                 if nq and QUARANTINE_TABLE not in done:
-                    _fault_point(f"before:{QUARANTINE_TABLE}")
+                    pause_point(f"before:{QUARANTINE_TABLE}")
                     tc = time.monotonic()
                     quarantine_frame(full).writeTo(table_identifier(self.s, QUARANTINE_TABLE)).append()
                     commits[QUARANTINE_TABLE] = round(time.monotonic() - tc, 2)
-                    _fault_point(f"after:{QUARANTINE_TABLE}")
+                    pause_point(f"after:{QUARANTINE_TABLE}")
             finally:
                 spark.conf.unset(_SNAPSHOT_PROPERTY_CONF)
         finally:
             if full is not None:
                 _release(full, full_is_lcp)
             batch.unpersist()
-        _fault_point("end")
+        pause_point("end")
         self._count(counts)
         self.last_batch = batch_id
         t_end = time.monotonic()

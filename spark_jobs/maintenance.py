@@ -42,6 +42,7 @@ from typing import Callable, Iterable
 from smartcity.catalog.location import table_identifier
 
 from .iceberg_tables import TableDef, sql_string, table_defs
+from .pause import pause_point
 from .settings import LakeSettings, Maintenance
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ def maintain_table(spark, s: LakeSettings, td: TableDef, now: datetime) -> dict:
 
     try:
         # 1. Sorted compaction; groups that failed to commit (a conflict) are rewritten again.
+        pause_point(f"maintain:before-rewrite:{td.name}")   # the crash tests' hook (pause.py)
         rewrite = (f"CALL {proc}.rewrite_data_files({table_arg}, strategy => 'sort', "
                    f"sort_order => {sql_string(sort_order(td))}, options => {_map_sql(rewrite_options(m))})")
         for attempt in range(m.conflict_retries + 1):
@@ -194,6 +196,7 @@ def maintain_table(spark, s: LakeSettings, td: TableDef, now: datetime) -> dict:
                 r["retries"] += 1
                 log.warning("maintenance: rewrite groups conflicted with a concurrent commit, retrying",
                             extra={"table": ident, "failed_files": failed, "attempt": attempt + 1})
+        pause_point(f"maintain:after-rewrite:{td.name}")
         # 2. Snapshots beyond the retention (and the files only they referenced).
         snapshots = f"SELECT snapshot_id FROM {ident}.snapshots"   # a read may race a commit too
         before = {x.snapshot_id for x in call("expire_snapshots", snapshots)}

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from smartcity.contracts import RECORD_TYPES, encode, example, format_ts, violations  # noqa: E402
 from deploy.local.kafka import KafkaServer  # noqa: E402
-from smartcity.catalog.reader import event_ids, read_table  # noqa: E402
+from smartcity.catalog.reader import event_ids, load_table, read_table, read_table_duckdb  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 from tests.support.harness import wait_until  # noqa: E402
 
@@ -231,13 +232,23 @@ def test_stream_lands_each_event_once_and_a_copy_however_late_never_twice(kafka,
         q.stop()
 
 
+def _run_lake(args: list[str], env_extra: dict, log: Path) -> subprocess.Popen:
+    """`python -m smartcity.spark_jobs ARGS` as its own process group (so a kill -9 of the group
+    takes its JVM too), output to `log`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    return subprocess.Popen([sys.executable, "-m", "smartcity.spark_jobs", *args], cwd=ROOT, env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def _run_stream(lake: Path, bootstrap: str, env_extra: dict, log: Path,
                 topics: str = "gps_data,vehicle_data") -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
-    cmd = [sys.executable, "-m", "smartcity.spark_jobs", "stream", "--lake", str(lake), "--bootstrap", bootstrap,
-           "--trigger-s", "1", "--topics", topics]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return _run_lake(["stream", "--lake", str(lake), "--bootstrap", bootstrap, "--trigger-s", "1",
+                      "--topics", topics], env_extra, log)
+
+
+def _run_maintain(lake: Path, tables: list[str], env_extra: dict, log: Path) -> subprocess.Popen:
+    return _run_lake(["maintain", "--once", "--lake", str(lake), *[a for t in tables for a in ("--table", t)]],
+                     env_extra, log)
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -325,6 +336,191 @@ def test_driver_kill_9_at_each_point_of_a_batch_then_one_restart_leaves_every_ev
         assert "tables already committed are skipped" in out
 
 
+def _table_files(lake: Path, table: str) -> set[Path]:
+    """Every file in a table's folder (data, metadata, Hadoop's hidden .crc checksums)."""
+    return {p for p in (lake / "warehouse" / "smartcity" / table).rglob("*") if p.is_file()}
+
+
+def _local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://").removeprefix("file:"))
+
+
+def _referenced(s: LakeSettings, table: str) -> set[Path]:
+    """The files the table's metadata reaches through the catalog: its current metadata file and
+    the earlier ones it logs, every snapshot's manifest list, manifests and data files (and the
+    .crc beside each, which Hadoop's local file system writes and deletes with its file)."""
+    t = load_table(s, table)
+    out = {_local(t.metadata_location)} | {_local(e.metadata_file) for e in t.metadata.metadata_log}
+    for snap in t.metadata.snapshots:
+        out.add(_local(snap.manifest_list))
+        for m in snap.manifests(t.io):
+            out.add(_local(m.manifest_path))
+            out |= {_local(e.data_file.file_path) for e in m.fetch_manifest_entry(t.io, discard_deleted=False)}
+    return out | {p.with_name(f".{p.name}.crc") for p in out}
+
+
+def _results(log: Path) -> dict[str, dict]:
+    """maintain's JSON line per table, by table name."""
+    lines = [json.loads(ln) for ln in log.read_text(errors="replace").splitlines() if ln.startswith('{"')]
+    return {d["table"].rsplit(".", 1)[1]: d for d in lines if "table" in d}
+
+
+# Where `maintain` is killed, on gps_data, the first table it maintains:
+# - "rewrite-commit-pending": inside the compaction's commit. Its sorted files, manifests and new
+#   metadata file are written; the catalog's pointer swap is not done. To stop it exactly there,
+#   the test holds the SQLite catalog's write lock (BEGIN IMMEDIATE) once maintain has reached
+#   the rewrite: the commit's UPDATE waits for the lock (sqlite-jdbc's busy_timeout, 30 s), and a
+#   new metadata file with a "replace" snapshot says it is waiting. The stream is idle meanwhile
+#   (nothing produced), so it wants no lock.
+# - "rewrite-committed": after the compaction's commit, before snapshot expiry (the pause hook).
+MAINTAIN_KILLS = ["rewrite-commit-pending", "rewrite-committed"]
+
+
+@pytest.mark.parametrize("point", MAINTAIN_KILLS)
+def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicates_nothing(kafka, tmp_path, point):
+    """The stream and `maintain` as two processes on one lake (two writers of one SQLite catalog).
+    The stream lands records in many small files; `maintain --table gps_data` is killed with
+    SIGKILL (its process group, JVM and all) at `point`; then it runs again to completion while
+    the stream keeps landing new records. Every event_id is in each of the stream's tables exactly
+    once for pyiceberg and DuckDB;
+    the files the killed run left unreferenced (orphans) are removed by the later run once they are
+    older than orphan_age_h."""
+    started = time.monotonic()
+    lake = tmp_path / "lake"
+    s = LakeSettings(lake=str(lake))
+    topics = ["gps_data", "vehicle_data"]
+    device = f"maint-{point}"
+    # One day partition (yesterday noon on): the rounds' small files are all candidates for one
+    # rewrite group (min_input_files = 5).
+    day = (datetime.now(timezone.utc) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    clock = itertools.count()
+    sent: dict[str, list[str]] = {t: [] for t in topics}
+
+    def send_round(n: int = 4) -> None:
+        items = []
+        for t in topics:
+            for _ in range(n):
+                r = record(t, day + timedelta(seconds=next(clock)), device=device)
+                sent[t].append(r["event_id"])
+                items.append((t, encode(t, r)))
+        produce(kafka.bootstrap, items)
+
+    def landed() -> bool:
+        return all(len(device_ids(lake, t, device)) >= len(sent[t]) for t in topics)
+
+    flag = tmp_path / "paused"
+    hook = {"SMARTCITY_LAKE_TEST_PAUSE_FILE": str(flag), "SMARTCITY_LAKE_TEST_PAUSE_AT":
+            "maintain:before-rewrite:gps_data" + (",maintain:after-rewrite:gps_data" if point == "rewrite-committed" else "")}
+    stream_log, log1, log2 = tmp_path / "stream.log", tmp_path / "maintain1.log", tmp_path / "maintain2.log"
+    stream = _run_stream(lake, kafka.bootstrap, {}, stream_log)
+    maint = None
+
+    def alive(proc, log):
+        def check():
+            if proc.poll() is not None:
+                raise AssertionError(f"{log.name}: exited {proc.returncode}:\n" + log.read_text(errors="replace")[-3000:])
+            return True
+        return check
+
+    try:
+        # Many small files: each round is its own micro-batch (it lands before the next is sent).
+        for i in range(6):
+            send_round()
+            wait_until(lambda: alive(stream, stream_log)() and landed(), 240, f"round {i} in the lake ({stream_log})")
+            if maint is None:   # the tables exist now: maintain's JVM starts while the rounds land
+                maint = _run_maintain(lake, ["gps_data"], hook, log1)
+        wait_until(lambda: alive(maint, log1)() and flag.exists(), 240, f"maintain to reach gps_data's rewrite ({log1})")
+        assert flag.read_text() == "maintain:before-rewrite:gps_data"
+        time.sleep(2)  # a trigger or two with nothing new: the stream is idle, it commits nothing now
+        before_files = _table_files(lake, "gps_data")
+        before_pointer = load_table(s, "gps_data").metadata_location
+        lock = None
+        if point == "rewrite-commit-pending":
+            lock = sqlite3.connect(lake / "_catalog" / "iceberg.sqlite", timeout=30, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")   # readers go on; a commit's UPDATE waits
+
+            def commit_waiting() -> bool:
+                for f in _table_files(lake, "gps_data") - before_files:
+                    if f.name.endswith(".metadata.json"):
+                        m = json.loads(f.read_text())
+                        cur = [x for x in m["snapshots"] if x["snapshot-id"] == m["current-snapshot-id"]]
+                        if cur and cur[0]["summary"]["operation"] == "replace":
+                            return True
+                return False
+            flag.unlink()
+            try:
+                wait_until(lambda: alive(maint, log1)() and commit_waiting(), 120,
+                           f"the compaction's commit to wait for the catalog ({log1})")
+                _signal(maint, signal.SIGKILL)
+                maint.wait(10)
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+        else:
+            flag.unlink()
+            wait_until(lambda: alive(maint, log1)() and flag.exists(), 180, f"maintain to commit the compaction ({log1})")
+            assert flag.read_text() == "maintain:after-rewrite:gps_data"
+            _signal(maint, signal.SIGKILL)
+            maint.wait(10)
+        killed_at = time.monotonic()
+
+        # What the kill left: the rows exactly as before; for a pending commit, the table exactly
+        # as before and every file the run wrote unreferenced; for a landed one, the compaction.
+        table = load_table(s, "gps_data")
+        new_files = _table_files(lake, "gps_data") - before_files
+        orphans = new_files - _referenced(s, "gps_data")
+        visible_orphans = {f for f in orphans if not f.name.startswith(".")}   # what Iceberg lists
+        for t in topics:
+            assert sorted(device_ids(lake, t, device)) == sorted(sent[t]), t
+        if point == "rewrite-commit-pending":
+            assert table.metadata_location == before_pointer, "the compaction's commit must not have landed"
+            assert orphans == new_files
+            assert {f.suffix for f in visible_orphans} >= {".parquet", ".avro", ".json"}, sorted(visible_orphans)
+        else:
+            assert table.metadata_location != before_pointer
+            assert table.current_snapshot().summary.operation.value == "replace"
+            assert new_files and not orphans, sorted(orphans)
+        assert _results(log1) == {}, "the killed run finished no table"
+        # The killed run's files as a run days later finds them: older than orphan_age_h (72 h).
+        days_ago = time.time() - 4 * 86400
+        for f in orphans:
+            os.utime(f, (days_ago, days_ago))
+
+        # maintain again, to completion, while the stream lands new records.
+        maint = _run_maintain(lake, ["gps_data"], {}, log2)
+        while maint.poll() is None:
+            send_round(2)
+            alive(stream, stream_log)()
+            time.sleep(2)
+        assert maint.returncode == 0, log2.read_text(errors="replace")[-3000:]
+        results = _results(log2)
+        assert set(results) == {"gps_data"} and "error" not in results["gps_data"], results
+        assert results["gps_data"]["orphans_removed"] == len(visible_orphans)
+        left = sorted(str(f) for f in orphans if f.exists())
+        assert not left, left
+        if point == "rewrite-commit-pending":
+            assert results["gps_data"]["rewritten_files"] >= 5, "the killed compaction is done now"
+        send_round()
+        wait_until(lambda: alive(stream, stream_log)() and landed(), 120, f"the last records ({stream_log})")
+        time.sleep(3)   # a few more (empty) triggers: nothing may appear twice later either
+    finally:
+        if maint is not None and maint.poll() is None:
+            _signal(maint, signal.SIGKILL)
+            maint.wait(10)
+        rc = _stop(stream)
+    out = stream_log.read_text(errors="replace")
+    assert rc == 0 and '"totals"' in out, out[-3000:]
+    for t in topics:
+        by_pyiceberg = device_ids(lake, t, device)
+        d = read_table_duckdb(s, t, ["event_id", "device_id"]).to_pydict()
+        by_duckdb = [e for e, dev in zip(d["event_id"], d["device_id"]) if dev == device]
+        assert sorted(by_pyiceberg) == sorted(by_duckdb) == sorted(sent[t]), t
+    print(f"{point}: {sum(map(len, sent.values()))} records, orphans of the killed run "
+          f"{len(visible_orphans)} (+{len(orphans) - len(visible_orphans)} .crc), maintain again "
+          f"{json.dumps({t: {k: r[k] for k in ('rewritten_files', 'orphans_removed', 'retries', 'seconds')} for t, r in results.items()})}, "
+          f"kill at {killed_at - started:.0f} s, test {time.monotonic() - started:.0f} s")
+
+
 def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, monkeypatch):
     """The same job with an s3a:// lake (checkpoint through s3a, Iceberg tables through S3FileIO)
     against the project's S3 server (S3Proxy) and a SQLite catalog on local disk: every event once,
@@ -367,7 +563,6 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
             return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == "s3dev"]
 
         def data_files():
-            from smartcity.catalog.reader import load_table
             return [task.file.file_path for task in load_table(s, topic).scan().plan_files()]
 
         try:
