@@ -260,7 +260,10 @@ class Agent:
         self.publisher.start()
         if self.s.gps.enabled:
             from smartcity.edge.gps.reader import GpsReader
-            self.gps_reader = GpsReader(gps_port, self.s.gps.baud, on_fix=self._on_fix)
+            # One queue transaction per read: the fixes of a read (and an emergency the crash
+            # detector raises on one of them) are committed together.
+            self.gps_reader = GpsReader(gps_port, self.s.gps.baud, on_fix=self._on_fix,
+                                        batch=self.recorder.batch)
             self._spawn("gps", lambda: self.gps_reader.run(self.stop_event))
         if self.s.obd.enabled:
             from smartcity.edge.obd.reader import ObdReader

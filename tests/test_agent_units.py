@@ -88,3 +88,27 @@ def test_a_device_id_the_contract_refuses_refuses_to_start(device_id, tmp_path, 
     assert "device_id" in capsys.readouterr().err
     with pytest.raises(SettingsError):
         check_settings(AgentSettings(device_id=device_id))
+
+
+def test_recorder_batch_stores_its_readings_in_one_transaction_at_the_end(tmp_path):
+    q = DurableQueue(tmp_path / "q.db")
+    rec = Recorder(q, "bus-1", "hw", lambda: (TS, "system"), boot_id="0badcafe")
+    calls = []
+    append_many = q.append_many
+    q.append_many = lambda items: calls.append(len(items)) or append_many(items)
+    with rec.batch():
+        assert rec.emit("weather", {"temperature_c": 30.0}) is None
+        assert rec.emit("weather", {"temperature_c": 500.0}) is None   # invalid: not stored
+        with rec.batch():                                                 # nested: outer stores
+            rec.emit("weather", {"temperature_c": 30.2})
+        assert q.depth() == 0 and calls == []    # nothing queued (or publishable) before the end
+    assert calls == [2] and q.depth() == 2
+    assert rec.records_total["weather"] == 2 and rec.invalid_total["weather"] == 1
+    seqs = [json.loads(r.payload)["seq"] for r in q.peek(10)]
+    assert seqs[1] == seqs[0] + 1
+    with pytest.raises(RuntimeError):
+        with rec.batch():
+            rec.emit("weather", {"temperature_c": 30.3})
+            raise RuntimeError("driver bug")
+    assert q.depth() == 3                        # what was emitted before the error is stored
+    assert rec.emit("weather", {"temperature_c": 30.4}) == seqs[1] + 2   # no batch: stored at once

@@ -154,3 +154,34 @@ def test_unsupported_baud_rate_is_refused(baud):
 def test_supported_baud_rates_are_accepted():
     for baud in (4800, 9600, 19200, 38400, 57600, 115200):
         assert GpsReader("/dev/ttyUSB0", baud, lambda f: None).baud == baud
+
+
+def test_the_fixes_of_one_gathered_read_are_delivered_in_one_batch(tmp_path):
+    """Cycles that arrive within gather_s are read, parsed and delivered together, inside one
+    batch() (the agent's: one queue transaction for all of them)."""
+    from contextlib import contextmanager
+    a = Pty()
+    batches: list[list] = []
+    current: list = []
+
+    @contextmanager
+    def batch():
+        current.clear()
+        yield
+        if current:
+            batches.append(list(current))
+    r = GpsReader(a.path, 9600, current.append, stats=GpsStats(), gather_s=0.2, batch=batch)
+    stop = threading.Event()
+    t = threading.Thread(target=r.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: r.stats.connected, lambda: None)
+        for i in range(4):         # 4 cycles within the 0.2 s gather: one read
+            a.write_cycle(i)
+            time.sleep(0.01)
+        assert wait_for(lambda: batches, lambda: None, timeout=5)
+        assert len(batches[0]) >= 2, batches
+    finally:
+        stop.set()
+        t.join(5)
+        a.close()
