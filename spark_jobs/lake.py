@@ -24,7 +24,9 @@ arrive twice, minutes or days apart.
    `dedup_window_s`.
 2. At the table: the batch writer MERGEs on (event_id, ts) (LakeWriter), so a copy arriving after
    the window, however late, is not added. Records with old event times (a Pi that was offline
-   for a day) are never "too late": they land in their own day partition.
+   for a day) are never "too late": they land in their own day partition. Quarantine rows are
+   MERGEd on the Kafka record they were read from (QUARANTINE_MATCH): a record read again (a
+   re-run whose batch key expired, a deleted checkpoint) is not quarantined twice.
 """
 from __future__ import annotations
 
@@ -211,6 +213,19 @@ def _release(frame: DataFrame, local_checkpoint: bool) -> None:
 BATCH_PROPERTY = "smartcity.stream-batch"
 _SNAPSHOT_PROPERTY_CONF = f"spark.sql.iceberg.snapshot-property.{BATCH_PROPERTY}"
 
+# With dedup = "merge", what makes a row one the table already holds. A data row: its event_id
+# and ts (a copy of a reading has the same ts, so the match reads only the day partitions the
+# batch touches). A quarantine row: the Kafka record it was read from, (topic, partition, offset)
+# and the record's timestamp (a topic deleted and created again reuses offsets, not timestamps):
+# the same record read again (a batch re-run whose key expired with its snapshot, a deleted
+# checkpoint) is not quarantined twice, while two copies of a bad payload sent twice are two
+# Kafka records and both stay. The quarantine is partitioned by ingest time, which differs
+# between the reads, so its match reads the table's Kafka columns whole: cheap while bad records
+# are rare, and only for batches that quarantine anything.
+DATA_MATCH = "t.event_id = s.event_id AND t.ts = s.ts"
+QUARANTINE_MATCH = ("t.kafka_topic = s.kafka_topic AND t.kafka_partition = s.kafka_partition "
+                    "AND t.kafka_offset = s.kafka_offset AND t.kafka_ts <=> s.kafka_ts")
+
 
 class LakeWriter:
     """foreachBatch function: one Iceberg commit per table the micro-batch touches.
@@ -227,7 +242,8 @@ class LakeWriter:
     window (hours or days later, an agent's re-send after a long outage) is matched against the
     table and dropped. A copy has the same ts, so the match only reads the day partitions the batch
     touches, and inside them only files whose ts range covers the batch's rows. Iceberg commits it
-    as an append snapshot. dedup = "append" writes a plain append (cheaper; late copies then stay
+    as an append snapshot. The quarantine's rows are MERGEd too, on their Kafka record
+    (QUARANTINE_MATCH). dedup = "append" writes plain appends (cheaper; late copies then stay
     until removed by other means): kept for measuring (bench spark) and for throwaway lakes."""
 
     def __init__(self, spark: SparkSession, s: LakeSettings):
@@ -307,7 +323,7 @@ class LakeWriter:
                 if nq and QUARANTINE_TABLE not in done:
                     pause_point(f"before:{QUARANTINE_TABLE}")
                     tc = time.monotonic()
-                    quarantine_frame(full).writeTo(table_identifier(self.s, QUARANTINE_TABLE)).append()
+                    self._write_quarantine(spark, quarantine_frame(full))
                     commits[QUARANTINE_TABLE] = round(time.monotonic() - tc, 2)
                     pause_point(f"after:{QUARANTINE_TABLE}")
             finally:
@@ -328,21 +344,31 @@ class LakeWriter:
             log.warning("lake: batch quarantined records", extra={"batch_id": batch_id, "quarantined": nq})
 
     def _write_data(self, spark: SparkSession, topic: str, frame: DataFrame) -> None:
-        ident = table_identifier(self.s, topic)
         if self.s.dedup == "append":
-            frame.writeTo(ident).append()
+            frame.writeTo(table_identifier(self.s, topic)).append()
             return
+        self._merge(spark, topic, frame, DATA_MATCH)
+
+    def _write_quarantine(self, spark: SparkSession, frame: DataFrame) -> None:
+        if self.s.dedup == "append":
+            frame.writeTo(table_identifier(self.s, QUARANTINE_TABLE)).append()
+            return
+        self._merge(spark, QUARANTINE_TABLE, frame, QUARANTINE_MATCH)
+
+    def _merge(self, spark: SparkSession, table: str, frame: DataFrame, match: str) -> None:
+        """MERGE INTO the table ... ON `match` WHEN NOT MATCHED THEN INSERT *: rows the table
+        already holds are not added again; Iceberg commits it as an append snapshot."""
+        ident = table_identifier(self.s, table)
         # The source is a local checkpoint: MERGE over the micro-batch's own plan failed in Spark
         # 4.1.1's optimizer (PLAN_VALIDATION_FAILED_RULE_IN_BATCH, UpdateAttributeNullability:
         # "the plan was previously resolved and now became unresolved"); a checkpoint is a leaf.
         # On a cluster, an executor lost mid-batch then fails the query instead of recomputing,
         # and the restart re-runs the batch exactly once (see _materialize).
         src = frame.localCheckpoint()
-        view = f"smartcity_batch_{topic}"
+        view = f"smartcity_batch_{table}"
         src.createOrReplaceTempView(view)
         try:
-            spark.sql(f"MERGE INTO {ident} t USING {view} s "
-                      "ON t.event_id = s.event_id AND t.ts = s.ts WHEN NOT MATCHED THEN INSERT *")
+            spark.sql(f"MERGE INTO {ident} t USING {view} s ON {match} WHEN NOT MATCHED THEN INSERT *")
         finally:
             spark.catalog.dropTempView(view)
             _release(src, True)

@@ -71,9 +71,10 @@ def lake_ids(s: LakeSettings, topic: str) -> list[str]:
     return event_ids(s, topic)
 
 
-def device_ids(lake: Path, topic: str, device: str) -> list[str]:
-    """event_ids of one device's rows in a lake folder's table (tests share Kafka topics)."""
-    t = read_table(LakeSettings(lake=str(lake)), topic, ["event_id", "device_id"])
+def device_ids(lake: Path | LakeSettings, topic: str, device: str) -> list[str]:
+    """event_ids of one device's rows in a lake's table (tests share Kafka topics)."""
+    t = read_table(lake if isinstance(lake, LakeSettings) else LakeSettings(lake=str(lake)), topic,
+                   ["event_id", "device_id"])
     return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == device]
 
 
@@ -230,6 +231,39 @@ def test_stream_lands_each_event_once_and_a_copy_however_late_never_twice(kafka,
             assert len(ids) == len(set(ids)) == 42, (topic, len(ids), len(set(ids)))
     finally:
         q.stop()
+
+
+def test_a_bad_record_read_again_under_a_new_checkpoint_is_quarantined_once(kafka, spark, module_lake, tmp_path):
+    """The quarantine holds each bad Kafka record once, however often the stream reads it: a second
+    query with a new checkpoint (a deleted checkpoint: a new query id, so no batch key matches, as
+    when a re-run batch's key expired with its snapshot) reads the topic from the start again, and
+    the quarantine MERGE on the record's Kafka coordinates adds none of it twice."""
+    from smartcity.spark_jobs.lake import build_query
+    topic = "emergency_data"
+    marker = f"read-again-{next(_ids)}"
+    good = record(topic, datetime.now(timezone.utc), device=marker)
+    produce(kafka.bootstrap, [(topic, f'{{"not json {marker} {i}'.encode()) for i in range(3)]
+            + [(topic, encode(topic, good))])
+
+    def quarantined() -> list[tuple]:
+        t = read_table(module_lake, "quarantine", ["raw_value", "kafka_partition", "kafka_offset", "error_kind"])
+        return sorted((r["kafka_partition"], r["kafka_offset"], r["error_kind"]) for r in t.to_pylist()
+                      if marker in (r["raw_value"] or ""))
+
+    seen = []
+    for ckpt in ("first", "second"):
+        s = dataclasses.replace(module_lake, bootstrap=kafka.bootstrap, trigger_s=1, topics=[topic],
+                                starting_offsets="earliest", checkpoint=str(tmp_path / ckpt))
+        q = build_query(spark, s)
+        try:   # everything was in Kafka before the query started: its first batch reads it all
+            wait_until(lambda: q.lake_writer.totals.get(f"quarantine/{topic}", 0) >= 3, 180,
+                       f"the {ckpt} query's batch")
+        finally:
+            q.stop()
+        seen.append(quarantined())
+    assert len(seen[0]) == 3 and len(set(seen[0])) == 3 and {k for _, _, k in seen[0]} == {"bad_json"}, seen[0]
+    assert seen[1] == seen[0]
+    assert device_ids(module_lake, topic, marker) == [good["event_id"]]
 
 
 def _run_lake(args: list[str], env_extra: dict, log: Path) -> subprocess.Popen:
