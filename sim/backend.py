@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import threading
+import time
 import tty
 from datetime import datetime, timezone
 from typing import Callable
@@ -28,6 +29,9 @@ log = logging.getLogger("smartcity.sim")
 
 DEFAULT_START_UTC = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)  # 08:00 in Bangkok
 DEFAULT_VIN = "MR0FZ29G801234567"
+# The world wakes at most this often (wall time) and writes every cycle due by then at once.
+MIN_TICK_S = 0.05
+MAX_DUE_CYCLES = 8   # ~3 KB: written at once when that many are due (under a tty's 4 KiB buffer)
 
 
 class NmeaPty:
@@ -59,6 +63,12 @@ class SimWorld:
 
     `gps_rate_hz` is in simulated time; with `speedup` 10 and 10 Hz the pty sees 100 cycles per
     wall second and every fix still carries the simulated time.
+
+    The world thread wakes at most once per `min_tick_s` of wall time (50 ms) and writes every
+    cycle that is due by then in one write: at speedup 1 and up to 20 Hz that is one cycle per
+    wake-up, as a receiver sends them; at speedup 10 and 10 Hz, five cycles every 50 ms instead
+    of one every 10 ms (a wake-up of a sleeping thread costs more CPU than a cycle's NMEA).
+    The agent's GPS reader gathers 50 ms of bytes per read anyway (edge/gps/reader.py).
     """
 
     def __init__(self, seed: int = 7, speedup: float = 1.0, gps_rate_hz: float = 1.0,
@@ -66,7 +76,7 @@ class SimWorld:
                  on_traffic: Callable[[dict, datetime], None] | None = None,
                  on_emergency: Callable[[dict, datetime], None] | None = None,
                  dht_error_rate: float = 0.05, obd: bool = True,
-                 nmea_corruption_rate: float = 0.0):
+                 nmea_corruption_rate: float = 0.0, min_tick_s: float = MIN_TICK_S):
         self.trip = TripSimulator(seed=seed, start_utc=start_utc)
         self.clock = SimClock(start_utc, speedup)
         self.dt_s = 1.0 / gps_rate_hz
@@ -87,6 +97,7 @@ class SimWorld:
                                       error_rate=dht_error_rate, monotonic=self.clock.elapsed_s)
         # Real serial lines flip bits and drop bytes; this lets a run exercise the driver's rejects.
         self.nmea_corruption_rate = nmea_corruption_rate
+        self.min_tick_s = min_tick_s
         self._noise = random.Random(f"{seed}:nmea-noise")
         self.finished = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,12 +153,24 @@ class SimWorld:
         return bytes(buf)
 
     def _run(self) -> None:
+        due: list[bytes] = []       # cycles whose time has come, not written yet
+        last_wake = float("-inf")
         try:
             while not self._stop.is_set():
                 state = self.trip.advance(self.dt_s)
-                self.clock.sleep_until(state.ts, self._stop)
+                delay = self.clock.wall_delay_s(state.ts)
+                if delay > 0:
+                    # The next cycle lies ahead: hand over the due ones, then sleep until it is
+                    # due, but at least until min_tick_s after the last wake-up.
+                    self._write(due)
+                    wait = max(delay, last_wake + self.min_tick_s - time.monotonic())
+                    if self._stop.wait(wait):
+                        break
+                    last_wake = time.monotonic()
+                else:
+                    self.clock.sleep_until(state.ts, self._stop)   # speedup=inf: moves the clock
                 self.state = state
-                self.gps_pty.write(self._corrupt(nmea_cycle(
+                due.append(self._corrupt(nmea_cycle(
                     utc=state.ts, lat=state.lat, lon=state.lon, alt_m=state.alt_m,
                     speed_kmh=state.speed_kmh, heading_deg=state.heading_deg,
                     sats_used=state.sats_used, hdop=state.hdop, fix=True)))
@@ -155,7 +178,10 @@ class SimWorld:
                     self.on_traffic(obs, state.ts)
                 for upd in self.incidents.updates(state):
                     self.on_emergency(upd, state.ts)
+                if self.clock.unpaced or len(due) >= MAX_DUE_CYCLES:
+                    self._write(due)   # no pacing (speedup=inf), or running behind
                 if state.finished:
+                    self._write(due)
                     log.info("trip finished", extra={"odometer_m": state.odometer_m})
                     self.finished.set()
                     return
@@ -163,3 +189,8 @@ class SimWorld:
             log.exception("simulation thread failed")
             self.finished.set()
             raise
+
+    def _write(self, due: list[bytes]) -> None:
+        if due:
+            self.gps_pty.write(b"".join(due))
+            due.clear()
