@@ -99,6 +99,21 @@ def test_spherical_distance_is_rewritten_for_duckdb():
     assert "ST_DISTANCE_SPHERE(ST_POINT(A.LAT, A.LON), ST_POINT(B.LAT, B.LON))" in sql.upper()
 
 
+
+def test_percentiles_of_one_value_share_one_list_quantile_on_duckdb():
+    """Three percentiles of d become one aggregate DuckDB computes once; a lone percentile and one
+    in a subquery stay single; and the answers are the exact quantiles either way."""
+    import duckdb
+    sql = ("SELECT approx_percentile(d, 0.5) AS p50, approx_percentile(d, 0.99) AS p99, "
+           "approx_percentile(d, 0.95) AS p95, approx_percentile(e, 0.5) AS e50, "
+           "(SELECT approx_percentile(d, 0.1) FROM t) AS p10 FROM t")
+    out = to_duckdb(sql).upper()
+    assert out.count("QUANTILE_DISC(D, [0.5, 0.95, 0.99])") == 3
+    assert "QUANTILE_DISC(E, 0.5)" in out and "QUANTILE_DISC(D, 0.1)" in out
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i::DOUBLE AS d, (1000 - i)::DOUBLE AS e FROM range(1000) r(i)")
+    assert con.execute(to_duckdb(sql)).fetchone() == (499.0, 989.0, 949.0, 500.0, 99.0)
+
 # ---- answers on the embedded engine ------------------------------------------------------------------
 
 def test_trip_summary_measures_each_bus_along_its_fixes(lake, duck):
