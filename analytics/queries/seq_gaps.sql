@@ -10,12 +10,18 @@ WITH ids AS (
     UNION ALL SELECT device_id, event_id, seq, ts FROM smartcity.traffic_data
     UNION ALL SELECT device_id, event_id, seq, ts FROM smartcity.emergency_data
 ),
-numbered AS (
-    SELECT device_id, split_part(event_id, ':', 2) AS boot_id, seq, ts,
-           lag(seq) OVER (PARTITION BY device_id, split_part(event_id, ':', 2) ORDER BY seq) AS prev_seq
+booted AS (
+    -- boot_id computed once, as a column the window partitions by (as an expression in the
+    -- window it cost DuckDB ~2 s more CPU on 10 M rows).
+    SELECT device_id, split_part(event_id, ':', 2) AS boot_id, seq, ts
     FROM ids
     WHERE ts >= {{start}} AND ts < {{end}}
       AND (cardinality({{devices}}) = 0 OR contains({{devices}}, device_id))
+),
+numbered AS (
+    SELECT device_id, boot_id, seq, ts,
+           lag(seq) OVER (PARTITION BY device_id, boot_id ORDER BY seq) AS prev_seq
+    FROM booted
 )
 SELECT device_id,
        boot_id,
