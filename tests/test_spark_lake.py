@@ -416,9 +416,8 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
     The stream lands records in many small files; `maintain --table gps_data` is killed with
     SIGKILL (its process group, JVM and all) at `point`; then it runs again to completion while
     the stream keeps landing new records. Every event_id is in each of the stream's tables exactly
-    once for pyiceberg and DuckDB;
-    the files the killed run left unreferenced (orphans) are removed by the later run once they are
-    older than orphan_age_h."""
+    once for pyiceberg and DuckDB; the files the killed run left unreferenced (orphans) are removed
+    by the later run once they are older than orphan_age_h."""
     started = time.monotonic()
     lake = tmp_path / "lake"
     s = LakeSettings(lake=str(lake))
@@ -468,7 +467,6 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
         time.sleep(2)  # a trigger or two with nothing new: the stream is idle, it commits nothing now
         before_files = _table_files(lake, "gps_data")
         before_pointer = load_table(s, "gps_data").metadata_location
-        lock = None
         if point == "rewrite-commit-pending":
             lock = sqlite3.connect(lake / "_catalog" / "iceberg.sqlite", timeout=30, isolation_level=None)
             lock.execute("BEGIN IMMEDIATE")   # readers go on; a commit's UPDATE waits
