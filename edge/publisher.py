@@ -39,11 +39,23 @@ flood the broker), soon after a PUBACK 0x10, and after every reconnect. Acks tha
 not sent on this connection (queued by the broker while we were away) are remembered and spare the
 resend. delivery="broker" keeps PUBACK semantics for brokers without a bridge that acknowledges
 (a plain MQTT broker, AWS IoT Core rules); 0x10 is then "not delivered" and retried too.
+
+Waking up: the publisher runs paho's network loop itself (`socket()`, `loop_read()`,
+`loop_write()`, `loop_misc()`: paho's external-loop API) and selects on the MQTT socket and a
+wake-up pipe. The queue calls back after every commit that added readings (add_listener); the
+callback writes one byte to the pipe only while the publisher sleeps in select. So a new reading
+is sent at once, the queue is read only when something was added (or a window slot freed), and
+an idle publisher sleeps until a packet, a new reading or a deadline (ack flush, resend, keepalive;
+at most `idle_poll_s`, which also bounds how late rows another process puts in the file, such as
+`smartcity-edge queue requeue-rejected`, are noticed). paho's own `loop()` is not used: it would
+make every publish() also write a byte to paho's internal socket pair to wake itself.
 """
 from __future__ import annotations
 
 import logging
+import os
 import random
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -80,7 +92,9 @@ class MqttSettings(MqttConnection):
     batch_rows: int = 500                 # rows read from the queue per peek
     connect_timeout_s: float = 10.0
     ack_flush_s: float = 0.05             # batch deletes of acknowledged rows (one commit each)
-    idle_poll_s: float = 0.05             # how soon a new row is noticed when the queue was empty
+    # An idle publisher wakes on a new reading of this process at once, and looks at the queue at
+    # least this often (rows another process adds, e.g. `queue requeue-rejected`).
+    idle_poll_s: float = 0.5
     # "end_to_end": delete a row when the bridge says Kafka has it; "broker": on PUBACK.
     delivery: str = "end_to_end"
     ack_timeout_s: float = 30.0           # resend what stays unconfirmed this long...
@@ -170,6 +184,11 @@ class MqttPublisher:
         self._nosub_retry_s = settings.reconnect_min_s
         self._acked: list[int] = []
         self._connections = 0
+        # Wake-up (module docstring): set by the queue's listener, read by the publishing thread.
+        self._dirty = True          # rows may have been added since the queue was last read
+        self._sleeping = False      # in select: a new row must write to the wake-up pipe
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
         self.last_error: str | None = None
         self._reject_log = LogLimiter(log, every_s=60.0)  # a refusing ACL refuses every reading
 
@@ -179,6 +198,12 @@ class MqttPublisher:
             return self
         self._stop_evt.clear()
         self._flush_deadline = None
+        if self._wake_r is None:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+        self._dirty = True
+        self.queue.add_listener(self._on_queued)
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
         return self
@@ -188,10 +213,70 @@ class MqttPublisher:
         disconnect. Unpublished rows stay in the queue for the next start."""
         self._flush_deadline = time.monotonic() + timeout
         self._stop_evt.set()
+        self._wake()
         if self._thread:
             self._thread.join(timeout + self.settings.connect_timeout_s + 2)
             if self._thread.is_alive():
                 log.error("mqtt publisher thread did not stop in time")
+                return
+        self.queue.remove_listener(self._on_queued)
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+    # wake-up ---------------------------------------------------------------------------------
+    def _on_queued(self) -> None:
+        """The queue's listener (in the appending thread, after the commit)."""
+        self._dirty = True
+        if self._sleeping:
+            self._wake()
+
+    def _wake(self) -> None:
+        fd = self._wake_w
+        if fd is not None:
+            try:
+                os.write(fd, b"\0")
+            except (BlockingIOError, OSError):
+                pass   # full (a wake-up is pending anyway) or closed (stopped)
+
+    def _io(self, client: mqtt.Client, timeout: float, rows_wanted: bool = False) -> MQTTErrorCode:
+        """One turn of paho's network loop, run here: wait up to `timeout` for the socket, the
+        wake-up pipe or room to write, then read, write and keep alive. rows_wanted: there is
+        room to send, so a new reading ends the wait."""
+        sock = client.socket()
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if getattr(sock, "pending", lambda: 0)():
+            timeout = 0.0   # TLS holds decrypted bytes that select cannot see
+        wake = self._wake_r
+        rlist = [sock] if wake is None else [sock, wake]
+        wlist = [sock] if client.want_write() else []
+        # The listener sets _dirty, then looks at _sleeping; we set _sleeping, then look at
+        # _dirty: one of the two sees the other, so no new reading is slept through.
+        self._sleeping = rows_wanted and timeout > 0
+        try:
+            if self._sleeping and self._dirty:
+                timeout = 0.0
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        except (OSError, ValueError, TypeError):
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST   # the socket was closed under us
+        finally:
+            self._sleeping = False
+        if wake is not None and wake in readable:
+            try:
+                os.read(wake, 4096)
+            except BlockingIOError:
+                pass
+        if sock in readable or getattr(sock, "pending", lambda: 0)():
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        if client.want_write():
+            rc = client.loop_write()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        return client.loop_misc()
 
     @property
     def connected(self) -> bool:
@@ -265,7 +350,7 @@ class MqttPublisher:
             deadline = time.monotonic() + s.connect_timeout_s
             while self._connack is None and time.monotonic() < deadline \
                     and not self._stop_evt.is_set():
-                if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                if self._io(client, 0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
         except Exception as e:  # OSError, ssl errors, DNS: all mean "try again later"
             self._connect_failed(f"{type(e).__name__}: {e}")
@@ -325,6 +410,8 @@ class MqttPublisher:
         e2e = s.end_to_end
         cursor: int | None = None   # last rowid sent on THIS connection
         last_flush = time.monotonic()
+        last_read = float("-inf")   # when the queue was last read
+        self._dirty = True
         while self._connected:
             stopping = self._stop_evt.is_set()
             if stopping and (time.monotonic() >= self._flush_deadline or (
@@ -338,17 +425,26 @@ class MqttPublisher:
                 # first), so resending from the oldest resends exactly what is missing.
                 self._flush_acks()
                 cursor = None
+                self._dirty = True
                 self._rewind_at = None
                 self.m_resends.labels(reason=reason).inc()
                 log.info("resending unconfirmed readings", extra={
                     "reason": reason, "unconfirmed": len(self._unconfirmed),
                     "next_timeout_s": self._timeout_s})
+            if now - last_read >= s.idle_poll_s:
+                self._dirty = True   # rows another process added are noticed this late at most
             sent = 0
             room = self._window - len(self._inflight)
             if e2e:
                 room = min(room, s.max_unconfirmed - len(self._unconfirmed))
-            if room > 0:
-                for row in self.queue.peek(min(room, s.batch_rows), after_rowid=cursor):
+            if room > 0 and self._dirty:
+                limit = min(room, s.batch_rows)
+                self._dirty = False   # before reading: a commit from now on sets it again
+                rows = self.queue.peek(limit, after_rowid=cursor)
+                last_read = now
+                if len(rows) >= limit:
+                    self._dirty = True   # more may wait behind these
+                for row in rows:
                     key = self._row_key(row) if e2e else None
                     if key is not None and key in self._early_acks:
                         self._early_acks.discard(key)   # Kafka has it already: no resend
@@ -370,8 +466,10 @@ class MqttPublisher:
                     self.m_published.inc(sent)
                     self.m_inflight.set(len(self._inflight))
                     self.m_unconfirmed.set(len(self._unconfirmed))
-            # Block in select only when there was nothing to send: PUBACKs wake it immediately.
-            rc = client.loop(0 if sent else s.idle_poll_s)
+            # Sleep only when there was nothing to send, and only until the next deadline: a
+            # packet (PUBACK, ack) or a new reading (the queue's listener) wakes it earlier.
+            timeout = 0.0 if sent else self._idle_timeout(now, last_read, last_flush, stopping)
+            rc = self._io(client, timeout, rows_wanted=room > sent)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._connected = False
             now = time.monotonic()
@@ -379,6 +477,22 @@ class MqttPublisher:
                 self._flush_acks()
                 last_flush = now
         self._flush_acks()
+
+    def _idle_timeout(self, now: float, last_read: float, last_flush: float,
+                      stopping: bool) -> float:
+        """How long the publisher may sleep: until the next time-driven step (reading the queue
+        for other processes' rows, deleting acknowledged rows, a resend)."""
+        s = self.settings
+        until = [last_read + s.idle_poll_s]
+        if self._acked:
+            until.append(last_flush + s.ack_flush_s)
+        if self._rewind_at is not None:
+            until.append(self._rewind_at)
+        if self._unconfirmed:
+            until.append(next(iter(self._unconfirmed.values()))[1] + self._timeout_s)
+        if stopping:
+            until.append(now + 0.05)
+        return max(0.0, min(until) - now)
 
     def _rewind_reason(self, now: float) -> str | None:
         if self._rewind_at is not None and now >= self._rewind_at:
@@ -421,13 +535,13 @@ class MqttPublisher:
                 info = client.publish(self.settings.status_topic, b"offline", qos=1, retain=True)
                 deadline = time.monotonic() + 1.0
                 while not info.is_published() and time.monotonic() < deadline:
-                    if client.loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    if self._io(client, 0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
             except Exception:
                 pass
         self._close_socket(client)
 
-    # paho callbacks (run inside client.loop() on our thread) ---------------------------------
+    # paho callbacks (run inside _io(): client.loop_read() on our thread) ----------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connack = (reason_code, properties)
 

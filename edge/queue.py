@@ -160,6 +160,20 @@ class DurableQueue:
         # while the agent runs): the counts above are then read again before they are used.
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call fn() after every commit that added readings (append, requeue_rejected), outside
+        the queue's lock, in the committing thread: the publisher wakes on it instead of polling.
+        fn must be quick and must not raise. Readings another process adds are not seen."""
+        self._listeners = [*self._listeners, fn]
+
+    def remove_listener(self, fn: Callable[[], None]) -> None:
+        self._listeners = [f for f in self._listeners if f is not fn]
+
+    def _notify(self) -> None:
+        for fn in self._listeners:
+            fn()
 
     # writing ---------------------------------------------------------------------------------
     def append(self, stream: str, build: Builder) -> int | None:
@@ -209,6 +223,8 @@ class DurableQueue:
                     out[i] = seq
             for reason, n in refused.items():
                 self._refused[reason] += n
+        if self._listeners and any(seq is not None for seq in out):
+            self._notify()
         if dropped:
             self._log_drops(dropped)
         for reason, n in refused.items():
@@ -511,7 +527,9 @@ class DurableQueue:
                 raise
             finally:
                 self._recount_locked()
-            return n
+        if n:
+            self._notify()
+        return n
 
     # state -----------------------------------------------------------------------------------
     def depth(self) -> int:

@@ -405,3 +405,35 @@ def test_bad_acknowledgements_are_counted_and_ignored(tmp_path, mosquitto):
     finally:
         pub.stop(1)
         q.close()
+
+
+def test_a_new_reading_wakes_the_idle_publisher_and_another_process_s_rows_are_polled(
+        tmp_path, mosquitto, subscriber_factory):
+    """The queue's listener wakes a publisher asleep in select at once (idle_poll_s is 30 s
+    here); rows another connection adds to the file (queue requeue-rejected) are found by the
+    idle poll."""
+    sub = subscriber_factory(mosquitto.port)
+    q = DurableQueue(tmp_path / "q.db")
+    pub = MqttPublisher(q, settings(mosquitto.port, delivery="broker", idle_poll_s=30.0)).start()
+    try:
+        assert wait_until(lambda: pub.connected, 10)
+        time.sleep(0.3)                 # asleep: nothing queued
+        t0 = time.monotonic()
+        q.append("gps", reading("gps"))
+        assert sub.wait_for(lambda ms: 1 in first_arrivals(ms).get("gps", []), 5)
+        assert time.monotonic() - t0 < 2.0, "the new reading waited for the idle poll"
+        assert wait_until(lambda: q.depth() == 0, 5)
+    finally:
+        pub.stop(2)
+    other = DurableQueue(tmp_path / "q.db")            # another process's connection
+    pub = MqttPublisher(q, settings(mosquitto.port, delivery="broker", idle_poll_s=0.5)).start()
+    try:
+        assert wait_until(lambda: pub.connected, 10)
+        time.sleep(0.3)
+        other.append("gps", reading("gps"))            # q's listener does not see this one
+        assert sub.wait_for(lambda ms: 2 in first_arrivals(ms).get("gps", []), 5)
+        assert wait_until(lambda: not q.peek(1), 5)    # (q.depth() counts its own appends)
+    finally:
+        pub.stop(2)
+        other.close()
+        q.close()

@@ -413,3 +413,22 @@ def test_on_a_real_small_filesystem_the_queue_keeps_free_space_and_the_emergency
         assert q.peek(1)[0].stream == "emergency"
         (tiny_fs / "filler").unlink()
         assert q.append("gps", builder("gps", size=1000)) is not None, "stores again with room"
+
+
+def test_listeners_are_called_after_a_commit_that_added_readings(tmp_path):
+    q = DurableQueue(tmp_path / "q.db")
+    seen = []
+    listener = lambda: seen.append(q.peek(100))   # noqa: E731  (runs after the commit)
+    q.add_listener(listener)
+    q.append("gps", lambda seq: ("t", b"x"))
+    assert [len(rows) for rows in seen] == [1]
+    q.append_many([("gps", lambda seq: ("t", b"y")), ("gps", lambda seq: ("t", b"z"))])
+    assert [len(rows) for rows in seen] == [1, 3]
+    rowid = q.peek(1)[0].rowid
+    q.reject(rowid, "not authorized")
+    assert q.requeue_rejected() == 1 and len(seen) == 3
+    q.ack([r.rowid for r in q.peek(100)])
+    assert len(seen) == 3                             # deletes do not call
+    q.remove_listener(listener)
+    q.append("gps", lambda seq: ("t", b"w"))
+    assert len(seen) == 3
