@@ -171,7 +171,7 @@ def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None 
     import duckdb
     s3_sql = duckdb_s3_secret_sql(location) if location is not None else None
     if s3_sql:
-        extensions = tuple(extensions) + ("httpfs",)
+        extensions = tuple(extensions) + ("httpfs",) + (("aws",) if "credential_chain" in s3_sql else ())
     con = duckdb.connect(database, config={"autoinstall_known_extensions": "false", **(config or {})})
     try:
         # GLOBAL: cursor()s are connections of their own. (Not a connect config: the TimeZone
@@ -189,10 +189,15 @@ def duckdb_connection(database: str = ":memory:", config: dict[str, str] | None 
 
 def duckdb_s3_secret_sql(location: LakeLocation) -> str | None:
     """`CREATE SECRET` giving DuckDB's httpfs the lake's S3 (None when the warehouse is not on S3):
-    the endpoint, URL style and region of `[s3]` (as pyiceberg gets them), and the credentials of
-    the standard AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    AWS_SESSION_TOKEN), never from settings; without them, DuckDB's unsigned requests. The
-    statement holds the keys: it is executed, never logged."""
+    the endpoint, URL style and region of `[s3]` (as pyiceberg gets them), and credentials never
+    from settings: those of the standard AWS environment variables (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) when they are set; otherwise, with DuckDB's aws
+    extension installed (the analytics extra), the AWS SDK's own chain, as boto3 and pyiceberg
+    search it: a profile of ~/.aws (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, SSO), a web identity,
+    the container's or the instance's role (not validated: with none found, unsigned requests);
+    without the extension, DuckDB's unsigned requests. The statement may hold the keys: it is
+    executed, never logged."""
+    import importlib.util
     import os
     from urllib.parse import urlparse
 
@@ -207,10 +212,13 @@ def duckdb_s3_secret_sql(location: LakeLocation) -> str | None:
         u = urlparse(location.s3.endpoint)
         parts += [f"ENDPOINT {sql_string(u.netloc or u.path)}",
                   f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
-    for var, name in (("AWS_ACCESS_KEY_ID", "KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "SECRET"),
-                      ("AWS_SESSION_TOKEN", "SESSION_TOKEN")):
-        if os.environ.get(var):
-            parts.append(f"{name} {sql_string(os.environ[var])}")
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        for var, name in (("AWS_ACCESS_KEY_ID", "KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "SECRET"),
+                          ("AWS_SESSION_TOKEN", "SESSION_TOKEN")):
+            if os.environ.get(var):
+                parts.append(f"{name} {sql_string(os.environ[var])}")
+    elif importlib.util.find_spec("duckdb_extension_aws") is not None:
+        parts += ["PROVIDER credential_chain", "VALIDATION 'none'"]
     return f"CREATE OR REPLACE SECRET lake_s3 ({', '.join(parts)})"
 
 

@@ -22,7 +22,8 @@ from deploy.local.kafka import KafkaServer  # noqa: E402
 from tests.support.moto import MotoServer  # noqa: E402
 from deploy.local.s3 import REGION, S3Server  # noqa: E402
 from smartcity.contracts import example, format_ts  # noqa: E402
-from smartcity.catalog.reader import load_table, read_table  # noqa: E402
+from smartcity.catalog.reader import (duckdb_connection, duckdb_s3_secret_sql, load_table,  # noqa: E402
+                                      read_table, read_table_duckdb)
 from smartcity.catalog.location import S3, Catalog  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
 from tests.support.harness import wait_until  # noqa: E402
@@ -88,3 +89,21 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
         files = [task.file.file_path for task in t.scan().plan_files()]
         assert files and all(f.startswith("s3://lake/city/warehouse/smartcity.db/weather_data/data/") for f in files)
         assert s3.secret_key not in out
+        # An analyst's DuckDB on the same lake with no keys in the environment: the credentials
+        # come from the AWS SDK's chain (here a profile of a shared credentials file), as boto3's.
+        creds = tmp_path / "aws-credentials"
+        env = s3.aws_env()
+        creds.write_text(f"[analyst]\naws_access_key_id = {env['AWS_ACCESS_KEY_ID']}\n"
+                         f"aws_secret_access_key = {env['AWS_SECRET_ACCESS_KEY']}\n")
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+        monkeypatch.setenv("AWS_PROFILE", "analyst")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")   # never ask a metadata service
+        assert "credential_chain" in duckdb_s3_secret_sql(s) and env["AWS_SECRET_ACCESS_KEY"] not in duckdb_s3_secret_sql(s)
+        con = duckdb_connection(location=s)
+        try:
+            by_duckdb = read_table_duckdb(s, TOPIC, ["event_id"], con=con).column("event_id").to_pylist()
+        finally:
+            con.close()
+        assert sorted(by_duckdb) == sorted(r["event_id"] for r in sent)
