@@ -292,6 +292,15 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _alive(proc: subprocess.Popen, log: Path) -> bool:
+    """True while the process runs; once it has exited, an AssertionError with its log's exception
+    lines (a wait for something it should do then fails at once, saying why)."""
+    if proc.poll() is not None:
+        why = [ln[:300] for ln in log.read_text(errors="replace").splitlines() if "Exception" in ln]
+        raise AssertionError(f"the process logging to {log} exited ({proc.returncode}):\n" + "\n".join(why[:12]))
+    return True
+
+
 def _stop(proc: subprocess.Popen) -> int:
     """SIGTERM to the job alone (to its whole group it would kill the JVM under the query's feet),
     which stops the query and exits 0; then SIGKILL to whatever of the group is left."""
@@ -344,19 +353,11 @@ def test_driver_kill_9_at_each_point_of_a_batch_then_one_restart_leaves_every_ev
     produce(kafka.bootstrap, [(t, json.dumps(r).encode()) for t in topics for r in first[t][:5]])
     proc = _run_stream(lake, kafka.bootstrap, {}, log2)
 
-    def alive_and(pred):
-        def check():
-            if proc.poll() is not None:
-                why = [ln[:300] for ln in log2.read_text(errors="replace").splitlines() if "Exception" in ln]
-                raise AssertionError(f"the restarted job exited ({proc.returncode}, {log2}):\n" + "\n".join(why[:12]))
-            return pred()
-        return check
-
     try:
-        wait_until(alive_and(lambda: all(len(mine(t)) >= len(first[t]) for t in topics)), 180,
+        wait_until(lambda: _alive(proc, log2) and all(len(mine(t)) >= len(first[t]) for t in topics), 180,
                    f"the restart to re-run the killed batch ({log2})")
         produce(kafka.bootstrap, [(t, encode(t, r)) for t in topics for r in later[t] + first[t][:5]])
-        wait_until(alive_and(lambda: all(len(mine(t)) >= len(first[t]) + len(later[t]) for t in topics)),
+        wait_until(lambda: _alive(proc, log2) and all(len(mine(t)) >= len(first[t]) + len(later[t]) for t in topics),
                    120, f"events sent after the restart ({log2})")
         time.sleep(3)  # a few more (empty) triggers: nothing may appear twice later either
     finally:
@@ -448,21 +449,14 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
     stream = _run_stream(lake, kafka.bootstrap, {}, stream_log)
     maint = None
 
-    def alive(proc, log):
-        def check():
-            if proc.poll() is not None:
-                raise AssertionError(f"{log.name}: exited {proc.returncode}:\n" + log.read_text(errors="replace")[-3000:])
-            return True
-        return check
-
     try:
         # Many small files: each round is its own micro-batch (it lands before the next is sent).
         for i in range(6):
             send_round()
-            wait_until(lambda: alive(stream, stream_log)() and landed(), 240, f"round {i} in the lake ({stream_log})")
+            wait_until(lambda: _alive(stream, stream_log) and landed(), 240, f"round {i} in the lake ({stream_log})")
             if maint is None:   # the tables exist now: maintain's JVM starts while the rounds land
                 maint = _run_maintain(lake, ["gps_data"], hook, log1)
-        wait_until(lambda: alive(maint, log1)() and flag.exists(), 240, f"maintain to reach gps_data's rewrite ({log1})")
+        wait_until(lambda: _alive(maint, log1) and flag.exists(), 240, f"maintain to reach gps_data's rewrite ({log1})")
         assert flag.read_text() == "maintain:before-rewrite:gps_data"
         time.sleep(2)  # a trigger or two with nothing new: the stream is idle, it commits nothing now
         before_files = _table_files(lake, "gps_data")
@@ -481,7 +475,7 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
                 return False
             flag.unlink()
             try:
-                wait_until(lambda: alive(maint, log1)() and commit_waiting(), 120,
+                wait_until(lambda: _alive(maint, log1) and commit_waiting(), 120,
                            f"the compaction's commit to wait for the catalog ({log1})")
                 _signal(maint, signal.SIGKILL)
                 maint.wait(10)
@@ -490,7 +484,7 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
                 lock.close()
         else:
             flag.unlink()
-            wait_until(lambda: alive(maint, log1)() and flag.exists(), 180, f"maintain to commit the compaction ({log1})")
+            wait_until(lambda: _alive(maint, log1) and flag.exists(), 180, f"maintain to commit the compaction ({log1})")
             assert flag.read_text() == "maintain:after-rewrite:gps_data"
             _signal(maint, signal.SIGKILL)
             maint.wait(10)
@@ -522,7 +516,7 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
         maint = _run_maintain(lake, ["gps_data"], {}, log2)
         while maint.poll() is None:
             send_round(2)
-            alive(stream, stream_log)()
+            _alive(stream, stream_log)
             time.sleep(2)
         assert maint.returncode == 0, log2.read_text(errors="replace")[-3000:]
         results = _results(log2)
@@ -533,7 +527,7 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
         if point == "rewrite-commit-pending":
             assert results["gps_data"]["rewritten_files"] >= 5, "the killed compaction is done now"
         send_round()
-        wait_until(lambda: alive(stream, stream_log)() and landed(), 120, f"the last records ({stream_log})")
+        wait_until(lambda: _alive(stream, stream_log) and landed(), 120, f"the last records ({stream_log})")
         time.sleep(3)   # a few more (empty) triggers: nothing may appear twice later either
     finally:
         if maint is not None and maint.poll() is None:
