@@ -349,3 +349,112 @@ class AthenaEngine:
 
     def close(self) -> None:
         pass
+
+
+# ---- PostgreSQL (the warehouse's local stand-in) -------------------------------------------------
+# sqlglot's Athena -> PostgreSQL output is not trusted as it is (issue 13): it keeps functions
+# PostgreSQL lacks and turns cardinality(a) into array_length(a, 1), which is NULL, not 0, for an
+# empty array (a `devices` filter left empty would then select nothing). Each rewrite below is
+# checked by the parity tests against DuckDB on the same rows (tests/test_analytics.py).
+
+EARTH_RADIUS_M = 6371008.8   # the mean radius DuckDB's ST_Distance_Sphere uses (Trino: 6371.01 km)
+
+
+def _pg(template: str, **parts) -> "Any":
+    import sqlglot
+    return sqlglot.parse_one(template.format(**{k: v.sql(dialect="postgres") for k, v in parts.items()}),
+                             read="postgres")
+
+
+def pg_rewrite(node):
+    """One Athena construct -> its PostgreSQL equivalent (or the node unchanged)."""
+    from sqlglot import exp
+    if isinstance(node, exp.ArraySize):                      # 0 for an empty array, as Athena
+        return exp.Anonymous(this="cardinality", expressions=[node.this.copy()])
+    if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
+        # PostgreSQL rounds to n places only a numeric (Decimal: engines.plain makes it a float).
+        return exp.Round(this=exp.Cast(this=node.this.copy(), to=exp.DataType.build("numeric")),
+                         decimals=node.args["decimals"].copy())
+    if isinstance(node, (exp.ArgMax, exp.ArgMin)):           # max_by / min_by: x of the row with max/min y
+        order = "DESC" if isinstance(node, exp.ArgMax) else "ASC"
+        return _pg(f"(array_agg({{x}} ORDER BY {{y}} {order}) FILTER (WHERE {{y}} IS NOT NULL))[1]",
+                   x=node.this, y=node.expression)
+    if isinstance(node, exp.ApproxQuantile) and not (node.args.get("accuracy") or node.args.get("weight")):
+        # The exact quantile, a value of x, as DuckDB's rewrite (exact_quantile) gives it.
+        return _pg("percentile_disc({p}) WITHIN GROUP (ORDER BY {x})", p=node.args["quantile"], x=node.this)
+    if isinstance(node, exp.StDistance):                     # spherical only: haversine in metres
+        points = []
+        for arg in (node.this, node.expression):
+            if not (isinstance(arg, exp.Anonymous) and arg.name.lower() == "to_spherical_geography"
+                    and len(arg.expressions) == 1 and isinstance(arg.expressions[0], exp.StPoint)):
+                return node                                   # planar: PostgreSQL has none; it says so
+            points.append(arg.expressions[0])
+        (lon1, lat1), (lon2, lat2) = ((p.this, p.expression) for p in points)
+        return _pg(f"2 * {EARTH_RADIUS_M} * asin(sqrt(power(sin(radians({{lat2}} - {{lat1}}) / 2), 2) + "
+                   "cos(radians({lat1})) * cos(radians({lat2})) * power(sin(radians({lon2} - {lon1}) / 2), 2)))",
+                   lat1=lat1, lon1=lon1, lat2=lat2, lon2=lon2)
+    return node
+
+
+def to_postgres(sql: str, namespace: str = "smartcity", schema: str = "smartcity") -> str:
+    """Athena SQL -> PostgreSQL SQL: sqlglot, pg_rewrite, and the lake's namespace read as the
+    warehouse schema."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+    try:
+        tree = sqlglot.parse_one(sql, read="athena")
+    except ParseError as e:
+        raise EngineError(f"postgres: the query does not parse as Athena SQL: {e}") from None
+    # Innermost first, so that a rewritten call inside another (round(max_by(...), 1)) is kept.
+    for node in reversed(list(tree.walk(bfs=False))):
+        new = pg_rewrite(node)
+        if new is not node:
+            if node is tree:
+                tree = new
+            else:
+                node.replace(new)
+    if schema != namespace:
+        for t in tree.find_all(exp.Table):
+            if t.db == namespace:
+                t.set("db", exp.to_identifier(schema))
+    return tree.sql(dialect="postgres")
+
+
+class PostgresEngine:
+    """The named queries on the warehouse's PostgreSQL stand-in (smartcity-warehouse loads it from
+    the lake: the same rows, event_id once; quarantine is never loaded)."""
+    name = "postgres"
+
+    def __init__(self, connection, schema: str = "smartcity", namespace: str = "smartcity"):
+        self.connection_settings = connection     # runtime.postgres.PostgresConnection
+        self.schema = schema
+        self.namespace = namespace
+        self._conn = None
+
+    def _connect(self):
+        from smartcity.runtime.postgres import connect
+        c = self.connection_settings
+        return connect(c.conninfo(), c.secret(), ("SET TIME ZONE 'UTC'", "SET jit = off"))
+
+    def run(self, sql: str) -> Result:
+        import psycopg
+        if "quarantine" in referenced_tables(sql, self.namespace):
+            raise EngineError("postgres: the warehouse has no quarantine table (quarantined records never "
+                              "enter it); run this query on the lake (--engine duckdb, trino or athena)")
+        t0 = time.perf_counter()
+        pg_sql = to_postgres(sql, self.namespace, self.schema)
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            cur = self._conn.execute(pg_sql)
+            rows = cur.fetchall()
+            columns = [d.name for d in cur.description]
+        except psycopg.Error as e:
+            raise EngineError("postgres: " + " ".join(str(e).split())) from None
+        return Result(columns, [tuple(plain(v) for v in r) for r in rows], self.name, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -4,9 +4,11 @@
     smartcity-query trip_summary --param devices=demo-bus-01 --param start=2026-03-01
     smartcity-query speed_profile --engine trino --format csv
     smartcity-query my.sql --engine athena --format json
+    smartcity-query trip_summary --engine postgres
 
 Engines (analytics.engines): duckdb (default: embedded, reads the lake's Iceberg tables through
-the catalog), trino (the local Athena), athena (AWS). Settings: QuerySettings, from
+the catalog), trino (the local Athena), athena (AWS), postgres (the warehouse's local stand-in,
+as smartcity-warehouse loaded it: [postgres] host, port, database, user, password_file, schema). Settings: QuerySettings, from
 defaults < TOML (--config) < SMARTCITY_QUERY_* environment < flags; the lake's location uses the
 same names as the lake job's ([s3], [catalog], lake).
 
@@ -27,14 +29,15 @@ from typing import Any
 
 from smartcity.catalog.location import LakeLocation
 from smartcity.runtime.cli import ArgumentParser, UsageError, cli, one_line
+from smartcity.runtime.postgres import PostgresConnection
 from smartcity.runtime.settings import load as load_settings
 
 from . import named
-from .engines import AthenaEngine, DuckDBEngine, EngineError, Result, TrinoEngine
+from .engines import AthenaEngine, DuckDBEngine, EngineError, PostgresEngine, Result, TrinoEngine
 
 PROG = "smartcity-query"
 ENV_PREFIX = "SMARTCITY_QUERY_"
-ENGINES = ("duckdb", "trino", "athena")
+ENGINES = ("duckdb", "trino", "athena", "postgres")
 FORMATS = ("table", "csv", "json", "parquet")
 
 
@@ -54,11 +57,17 @@ class Athena:
 
 
 @dataclass
+class Postgres(PostgresConnection):
+    schema: str = "smartcity"         # the schema smartcity-warehouse loads (its `schema` setting)
+
+
+@dataclass
 class QuerySettings(LakeLocation):
     """Where the lake is (LakeLocation) and which engine runs the query."""
     engine: str = "duckdb"
     trino: Trino = field(default_factory=Trino)
     athena: Athena = field(default_factory=Athena)
+    postgres: Postgres = field(default_factory=Postgres)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +80,8 @@ def make_engine(s: QuerySettings):
         return DuckDBEngine(s)
     if s.engine == "trino":
         return TrinoEngine(s.trino.endpoint, s.catalog.name, s.catalog.namespace, s.trino.user)
+    if s.engine == "postgres":
+        return PostgresEngine(s.postgres, s.postgres.schema, s.catalog.namespace)
     a = s.athena
     return AthenaEngine(a.workgroup, a.database, region=a.region, endpoint_url=a.endpoint_url,
                         output_location=a.output_location)
@@ -172,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except named.QueryError as e:
         raise UsageError(str(e)) from None
     if a.sql:
-        from .engines import to_duckdb
-        print(to_duckdb(rendered.sql) if s.engine == "duckdb" else rendered.sql)
+        from .engines import to_duckdb, to_postgres
+        print(to_duckdb(rendered.sql) if s.engine == "duckdb" else
+              to_postgres(rendered.sql, s.catalog.namespace, s.postgres.schema) if s.engine == "postgres" else
+              rendered.sql)
         return 0
     engine = make_engine(s)
     try:

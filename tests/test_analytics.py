@@ -257,6 +257,79 @@ def test_every_named_query_gives_the_same_rows_on_trino_and_duckdb(lake, duck, t
     assert_same_rows(on_trino, on_duckdb, approx_bounds(duck, rendered.sql))
 
 
+
+# ---- the same rows on the warehouse (PostgreSQL, the Redshift stand-in) ---------------------------
+
+@pytest.fixture(scope="module")
+def warehouse(lake):
+    """The fleet lake loaded by smartcity-warehouse into a local PostgreSQL; the Postgres settings
+    smartcity-query reads it with (password from a file, as an operator gives it)."""
+    import os
+    import shutil
+    import tempfile
+
+    from deploy.local.postgres import PostgresServer
+    from smartcity.analytics.query import Postgres
+    from smartcity.warehouse.load import PostgresWarehouse
+    from smartcity.warehouse.settings import WarehouseSettings
+    # Not under pytest's tmp_path: as root the server runs as `postgres`, which may not enter
+    # /tmp/pytest-of-root (0700).
+    work = Path(tempfile.mkdtemp(prefix="smartcity-analytics-pg-"))
+    os.chmod(work, 0o711)
+    try:
+        with PostgresServer(work / "pg") as srv:
+            ws = WarehouseSettings(lake=lake[0].lake)
+            ws.postgres.port, ws.postgres.password = srv.port, srv.password
+            PostgresWarehouse(ws).load()
+            secret = work / "pg-password"
+            secret.write_text(srv.password)
+            yield Postgres(port=srv.port, password_file=secret)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+WAREHOUSE_QUERIES = sorted(n for n in named.load_all() if n != "quarantine_by_reason")
+
+
+@pytest.mark.parametrize("name", WAREHOUSE_QUERIES)
+def test_every_named_query_gives_the_same_rows_on_the_warehouse_as_on_the_lake(lake, duck, warehouse, name):
+    """Analysts in the warehouse get the lake's answers: the query text unchanged, translated by
+    sqlglot plus the rewrites PostgreSQL needs (cardinality, round, max_by/min_by, percentiles,
+    spherical distance)."""
+    from smartcity.analytics.engines import PostgresEngine
+    rendered = named.render(named.load(name))
+    engine = PostgresEngine(warehouse)
+    try:
+        on_pg = engine.run(rendered.sql)
+    finally:
+        engine.close()
+    on_duckdb = duck.run(rendered.sql)
+    assert on_duckdb.rows, f"{name}: no rows: nothing compared"
+    assert_same_rows(on_duckdb, on_pg, approx_bounds(duck, rendered.sql))
+
+
+def test_an_empty_list_parameter_selects_everything_on_the_warehouse_too(lake, warehouse):
+    """sqlglot writes Athena's cardinality(a) as array_length(a, 1), NULL for an empty array: an
+    empty `devices` would have selected nothing. A device filter still narrows."""
+    from smartcity.analytics.engines import PostgresEngine
+    engine = PostgresEngine(warehouse)
+    try:
+        every = run(engine, "trip_summary")
+        one = run(engine, "trip_summary", devices="bus-0001")
+    finally:
+        engine.close()
+    assert {r[0] for r in every.rows} == {f"bus-{d:04d}" for d in range(DEVICES)}
+    assert one.rows and {r[0] for r in one.rows} == {"bus-0001"}
+
+
+def test_cli_on_the_warehouse_and_a_query_of_what_it_does_not_hold(lake, warehouse, capsys, monkeypatch):
+    monkeypatch.setenv("SMARTCITY_QUERY_POSTGRES__PORT", str(warehouse.port))
+    monkeypatch.setenv("SMARTCITY_QUERY_POSTGRES__PASSWORD_FILE", str(warehouse.password_file))
+    rc, out, err = cli(capsys, "seq_gaps", "--engine", "postgres", "--format", "csv")
+    assert rc == 0 and out.startswith("device_id,boot_id,"), err
+    rc, out, err = cli(capsys, "quarantine_by_reason", "--engine", "postgres")
+    assert rc == 1 and "no quarantine table" in err and len(err.strip().splitlines()) == 1
+
 def haversine_km(lat1, lon1, lat2, lon2):
     p1, p2 = math.radians(lat1), math.radians(lat2)
     a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2

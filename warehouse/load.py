@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from smartcity.catalog.reader import load_table
+from smartcity.runtime.postgres import connect
 
 from .lake import FileSchemaError, Plan, plan, read_batches
 from .schema import WarehouseTable, warehouse_tables
@@ -187,16 +188,7 @@ class PostgresWarehouse:
         self.password = s.postgres.secret()
 
     def connect(self) -> "psycopg.Connection":
-        import psycopg
-        kw = {"password": self.password} if self.password else {}
-        conn = psycopg.connect(self.conninfo, autocommit=True, **kw)   # transactions are explicit
-        try:
-            for stmt in self.sql.session():
-                conn.execute(stmt)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect(self.conninfo, self.password, self.sql.session())
 
     @staticmethod
     def is_transient(e: BaseException) -> bool:

@@ -15,32 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smartcity.catalog.location import LakeLocation
-from smartcity.runtime.settings import read_secret
+from smartcity.runtime.postgres import PostgresConnection
 
 TARGETS = ("postgres", "redshift")
 
 
-@dataclass
-class Postgres:
-    host: str = "127.0.0.1"
-    port: int = 5432
-    database: str = "smartcity"
-    user: str = "smartcity"
-    password: str | None = None         # prefer password_file (or libpq's PGPASSWORD / ~/.pgpass)
-    password_file: Path | None = None
-    connect_timeout_s: int = 10
-    sslmode: str | None = None          # libpq's: disable | require | verify-full ...
-
-    def conninfo(self) -> str:
-        """libpq keywords; the password (read now from password_file) is passed separately."""
-        parts = {"host": self.host, "port": str(self.port), "dbname": self.database, "user": self.user,
-                 "connect_timeout": str(self.connect_timeout_s)}
-        if self.sslmode:
-            parts["sslmode"] = self.sslmode
-        return " ".join(f"{k}={v}" for k, v in parts.items())
-
-    def secret(self) -> str | None:
-        return read_secret(self.password_file, self.password, "postgres.password_file")
+# The connection settings are the runtime's (smartcity-query's postgres engine reads them too).
+Postgres = PostgresConnection
 
 
 @dataclass
