@@ -189,6 +189,7 @@ class MqttPublisher:
         self._sleeping = False      # in select: a new row must write to the wake-up pipe
         self._wake_r: int | None = None
         self._wake_w: int | None = None
+        self._wake_lock = threading.Lock()   # _wake() against stop() closing the pipe
         self.last_error: str | None = None
         self._reject_log = LogLimiter(log, every_s=60.0)  # a refusing ACL refuses every reading
 
@@ -220,10 +221,11 @@ class MqttPublisher:
                 log.error("mqtt publisher thread did not stop in time")
                 return
         self.queue.remove_listener(self._on_queued)
-        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
-        for fd in fds:
-            if fd is not None:
-                os.close(fd)
+        with self._wake_lock:   # an appender may be in _wake(): never write to a reused fd
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
 
     # wake-up ---------------------------------------------------------------------------------
     def _on_queued(self) -> None:
@@ -233,12 +235,12 @@ class MqttPublisher:
             self._wake()
 
     def _wake(self) -> None:
-        fd = self._wake_w
-        if fd is not None:
-            try:
-                os.write(fd, b"\0")
-            except (BlockingIOError, OSError):
-                pass   # full (a wake-up is pending anyway) or closed (stopped)
+        with self._wake_lock:
+            if self._wake_w is not None:
+                try:
+                    os.write(self._wake_w, b"\0")
+                except BlockingIOError:
+                    pass   # full: a wake-up is pending anyway
 
     def _io(self, client: mqtt.Client, timeout: float, rows_wanted: bool = False) -> MQTTErrorCode:
         """One turn of paho's network loop, run here: wait up to `timeout` for the socket, the
