@@ -369,6 +369,9 @@ def _pg(template: str, **parts) -> "Any":
 def pg_rewrite(node):
     """One Athena construct -> its PostgreSQL equivalent (or the node unchanged)."""
     from sqlglot import exp
+    if isinstance(node, exp.Struct) and not any(isinstance(e, (exp.PropertyEQ, exp.Alias)) for e in node.expressions):
+        # ROW(a, b) (e.g. a min_by key: by a, then b): sqlglot writes STRUCT(...), unknown to PostgreSQL.
+        return exp.Anonymous(this="ROW", expressions=[e.copy() for e in node.expressions])
     if isinstance(node, exp.ArraySize):                      # 0 for an empty array, as Athena
         return exp.Anonymous(this="cardinality", expressions=[node.this.copy()])
     if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
