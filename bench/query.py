@@ -12,7 +12,9 @@ Per engine, one warm-up run of each query (the first run reads the metadata and,
 the plan), then --runs timed runs: p50 and max in ms. The baseline in the same run is
 `SELECT count(*) FROM smartcity.gps_data` on each engine (the floor: planning plus a metadata-only
 or footer-only scan), so a query's time can be read against the engine's own floor on this
-machine at this moment. Spark is gone before Trino starts (2 cores).
+machine at this moment. Spark is gone before Trino starts (2 cores). DuckDB's queries also report
+`duckdb_cpu_ms_p50`, the CPU its threads used (this process's CPU time), steadier than the wall
+time when other work shares the cores.
 """
 from __future__ import annotations
 
@@ -31,14 +33,19 @@ BASELINE_SQL = "SELECT count(*) FROM smartcity.gps_data"
 DUCKDB_TARGET_MS, TRINO_TARGET_MS = 1000, 10000
 
 
-def _time(engine, sql: str, runs: int) -> tuple[list[float], int]:
+def _time(engine, sql: str, runs: int) -> tuple[list[float], list[float], int]:
+    """Wall ms per run, and this process's CPU ms per run (DuckDB runs in-process: its threads'
+    CPU, which other work on the shared cores moves far less than the wall time; for Trino only
+    the client's)."""
     engine.run(sql)   # warm-up
-    times, rows = [], 0
+    times, cpu, rows = [], [], 0
     for _ in range(runs):
+        c = time.process_time()
         r = engine.run(sql)
+        cpu.append((time.process_time() - c) * 1000)
         times.append(r.elapsed_s * 1000)
         rows = len(r.rows)
-    return times, rows
+    return times, cpu, rows
 
 
 def _measure(engine, name: str, sql: str, runs: int, prefix: str) -> dict:
@@ -46,13 +53,16 @@ def _measure(engine, name: str, sql: str, runs: int, prefix: str) -> dict:
     out of memory) is reported, and the others still measured."""
     from smartcity.analytics.engines import EngineError
     try:
-        times, n = _time(engine, sql, runs)
+        times, cpu, n = _time(engine, sql, runs)
     except EngineError as e:
         print(f"{name} on {engine.name}: {e}", file=sys.stderr, flush=True)
         return {f"{prefix}_error": str(e)[:300]}
     print(f"{name} on {engine.name}: p50 {statistics.median(times):.0f} ms", file=sys.stderr, flush=True)
-    return {f"{prefix}_ms_p50": round(statistics.median(times), 1), f"{prefix}_ms_max": round(max(times), 1),
-            f"{prefix}_rows": n}
+    out = {f"{prefix}_ms_p50": round(statistics.median(times), 1), f"{prefix}_ms_max": round(max(times), 1),
+           f"{prefix}_rows": n}
+    if engine.name == "duckdb":
+        out[f"{prefix}_cpu_ms_p50"] = round(statistics.median(cpu), 1)
+    return out
 
 
 def run(args: list[str]) -> dict:
@@ -102,7 +112,7 @@ def run(args: list[str]) -> dict:
 
     duck = DuckDBEngine(s)
     try:
-        times, _ = _time(duck, BASELINE_SQL, a.runs)
+        times, _, _ = _time(duck, BASELINE_SQL, a.runs)
         out["duckdb_baseline_ms_p50"] = round(statistics.median(times), 1)
         for name in queries:
             per[name] |= _measure(duck, name, sql[name], a.runs, "duckdb")
@@ -124,7 +134,7 @@ def run(args: list[str]) -> dict:
         out["trino_startup_s"] = round(time.monotonic() - t, 1)
         try:
             engine = TrinoEngine(srv.endpoint)
-            times, _ = _time(engine, BASELINE_SQL, a.runs)
+            times, _, _ = _time(engine, BASELINE_SQL, a.runs)
             out["trino_baseline_ms_p50"] = round(statistics.median(times), 1)
             for name in queries:
                 per[name] |= _measure(engine, name, sql[name], a.runs, "trino")
