@@ -196,6 +196,10 @@ def _backlog_run(spark, s, rows: int, max_offsets: int, deadline_s: float = 1200
             "stream_other_s": _mean((p["durationMs"]["triggerExecution"] - p["durationMs"].get("addBatch", 0)) / 1000
                                     for p in steady),
             "tables": {name: _mean(t["tables"][name] for t in timings if name in t["tables"]) for name in tables},
+            # MERGE only: each table's [its source's local checkpoint (+ ts range), the MERGE itself]
+            "merge_split": {name: [_mean(t["merge_split"][name][i] for t in timings
+                                         if name in t.get("merge_split", {})) for i in (0, 1)]
+                            for name in tables if any(name in t.get("merge_split", {}) for t in timings)},
         },
         "batch_timings": q.lake_writer.timings,
     }

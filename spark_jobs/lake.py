@@ -214,9 +214,10 @@ BATCH_PROPERTY = "smartcity.stream-batch"
 _SNAPSHOT_PROPERTY_CONF = f"spark.sql.iceberg.snapshot-property.{BATCH_PROPERTY}"
 
 # With dedup = "merge", what makes a row one the table already holds. A data row: its event_id
-# and ts (a copy of a reading has the same ts, so the match reads only the day partitions the
-# batch touches). A quarantine row: the Kafka record it was read from, (topic, partition, offset)
-# and the record's timestamp (a topic deleted and created again reuses offsets, not timestamps):
+# and ts (a copy of a reading has the same ts, so with the batch's ts bounds added to the ON the
+# match reads only the partitions and files of the batch's ts range: LakeWriter._merge). A
+# quarantine row: the Kafka record it was read from, (topic, partition, offset) and the record's
+# timestamp (a topic deleted and created again reuses offsets, not timestamps):
 # the same record read again (a batch re-run whose key expired with its snapshot, a deleted
 # checkpoint) is not quarantined twice, while two copies of a bad payload sent twice are two
 # Kafka records and both stay. The quarantine is partitioned by ingest time, which differs
@@ -240,8 +241,8 @@ class LakeWriter:
     One row per event_id however late: data rows go in with MERGE ... WHEN NOT MATCHED THEN INSERT
     on (event_id, ts) (settings.dedup = "merge"): a copy that arrives after the stream's dedup
     window (hours or days later, an agent's re-send after a long outage) is matched against the
-    table and dropped. A copy has the same ts, so the match only reads the day partitions the batch
-    touches, and inside them only files whose ts range covers the batch's rows. Iceberg commits it
+    table and dropped. A copy has the same ts, so the ON also bounds the target's ts by the batch's
+    min and max (_merge) and the match reads only the files whose ts range meets them. Iceberg commits it
     as an append snapshot. The quarantine's rows are MERGEd too, on their Kafka record
     (QUARANTINE_MATCH). dedup = "append" writes plain appends (cheaper; late copies then stay
     until removed by other means): kept for measuring (bench spark) and for throwaway lakes."""
@@ -250,6 +251,7 @@ class LakeWriter:
         self.spark, self.s = spark, s
         self.totals: dict[str, int] = {}
         self.timings: list[dict] = []  # per committed batch: where the time went
+        self._merge_split: dict[str, list[float]] = {}  # per table: [source s, MERGE s] (MERGE only)
         self.last_batch: int | None = None
         self.query_id: str | None = None      # set by build_query once the query started
         self._first = True
@@ -279,6 +281,7 @@ class LakeWriter:
         tables = [*self.s.topics, QUARANTINE_TABLE]
         done = self.committed_tables(spark, key, tables) if self._first else set()
         self._first = False
+        self._merge_split = {}
         if done:
             log.warning("lake: batch re-run after a restart; tables already committed are skipped",
                         extra={"batch_id": batch_id, "tables": sorted(done)})
@@ -288,9 +291,15 @@ class LakeWriter:
         try:
             counts: dict[str, int] = {}
             n_full = 0
-            for r in batch.groupBy("fast_ok", "kafka_topic").count().collect():
+            # The proven rows' ts range per topic comes with the counts (no job of its own): the
+            # MERGE's ON bounds the target's ts with it (see _merge).
+            ts_range: dict[str, tuple[int, int]] = {}
+            for r in batch.groupBy("fast_ok", "kafka_topic").agg(
+                    F.count(F.lit(1)).alias("count"), F.unix_micros(F.min("event_ts")).alias("lo"),
+                    F.unix_micros(F.max("event_ts")).alias("hi")).collect():
                 if r["fast_ok"]:
                     counts[f"data/{r['kafka_topic']}"] = r["count"]
+                    ts_range[r["kafka_topic"]] = (r["lo"], r["hi"])
                 else:
                     n_full += r["count"]
             full_data: dict[str, int] = {}
@@ -310,13 +319,15 @@ class LakeWriter:
                         continue
                     rt = record_type(t)
                     frame = fast_data_frame(batch, rt)
+                    rng = ts_range.get(t)
                     if full is not None and full_data.get(t):
                         # Rows of the full path may repeat an event_id of the fast path or of each
                         # other (their stream dedup key is the bytes): one row per event_id.
                         frame = frame.unionByName(data_frame(full, rt)).dropDuplicates(["event_id"])
+                        rng = None   # their ts are not in the counts: _merge computes the range
                     pause_point(f"before:{t}")
                     tc = time.monotonic()
-                    self._write_data(spark, t, frame)
+                    self._write_data(spark, t, frame, rng)
                     commits[t] = round(time.monotonic() - tc, 2)
                     pause_point(f"after:{t}")
                 nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
@@ -337,17 +348,20 @@ class LakeWriter:
         self.last_batch = batch_id
         t_end = time.monotonic()
         self.timings.append({"batch": batch_id, "classify_count_s": round(t_count - t0, 2),
-                             "write_commit_s": round(t_end - t_count, 2), "tables": commits})
+                             "write_commit_s": round(t_end - t_count, 2), "tables": commits,
+                             **({"merge_split": self._merge_split} if self._merge_split else {})})
         log.info("lake: batch committed", extra={"batch_id": batch_id, "counts": counts,
                                                  "seconds": round(t_end - t0, 2)})
         if nq:
             log.warning("lake: batch quarantined records", extra={"batch_id": batch_id, "quarantined": nq})
 
-    def _write_data(self, spark: SparkSession, topic: str, frame: DataFrame) -> None:
+    def _write_data(self, spark: SparkSession, topic: str, frame: DataFrame,
+                    ts_range: tuple[int, int] | None = None) -> None:
+        """ts_range: the frame's (min, max) ts in microseconds, when known (else computed)."""
         if self.s.dedup == "append":
             frame.writeTo(table_identifier(self.s, topic)).append()
             return
-        self._merge(spark, topic, frame, DATA_MATCH)
+        self._merge(spark, topic, frame, DATA_MATCH, ts_range=ts_range or True)
 
     def _write_quarantine(self, spark: SparkSession, frame: DataFrame) -> None:
         if self.s.dedup == "append":
@@ -355,20 +369,39 @@ class LakeWriter:
             return
         self._merge(spark, QUARANTINE_TABLE, frame, QUARANTINE_MATCH)
 
-    def _merge(self, spark: SparkSession, table: str, frame: DataFrame, match: str) -> None:
+    def _merge(self, spark: SparkSession, table: str, frame: DataFrame, match: str,
+               ts_range: tuple[int, int] | bool = False) -> None:
         """MERGE INTO the table ... ON `match` WHEN NOT MATCHED THEN INSERT *: rows the table
-        already holds are not added again; Iceberg commits it as an append snapshot."""
+        already holds are not added again; Iceberg commits it as an append snapshot.
+
+        ts_range (data tables): the batch's (min, max) ts in microseconds, or True to compute it
+        here. Spark plans the insert-only MERGE as a left anti join of the batch against the
+        target, the target's (event_id, ts) broadcast; a condition in ON on t.ts alone is pushed
+        into the target's scan, while `t.ts = s.ts` is not. So the ON gets
+        `t.ts BETWEEN <batch min> AND <batch max>` as literals: Iceberg then reads only the
+        partitions and files whose ts range meets the batch's, instead of every file of the
+        table each batch. Every row the match could find has a ts equal to one of the batch's,
+        inside that range: the bounds change what is read, never what matches."""
         ident = table_identifier(self.s, table)
         # The source is a local checkpoint: MERGE over the micro-batch's own plan failed in Spark
         # 4.1.1's optimizer (PLAN_VALIDATION_FAILED_RULE_IN_BATCH, UpdateAttributeNullability:
         # "the plan was previously resolved and now became unresolved"); a checkpoint is a leaf.
         # On a cluster, an executor lost mid-batch then fails the query instead of recomputing,
         # and the restart re-runs the batch exactly once (see _materialize).
+        t0 = time.monotonic()
         src = frame.localCheckpoint()
         view = f"smartcity_batch_{table}"
         src.createOrReplaceTempView(view)
         try:
+            if ts_range is True:
+                r = src.agg(F.unix_micros(F.min("ts")).alias("lo"), F.unix_micros(F.max("ts")).alias("hi")).first()
+                ts_range = (r["lo"], r["hi"]) if r is not None and r["lo"] is not None else False
+            if ts_range:
+                lo, hi = (int(x) for x in ts_range)
+                match += f" AND t.ts >= timestamp_micros({lo}) AND t.ts <= timestamp_micros({hi})"
+            t1 = time.monotonic()
             spark.sql(f"MERGE INTO {ident} t USING {view} s ON {match} WHEN NOT MATCHED THEN INSERT *")
+            self._merge_split[table] = [round(t1 - t0, 2), round(time.monotonic() - t1, 2)]
         finally:
             spark.catalog.dropTempView(view)
             _release(src, True)

@@ -266,6 +266,62 @@ def test_a_bad_record_read_again_under_a_new_checkpoint_is_quarantined_once(kafk
     assert device_ids(module_lake, topic, marker) == [good["event_id"]]
 
 
+def test_the_merge_reads_only_the_target_files_in_the_batch_ts_range(spark, tmp_path):
+    """The MERGE's ON bounds the target's ts by the batch's min and max (LakeWriter._merge), so
+    Iceberg skips the files outside that range: with the data file of an old day deleted from the
+    disk, a batch of today's rows (one a copy) still MERGEs, and the copy is not added; a batch
+    whose range reaches the old day reads that file (and fails without it). Both ways of getting
+    the range: from the batch's counts (given) and computed from the rows (the full path)."""
+    from smartcity.catalog.location import Catalog, prepare_catalog
+    from smartcity.spark_jobs.iceberg_tables import create_or_evolve
+    from smartcity.spark_jobs.lake import LakeWriter
+    from smartcity.spark_jobs.settings import catalog_spark_conf
+    s = LakeSettings(lake=str(tmp_path / "lake"), catalog=Catalog(name="lake_prune"))
+    prepare_catalog(s)
+    for k, v in catalog_spark_conf(s).items():
+        if k != "spark.sql.extensions":   # static, the module session has it
+            spark.conf.set(k, v)
+    create_or_evolve(spark, s)
+    ident = "lake_prune.smartcity.gps_data"
+    schema = spark.table(ident).schema
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+
+    def frame(recs: list[dict]):
+        rows = []
+        for i, r in enumerate(recs):
+            ts = datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+            lineage = {"kafka_topic": "gps_data", "kafka_partition": 0, "kafka_offset": i,
+                       "kafka_ts": ts, "ingest_ts": now}
+            rows.append(tuple(ts if f.name == "ts" else {**r, **lineage}.get(f.name) for f in schema.fields))
+        return spark.createDataFrame(rows, schema)
+
+    def micros(r: dict) -> int:
+        ts = datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return int(ts.timestamp()) * 1_000_000 + ts.microsecond
+
+    w = LakeWriter(spark, s)
+    old = [record("gps_data", now - timedelta(days=3, minutes=k)) for k in range(3)]
+    new = [record("gps_data", now - timedelta(minutes=k)) for k in range(3)]
+    w._write_data(spark, "gps_data", frame(old))
+    w._write_data(spark, "gps_data", frame(new))
+    old_day = (now - timedelta(days=3)).date()
+    old_files = [r["file_path"] for r in spark.sql(f"SELECT file_path, partition FROM {ident}.files").collect()
+                 if r["partition"][0] == old_day]
+    assert old_files
+    for f in old_files:
+        _local(f).unlink()
+
+    later = [record("gps_data", now + timedelta(seconds=k)) for k in range(2)]
+    batch = [new[1], *later]                      # a copy of a row already there, and two new rows
+    w._write_data(spark, "gps_data", frame(batch), (min(map(micros, batch)), max(map(micros, batch))))
+    batch = [new[0], record("gps_data", now + timedelta(seconds=5))]
+    w._write_data(spark, "gps_data", frame(batch))  # the range computed from the rows
+    got = [r["event_id"] for r in spark.sql(f"SELECT event_id FROM {ident} WHERE ts >= TIMESTAMP '{old_day + timedelta(days=1)}'").collect()]
+    assert sorted(got) == sorted(r["event_id"] for r in [*new, *later, batch[1]])
+    with pytest.raises(Exception, match="(?i)not.?found|does not exist|No such file"):
+        w._write_data(spark, "gps_data", frame([old[0], record("gps_data", now + timedelta(seconds=9))]))
+
+
 def _run_lake(args: list[str], env_extra: dict, log: Path) -> subprocess.Popen:
     """`python -m smartcity.spark_jobs ARGS` as its own process group (so a kill -9 of the group
     takes its JVM too), output to `log`."""
