@@ -57,22 +57,34 @@ def plain(value: Any) -> Any:
 
 # ---- DuckDB --------------------------------------------------------------------------------------
 
-def spherical_distance(node):
-    """Athena's ST_Distance(to_spherical_geography(ST_Point(lon1, lat1)),
-    to_spherical_geography(ST_Point(lon2, lat2))) (metres on the sphere) -> DuckDB spatial's
-    ST_Distance_Sphere(ST_Point(lat1, lon1), ST_Point(lat2, lon2)): DuckDB has no spherical
-    geography type, and its function takes points as (lat, lon)."""
+def spherical_points(node):
+    """((lon1, lat1), (lon2, lat2)) of Athena's ST_Distance(to_spherical_geography(ST_Point(lon1,
+    lat1)), to_spherical_geography(ST_Point(lon2, lat2))) (metres on the sphere), or None for any
+    other node (a planar ST_Distance among them)."""
     from sqlglot import exp
     if not isinstance(node, exp.StDistance):
-        return node
+        return None
     points = []
     for arg in (node.this, node.expression):
         if not (isinstance(arg, exp.Anonymous) and arg.name.lower() == "to_spherical_geography"
                 and len(arg.expressions) == 1 and isinstance(arg.expressions[0], exp.StPoint)):
-            return node   # planar ST_Distance: DuckDB's own means the same
+            return None
         p = arg.expressions[0]
-        points.append(exp.Anonymous(this="ST_Point", expressions=[p.expression.copy(), p.this.copy()]))
-    return exp.Anonymous(this="ST_Distance_Sphere", expressions=points)
+        points.append((p.this, p.expression))
+    return tuple(points)
+
+
+def spherical_distance(node):
+    """Athena's spherical ST_Distance (spherical_points) -> DuckDB spatial's
+    ST_Distance_Sphere(ST_Point(lat1, lon1), ST_Point(lat2, lon2)): DuckDB has no spherical
+    geography type, and its function takes points as (lat, lon). A planar ST_Distance stays:
+    DuckDB's own means the same."""
+    from sqlglot import exp
+    points = spherical_points(node)
+    if points is None:
+        return node
+    return exp.Anonymous(this="ST_Distance_Sphere", expressions=[
+        exp.Anonymous(this="ST_Point", expressions=[lat.copy(), lon.copy()]) for lon, lat in points])
 
 
 # Units date_trunc can compute from the epoch in UTC (a day is 86,400 s in UTC; weeks, months
@@ -385,14 +397,9 @@ def pg_rewrite(node):
     if isinstance(node, exp.ApproxQuantile) and not (node.args.get("accuracy") or node.args.get("weight")):
         # The exact quantile, a value of x, as DuckDB's rewrite (exact_quantile) gives it.
         return _pg("percentile_disc({p}) WITHIN GROUP (ORDER BY {x})", p=node.args["quantile"], x=node.this)
-    if isinstance(node, exp.StDistance):                     # spherical only: haversine in metres
-        points = []
-        for arg in (node.this, node.expression):
-            if not (isinstance(arg, exp.Anonymous) and arg.name.lower() == "to_spherical_geography"
-                    and len(arg.expressions) == 1 and isinstance(arg.expressions[0], exp.StPoint)):
-                return node                                   # planar: PostgreSQL has none; it says so
-            points.append(arg.expressions[0])
-        (lon1, lat1), (lon2, lat2) = ((p.this, p.expression) for p in points)
+    points = spherical_points(node)     # spherical only: haversine in metres; a planar one stays,
+    if points is not None:              # and PostgreSQL, which has none, says so
+        (lon1, lat1), (lon2, lat2) = points
         return _pg(f"2 * {EARTH_RADIUS_M} * asin(sqrt(power(sin(radians({{lat2}} - {{lat1}}) / 2), 2) + "
                    "cos(radians({lat1})) * cos(radians({lat2})) * power(sin(radians({lon2} - {lon1}) / 2), 2)))",
                    lat1=lat1, lon1=lon1, lat2=lat2, lon2=lon2)
