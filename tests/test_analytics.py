@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 from collections import Counter
+from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,30 @@ def test_spherical_distance_is_rewritten_for_duckdb():
                     "to_spherical_geography(ST_Point(b.lon, b.lat))) FROM t a, t b")
     assert "ST_DISTANCE_SPHERE(ST_POINT(A.LAT, A.LON), ST_POINT(B.LAT, B.LON))" in sql.upper()
 
+
+
+def test_duckdb_answers_become_the_same_python_values_as_row_by_row_conversion():
+    """arrow_rows (a column at a time) gives what fetchall() + plain() gave (a value at a time):
+    decimals as floats, every timestamp an aware datetime in UTC (naive ones taken as UTC; s, ms
+    and ns units, before and after 1970), intervals as timedelta, NULLs as None, nested values
+    untouched; and an empty answer keeps its columns."""
+    import duckdb
+    from smartcity.analytics.engines import arrow_rows, plain
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    sql = ("SELECT 1.25::DECIMAL(10, 2) AS d, TIMESTAMP '2026-01-01 10:00:00.123456' AS naive, "
+           "TIMESTAMPTZ '2026-01-01 10:00:00+07' AS aware, TIMESTAMP_NS '2026-01-01 10:00:00.123456789' AS ns, "
+           "TIMESTAMP_S '1960-01-01 10:00:00' AS s, TIMESTAMP_MS '1969-12-31 23:59:59.5' AS ms, "
+           "INTERVAL '1 month 2 days 3 seconds' AS iv, DATE '2026-01-02' AS day, [1.5::DECIMAL(4, 1)] AS l, "
+           "NULL::TIMESTAMP AS none_ts, NULL::DECIMAL(4, 1) AS none_d, 'x' AS txt, 3::BIGINT AS i, 2.5 AS f "
+           "FROM range(3)")
+    columns, rows = arrow_rows(con.execute(sql).to_arrow_table())
+    expected = [tuple(plain(v) for v in r) for r in con.execute(sql).fetchall()]
+    assert columns == [d[0] for d in con.execute(sql).description]
+    assert rows == expected and len(rows) == 3
+    assert [type(v) for v in rows[0]] == [type(v) for v in expected[0]]
+    assert all(v.tzinfo == timezone.utc for v in rows[0][1:6])
+    assert arrow_rows(con.execute("SELECT 1 AS a WHERE false").to_arrow_table()) == (["a"], [])
 
 
 def test_percentiles_of_one_value_share_one_list_quantile_on_duckdb():
