@@ -1,6 +1,6 @@
 """The lake stream with Iceberg's GlueCatalog against a local Glue API (moto's server), its
 warehouse on the local S3 server (S3Proxy) through S3FileIO, read back through pyiceberg's glue
-catalog. moto accepts a stale VersionId on UpdateTable, so this proves that the glue catalog works
+catalog, DuckDB, and the local Athena (Trino's Iceberg connector on the same Glue catalog). moto accepts a stale VersionId on UpdateTable, so this proves that the glue catalog works
 end to end, not that concurrent commits are safe (docs/lake.md, "Catalogs")."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ pytest.importorskip("moto.server")
 from confluent_kafka import Producer  # noqa: E402
 
 from deploy.local.kafka import KafkaServer  # noqa: E402
+from deploy.local.trino import TrinoServer  # noqa: E402
 from tests.support.moto import MotoServer  # noqa: E402
 from deploy.local.s3 import REGION, S3Server  # noqa: E402
 from smartcity.contracts import example, format_ts  # noqa: E402
@@ -89,6 +90,15 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
         files = [task.file.file_path for task in t.scan().plan_files()]
         assert files and all(f.startswith("s3://lake/city/warehouse/smartcity.db/weather_data/data/") for f in files)
         assert s3.secret_key not in out
+        # The local Athena on the same Glue catalog, the path Athena itself takes: Trino's Iceberg
+        # connector asks the Glue API for the table, reads its files from S3Proxy, with the keys
+        # from its environment (none in its configuration files).
+        trino = TrinoServer(tmp_path / "trino", s, s3_credentials_from_env=True)
+        with trino:
+            by_trino = [r[0] for r in trino.query(f"SELECT event_id FROM {TOPIC}")]
+        assert sorted(by_trino) == sorted(r["event_id"] for r in sent)
+        props = (tmp_path / "trino" / "etc" / "catalog" / f"{s.catalog.name}.properties").read_text()
+        assert "iceberg.catalog.type=glue" in props and s3.secret_key not in props
         # An analyst's DuckDB on the same lake with no keys in the environment: the credentials
         # come from the AWS SDK's chain (here a profile of a shared credentials file), as boto3's.
         creds = tmp_path / "aws-credentials"

@@ -265,8 +265,17 @@ def test_catalog_properties_local_and_s3(tmp_path):
     assert (p["fs.native-s3.enabled"], p["s3.endpoint"], p["s3.path-style-access"]) == \
         ("true", "http://127.0.0.1:9000", "true")
     assert p["s3.aws-access-key"] == "${ENV:AWS_ACCESS_KEY_ID}" and "fs.native-local.enabled" not in p
-    with pytest.raises(TrinoError, match="jdbc catalog"):
-        catalog_properties(LakeSettings(lake="s3a://city/lake", catalog=Catalog(type="glue")))
+    # A Glue catalog (what Athena reads): Trino's Glue client at the catalog's endpoint and region,
+    # with the same keys from the environment. Run against the local Glue API in test_lake_glue.
+    glue = LakeSettings(lake="s3a://city/lake", s3=S3(endpoint="http://127.0.0.1:9000", region="eu-west-1"),
+                        catalog=Catalog(type="glue", glue_endpoint="http://127.0.0.1:5000"))
+    p = catalog_properties(glue, s3_credentials_from_env=True)
+    assert (p["iceberg.catalog.type"], p["hive.metastore.glue.endpoint-url"], p["hive.metastore.glue.region"]) == \
+        ("glue", "http://127.0.0.1:5000", "eu-west-1")
+    assert p["hive.metastore.glue.aws-secret-key"] == "${ENV:AWS_SECRET_ACCESS_KEY}"
+    assert not any(k.startswith("iceberg.jdbc-catalog") for k in p) and p["fs.native-s3.enabled"] == "true"
+    assert "hive.metastore.glue.endpoint-url" not in catalog_properties(
+        LakeSettings(lake="s3a://city/lake", catalog=Catalog(type="glue")))     # AWS's own endpoint
 
 
 if __name__ == "__main__":

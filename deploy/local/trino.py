@@ -218,32 +218,43 @@ _JDBC_DRIVERS = {"jdbc:sqlite:": "org.sqlite.JDBC", "jdbc:postgresql:": "org.pos
 
 
 def catalog_properties(s: "LakeSettings", s3_credentials_from_env: bool = False) -> dict[str, str]:
-    """etc/catalog/{s.catalog.name}.properties: Trino's Iceberg connector on the lake's JDBC
-    catalog (the same catalog name, URL and warehouse as Spark: spark_jobs/settings.py).
+    """etc/catalog/{s.catalog.name}.properties: Trino's Iceberg connector on the lake's catalog.
+
+    jdbc: the same catalog name, URL and warehouse as Spark (spark_jobs/settings.py). glue: the
+    Glue Data Catalog Athena reads (`iceberg.catalog.type=glue`), at s.catalog.glue_endpoint when
+    set (the local Glue API), in s.catalog.region (else s.s3.region, else us-east-1).
 
     A local lake reads files through Trino's native local file system; an s3:// or s3a://
     warehouse through its native S3 client, at s.s3.endpoint (path-style for S3-compatible
     servers), with AWS's provider chain or, s3_credentials_from_env, ${ENV:AWS_ACCESS_KEY_ID} and
-    ${ENV:AWS_SECRET_ACCESS_KEY} (Trino reads them from its environment: no secret in the file)."""
+    ${ENV:AWS_SECRET_ACCESS_KEY} (Trino reads them from its environment: no secret in the file;
+    the Glue client then takes the same two)."""
     from smartcity.catalog.location import catalog_uri, catalog_warehouse
 
-    if s.catalog.type != "jdbc":
-        raise TrinoError(f"the local Trino reads a jdbc catalog; this lake's is {s.catalog.type!r} "
-                         "(a Glue catalog is what Athena itself reads)")
-    uri = catalog_uri(s)
-    driver = next((d for prefix, d in _JDBC_DRIVERS.items() if uri.startswith(prefix)), None)
-    if driver is None:
-        raise TrinoError(f"no JDBC driver known for {uri.split(':')[1]!r} catalogs "
-                         f"(known: {', '.join(p.split(':')[1] for p in _JDBC_DRIVERS)})")
     warehouse = catalog_warehouse(s)
-    props = {
-        "connector.name": "iceberg",
-        "iceberg.catalog.type": "jdbc",
-        "iceberg.jdbc-catalog.catalog-name": s.catalog.name,
-        "iceberg.jdbc-catalog.driver-class": driver,
-        "iceberg.jdbc-catalog.connection-url": uri,
-        "iceberg.jdbc-catalog.default-warehouse-dir": warehouse,
-    }
+    from_env = {"aws-access-key": "${ENV:AWS_ACCESS_KEY_ID}", "aws-secret-key": "${ENV:AWS_SECRET_ACCESS_KEY}"}
+    props = {"connector.name": "iceberg"}
+    if s.catalog.type == "glue":
+        props.update({"iceberg.catalog.type": "glue",
+                      "hive.metastore.glue.region": s.catalog.region or s.s3.region or "us-east-1",
+                      "hive.metastore.glue.default-warehouse-dir": warehouse})
+        if s.catalog.glue_endpoint:
+            props["hive.metastore.glue.endpoint-url"] = s.catalog.glue_endpoint
+        if s3_credentials_from_env:
+            props.update({f"hive.metastore.glue.{k}": v for k, v in from_env.items()})
+    elif s.catalog.type == "jdbc":
+        uri = catalog_uri(s)
+        driver = next((d for prefix, d in _JDBC_DRIVERS.items() if uri.startswith(prefix)), None)
+        if driver is None:
+            raise TrinoError(f"no JDBC driver known for {uri.split(':')[1]!r} catalogs "
+                             f"(known: {', '.join(p.split(':')[1] for p in _JDBC_DRIVERS)})")
+        props.update({"iceberg.catalog.type": "jdbc",
+                      "iceberg.jdbc-catalog.catalog-name": s.catalog.name,
+                      "iceberg.jdbc-catalog.driver-class": driver,
+                      "iceberg.jdbc-catalog.connection-url": uri,
+                      "iceberg.jdbc-catalog.default-warehouse-dir": warehouse})
+    else:
+        raise TrinoError(f"the local Trino reads a jdbc or glue catalog, not {s.catalog.type!r}")
     if warehouse.startswith(("s3://", "s3a://", "s3n://")):
         props["fs.native-s3.enabled"] = "true"
         if s.s3.endpoint:
@@ -252,8 +263,7 @@ def catalog_properties(s: "LakeSettings", s3_credentials_from_env: bool = False)
         if s.s3.path_style or s.s3.endpoint:
             props["s3.path-style-access"] = "true"
         if s3_credentials_from_env:
-            props["s3.aws-access-key"] = "${ENV:AWS_ACCESS_KEY_ID}"
-            props["s3.aws-secret-key"] = "${ENV:AWS_SECRET_ACCESS_KEY}"
+            props.update({f"s3.{k}": v for k, v in from_env.items()})
     else:
         # Spark writes file:/abs/... locations; local.location=/ maps them onto this disk.
         props["fs.native-local.enabled"] = "true"
