@@ -39,7 +39,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-from smartcity.catalog.location import table_identifier
+from smartcity.catalog.location import table_identifier, warehouse_on_s3
 
 from .iceberg_tables import TableDef, sql_string, table_defs
 from .pause import pause_point
@@ -211,8 +211,14 @@ def maintain_table(spark, s: LakeSettings, td: TableDef, now: datetime) -> dict:
         # differs) it is an "orphan" by definition, and deleting it would make the commit that
         # follows reference a missing file: the table would fail to read. Only files far older
         # than the longest write can be orphans for good, hence days, not minutes.
+        # On S3 the table's folder is listed through its own FileIO (S3FileIO's prefix listing):
+        # by default the procedure lists it through Hadoop's file system for the location's
+        # scheme, and Hadoop has none for s3:// ("No FileSystem for scheme s3": the lake's
+        # s3a:// is for Spark's checkpoint; the tables' locations are s3://, Iceberg's own).
         older = timestamp_sql(now - timedelta(hours=m.orphan_age_h))
-        rows = call("remove_orphan_files", f"CALL {proc}.remove_orphan_files({table_arg}, older_than => {older})")
+        listing = ", prefix_listing => true" if warehouse_on_s3(s) else ""
+        rows = call("remove_orphan_files",
+                    f"CALL {proc}.remove_orphan_files({table_arg}, older_than => {older}{listing})")
         r["orphans_removed"] = len(rows)
         # 4. Manifests regrouped.
         (row,) = call("rewrite_manifests", f"CALL {proc}.rewrite_manifests({table_arg})")

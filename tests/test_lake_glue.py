@@ -1,7 +1,9 @@
 """The lake stream with Iceberg's GlueCatalog against a local Glue API (moto's server), its
 warehouse on the local S3 server (S3Proxy) through S3FileIO, read back through pyiceberg's glue
-catalog, DuckDB, and the local Athena (Trino's Iceberg connector on the same Glue catalog). moto accepts a stale VersionId on UpdateTable, so this proves that the glue catalog works
-end to end, not that concurrent commits are safe (docs/lake.md, "Catalogs")."""
+catalog, DuckDB and the local Athena (Trino's Iceberg connector on the same Glue catalog), and
+maintained there (`smartcity-lake maintain`). moto accepts a stale VersionId on UpdateTable, so
+this proves that the glue catalog works end to end, not that concurrent commits are safe
+(docs/lake.md, "Catalogs")."""
 from __future__ import annotations
 
 import json
@@ -43,6 +45,7 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
         r.update(event_id=f"glue-dev:0000abcd:{k}", device_id="glue-dev", seq=k,
                  ts=format_ts(now - timedelta(minutes=k)))
         sent.append(r)
+    later = [{**r, "event_id": f"glue-dev:0000abcd:{100 + k}", "seq": 100 + k} for k, r in enumerate(sent[:5])]
     with KafkaServer(tmp_path / "kafka") as kafka, S3Server(tmp_path / "s3") as s3, MotoServer(tmp_path) as glue:
         kafka.create_topics(partitions=1)
         p = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 5})
@@ -69,6 +72,12 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
 
         try:
             wait_until(lambda: proc.poll() is not None or len(ids()) >= len(sent), 240, f"events in the lake ({log})")
+            # A second wave in a later batch: a second data file for maintenance to compact.
+            for r in later:
+                p.produce(TOPIC, json.dumps(r).encode())
+            assert p.flush(30) == 0
+            sent += later
+            wait_until(lambda: proc.poll() is not None or len(ids()) >= len(sent), 120, f"the second wave ({log})")
             assert proc.poll() is None, f"the job died: {log}\n" + log.read_text(errors="replace")[-3000:]
             time.sleep(3)
         finally:
@@ -90,6 +99,32 @@ def test_glue_catalog_on_the_local_glue_api_with_the_warehouse_on_s3proxy(tmp_pa
         files = [task.file.file_path for task in t.scan().plan_files()]
         assert files and all(f.startswith("s3://lake/city/warehouse/smartcity.db/weather_data/data/") for f in files)
         assert s3.secret_key not in out
+        # Maintenance on S3 through the Glue catalog (`smartcity-lake maintain`, its own process):
+        # the two files compacted into one per day, snapshots expired, the table's S3 prefix
+        # listed for orphans and an old one deleted, manifests regrouped; every row still there once.
+        files_before = len(list(load_table(s, TOPIC).scan().plan_files()))
+        # An orphan, as a write that died before its commit leaves one: a file in the table's data
+        # folder no snapshot references, 4 days old (S3Proxy's filesystem backend dates an object
+        # by its file's mtime). maintain deletes it (older than orphan_age_h) and nothing else.
+        orphan_key = "city/warehouse/smartcity.db/weather_data/data/orphan-of-a-dead-write.parquet"
+        s3.client().put_object(Bucket="lake", Key=orphan_key, Body=b"not referenced")
+        (orphan_file,) = [f for f in Path(s3.blob_dir).rglob("orphan-of-a-dead-write.parquet") if f.is_file()]
+        four_days_ago = time.time() - 4 * 86400
+        os.utime(orphan_file, (four_days_ago, four_days_ago))
+        m = subprocess.run([sys.executable, "-m", "smartcity.spark_jobs", "maintain", "--once", "--table", TOPIC,
+                            "--lake", "s3a://lake/city", "--s3-endpoint", s3.endpoint, "--s3-path-style"],
+                           cwd=ROOT, env={**os.environ, **env, "SMARTCITY_LAKE_MAINTENANCE__MIN_INPUT_FILES": "2"},
+                           capture_output=True, text=True, timeout=600)
+        said = "\n".join(ln for ln in (m.stdout + m.stderr).splitlines() if not ln.lstrip().startswith("at "))
+        assert m.returncode == 0, said[-4000:]
+        (result,) = [json.loads(ln) for ln in m.stdout.splitlines() if ln.startswith('{"')]
+        assert "error" not in result and result["orphans_removed"] == 1, result
+        assert "Contents" not in s3.client().list_objects_v2(Bucket="lake", Prefix=orphan_key)
+        days = {r["ts"][:10] for r in sent}
+        assert files_before >= 2 and result["rewritten_files"] == files_before, (files_before, result)
+        assert len(list(load_table(s, TOPIC).scan().plan_files())) == len(days)
+        assert sorted(ids()) == sorted(r["event_id"] for r in sent)
+        assert s3.secret_key not in m.stdout + m.stderr
         # The local Athena on the same Glue catalog, the path Athena itself takes: Trino's Iceberg
         # connector asks the Glue API for the table, reads its files from S3Proxy, with the keys
         # from its environment (none in its configuration files).
