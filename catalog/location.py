@@ -141,6 +141,12 @@ def prepare_catalog(s: LakeLocation) -> None:
         f.parent.mkdir(parents=True, exist_ok=True)
 
 
+def catalog_region(s: LakeLocation) -> str | None:
+    """The AWS region of the catalog's clients (Glue, S3FileIO): catalog.region, else s3.region;
+    None leaves it to the AWS provider chain (AWS_REGION, a profile)."""
+    return s.catalog.region or s.s3.region
+
+
 def warehouse_on_s3(s: LakeLocation) -> bool:
     """True when the catalog's warehouse is on S3 (s3:// or s3a://): S3FileIO reads and writes it."""
     return catalog_warehouse(s).startswith("s3://")
@@ -156,7 +162,7 @@ def pyiceberg_properties(s: LakeLocation) -> dict[str, str]:
         # credentials come from the AWS default chain (AWS_ACCESS_KEY_ID, ...), never from here.
         # Without a region pyarrow asks AWS where the bucket is, so an S3-compatible server (an
         # endpoint) always gets one: s3.region, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
-        region = (c.region or s.s3.region or os.environ.get("AWS_REGION")
+        region = (catalog_region(s) or os.environ.get("AWS_REGION")
                   or os.environ.get("AWS_DEFAULT_REGION") or ("us-east-1" if s.s3.endpoint else None))
         if s.s3.endpoint:
             props["s3.endpoint"] = s.s3.endpoint
@@ -169,8 +175,8 @@ def pyiceberg_properties(s: LakeLocation) -> dict[str, str]:
         props |= {"type": "glue"}
         if c.glue_endpoint:
             props["glue.endpoint"] = c.glue_endpoint
-        if c.region or s.s3.region:
-            props["client.region"] = c.region or s.s3.region
+        if catalog_region(s):
+            props["client.region"] = catalog_region(s)
         return props
     f = catalog_sqlite_file(s)
     if f is None:

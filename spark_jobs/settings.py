@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from smartcity.catalog.location import (S3, Catalog, LakeLocation, catalog_uri, catalog_warehouse,
-                                        join, prepare_catalog, to_uri, warehouse_on_s3)
+from smartcity.catalog.location import (S3, Catalog, LakeLocation, catalog_region, catalog_uri,
+                                        catalog_warehouse, join, prepare_catalog, to_uri, warehouse_on_s3)
 from smartcity.contracts import RECORD_TYPES
 from smartcity.runtime.settings import SettingsError
 
@@ -282,7 +282,7 @@ def catalog_spark_conf(s: LakeSettings) -> dict[str, str]:
         conf[f"{pre}.catalog-impl"] = "org.apache.iceberg.aws.glue.GlueCatalog"
         if c.glue_endpoint:
             conf[f"{pre}.glue.endpoint"] = c.glue_endpoint
-    region = c.region or s.s3.region
+    region = catalog_region(s)
     if region:   # Glue's and S3FileIO's; else the AWS provider chain's (AWS_REGION, profile)
         conf[f"{pre}.client.region"] = region
     if warehouse_on_s3(s):

@@ -229,20 +229,20 @@ def catalog_properties(s: "LakeSettings", s3_credentials_from_env: bool = False)
     servers), with AWS's provider chain or, s3_credentials_from_env, ${ENV:AWS_ACCESS_KEY_ID} and
     ${ENV:AWS_SECRET_ACCESS_KEY} (Trino reads them from its environment: no secret in the file;
     the Glue client then takes the same two)."""
-    from smartcity.catalog.location import catalog_uri, catalog_warehouse
+    from smartcity.catalog.location import catalog_region, catalog_uri, catalog_warehouse
 
     warehouse = catalog_warehouse(s)
     from_env = {"aws-access-key": "${ENV:AWS_ACCESS_KEY_ID}", "aws-secret-key": "${ENV:AWS_SECRET_ACCESS_KEY}"}
     props = {"connector.name": "iceberg"}
     if s.catalog.type == "glue":
         props.update({"iceberg.catalog.type": "glue",
-                      "hive.metastore.glue.region": s.catalog.region or s.s3.region or "us-east-1",
+                      "hive.metastore.glue.region": catalog_region(s) or "us-east-1",
                       "hive.metastore.glue.default-warehouse-dir": warehouse})
         if s.catalog.glue_endpoint:
             props["hive.metastore.glue.endpoint-url"] = s.catalog.glue_endpoint
         if s3_credentials_from_env:
             props.update({f"hive.metastore.glue.{k}": v for k, v in from_env.items()})
-    elif s.catalog.type == "jdbc":
+    else:   # "jdbc" (location.CATALOG_TYPES: the settings refuse any other type)
         uri = catalog_uri(s)
         driver = next((d for prefix, d in _JDBC_DRIVERS.items() if uri.startswith(prefix)), None)
         if driver is None:
@@ -253,8 +253,6 @@ def catalog_properties(s: "LakeSettings", s3_credentials_from_env: bool = False)
                       "iceberg.jdbc-catalog.driver-class": driver,
                       "iceberg.jdbc-catalog.connection-url": uri,
                       "iceberg.jdbc-catalog.default-warehouse-dir": warehouse})
-    else:
-        raise TrinoError(f"the local Trino reads a jdbc or glue catalog, not {s.catalog.type!r}")
     if warehouse.startswith(("s3://", "s3a://", "s3n://")):
         props["fs.native-s3.enabled"] = "true"
         if s.s3.endpoint:
