@@ -5,8 +5,9 @@ lake's catalog. Defaults: 600,000 records, 200,000 per trigger, 45 s of latency 
 
 One SparkSession, one Kafka backlog of --rows records (five topics, three event hours), in order:
 
-- rows_per_s: sustained Kafka -> Iceberg rate with full parsing, validation, stream dedup and the
-  per-table MERGE commits (settings.dedup = "merge", the default), from StreamingQueryProgress
+- rows_per_s: sustained Kafka -> Iceberg rate with full parsing, validation, stream dedup, the
+  late-copy lookup and the per-table commits (settings.dedup = "merge", the default: an append
+  for a table holding none of the batch's rows, else a MERGE), from StreamingQueryProgress
   (sum of numInputRows / sum of triggerExecution time) over the backlog. Measured batches: all
   but the first (code generation, JIT; the JVM is cold before it, as the job's is after a start)
   and but a remainder batch (see _backlog_run). cpu_ms_per_1k_rows: the driver JVM's CPU time over
@@ -17,7 +18,8 @@ One SparkSession, one Kafka backlog of --rows records (five topics, three event 
   append run has the warmer JVM (after the merge run's first batch both are mostly compiled).
 - batch_phases: where a measured batch's seconds go, mean per batch (LakeWriter.timings):
   classify_count_s (Kafka read, typed parse, stream dedup state, counts), write_commit_s (every
-  table's write and commit), tables (each table's MERGE or append and its commit), and
+  table's write and commit), lookup_s (the late-copy lookup, part of write_commit_s), tables
+  (each table's MERGE or append and its commit), and
   stream_other_s (triggerExecution - addBatch: offsets, write-ahead log, state store commit).
 - source_only_rows_per_s: the ceiling, the same records read by a Spark batch query of the Kafka
   source and counted, nothing else; source_parse_rows_per_s: the same plus from_json of three
@@ -196,6 +198,8 @@ def _backlog_run(spark, s, rows: int, max_offsets: int, deadline_s: float = 1200
             "stream_other_s": _mean((p["durationMs"]["triggerExecution"] - p["durationMs"].get("addBatch", 0)) / 1000
                                     for p in steady),
             "tables": {name: _mean(t["tables"][name] for t in timings if name in t["tables"]) for name in tables},
+            # dedup = merge: the one job finding which tables already hold some of the batch's rows
+            "lookup_s": _mean(t["lookup_s"] for t in timings if "lookup_s" in t),
             # MERGE only: each table's [its source's local checkpoint (+ ts range), the MERGE itself]
             "merge_split": {name: [_mean(t["merge_split"][name][i] for t in timings
                                          if name in t.get("merge_split", {})) for i in (0, 1)]

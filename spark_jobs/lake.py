@@ -22,8 +22,10 @@ arrive twice, minutes or days apart.
    telling anyone; with an ingest-time watermark no row can ever be late, so nothing is dropped
    except true duplicates (numDroppedDuplicateRows in the progress). Cheap; forgets a key after
    `dedup_window_s`.
-2. At the table: the batch writer MERGEs on (event_id, ts) (LakeWriter), so a copy arriving after
-   the window, however late, is not added. Records with old event times (a Pi that was offline
+2. At the table: the batch writer checks the batch's rows against the tables on (event_id, ts)
+   (LakeWriter), so a copy arriving after the window, however late, is not added: one lookup job
+   for every table a batch touches, then a plain append where no row is held already (nearly
+   always) and a MERGE where one is. Records with old event times (a Pi that was offline
    for a day) are never "too late": they land in their own day partition. Quarantine rows are
    MERGEd on the Kafka record they were read from (QUARANTINE_MATCH): a record read again (a
    re-run whose batch key expired, a deleted checkpoint) is not quarantined twice.
@@ -152,6 +154,18 @@ def fast_data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
     return rows.select(*cols, *LINEAGE_NAMES)
 
 
+def fast_keys(batch: DataFrame, ranges: dict[str, tuple[int, int]]) -> DataFrame:
+    """(table, event_id, ts) of the batch's proven rows of each table of `ranges` whose ts is in
+    that table's range (µs, inclusive): what fast_data_frame puts in those columns, as one
+    projection of the batch (the `event_id` column the writer adds before persisting it)."""
+    topic, ts = F.col("kafka_topic"), F.unix_micros(F.col("event_ts"))
+    wanted = F.lit(False)
+    for t, (lo, hi) in ranges.items():
+        wanted = wanted | ((topic == t) & (ts >= lo) & (ts <= hi))
+    return batch.filter(F.col("fast_ok") & wanted).select(
+        topic.alias("table"), "event_id", F.col("event_ts").alias("ts"))
+
+
 def data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
     """Valid rows of one topic (after classify) in the data table's columns."""
     rows = batch.filter((F.col("kind") == "data") & (F.col("kafka_topic") == rt.name))
@@ -238,20 +252,33 @@ class LakeWriter:
     So a kill between two tables' commits, or after the last and before Spark's commit log, neither
     loses nor doubles a row.
 
-    One row per event_id however late: data rows go in with MERGE ... WHEN NOT MATCHED THEN INSERT
-    on (event_id, ts) (settings.dedup = "merge"): a copy that arrives after the stream's dedup
-    window (hours or days later, an agent's re-send after a long outage) is matched against the
-    table and dropped. A copy has the same ts, so the ON also bounds the target's ts by the batch's
-    min and max (_merge) and the match reads only the files whose ts range meets them. Iceberg commits it
-    as an append snapshot. The quarantine's rows are MERGEd too, on their Kafka record
-    (QUARANTINE_MATCH). dedup = "append" writes plain appends (cheaper; late copies then stay
-    until removed by other means): kept for measuring (bench spark) and for throwaway lakes."""
+    One row per event_id however late (settings.dedup = "merge"): a copy that arrives after the
+    stream's dedup window (hours or days later, an agent's re-send after a long outage) is matched
+    against the table on (event_id, ts) and not added. A copy has the same ts, so the match reads
+    only the files whose ts range meets the batch's min and max, and a table can hold one only up
+    to its greatest ts (_lookup_ranges: a batch wholly after it, the normal case, is not looked up
+    at all). Then one Spark job looks up, for every data table of the batch at once, how many of
+    its rows the table already holds (_held_copies); a table holding none gets a plain append
+    (five MERGEs cost a 200k-row batch ~2-3 s more than five appends, docs/benchmarks.md), a
+    table holding some gets MERGE ... WHEN NOT MATCHED THEN INSERT (_merge). Spark itself runs
+    that MERGE as a left anti join and an append (RewriteMergeIntoTable), which Iceberg commits
+    as an append snapshot with no conflict check: the lookup and the append are two steps of the
+    same thing, safe because this query is the only writer of new rows to its tables (its
+    checkpoint; maintenance only rewrites files): nothing can add a copy between them. Tables whose batch has full-path rows (their ts range is not in the counts), and
+    the quarantine (on its Kafka record, QUARANTINE_MATCH), always MERGE: both are rare. dedup =
+    "append" writes plain appends with no lookup (late copies then stay until removed by other
+    means): kept for measuring (bench spark) and for throwaway lakes."""
 
     def __init__(self, spark: SparkSession, s: LakeSettings):
         self.spark, self.s = spark, s
         self.totals: dict[str, int] = {}
         self.timings: list[dict] = []  # per committed batch: where the time went
         self._merge_split: dict[str, list[float]] = {}  # per table: [source s, MERGE s] (MERGE only)
+        self._paths: dict[str, str] = {}   # per table: "append" | "merge", this batch
+        # Per data table, the greatest ts (µs) it holds, None if empty; absent: not known. Read
+        # from the table once (_table_max_ts), then raised by each commit (_committed_ts): this
+        # query is the only writer of new rows, and maintenance keeps every row (one reading, one ts).
+        self._max_ts: dict[str, int | None] = {}
         self.last_batch: int | None = None
         self.query_id: str | None = None      # set by build_query once the query started
         self._first = True
@@ -281,13 +308,22 @@ class LakeWriter:
         tables = [*self.s.topics, QUARANTINE_TABLE]
         done = self.committed_tables(spark, key, tables) if self._first else set()
         self._first = False
-        self._merge_split = {}
+        self._merge_split, self._paths = {}, {}
         if done:
             log.warning("lake: batch re-run after a restart; tables already committed are skipped",
                         extra={"batch_id": batch_id, "tables": sorted(done)})
-        batch = batch.persist()
+        # Persisted for the counts and every write: what those read, no more. The dedup key is
+        # done with; a proven row's Kafka value is never read again (its columns come from the
+        # typed parse), so only the full path's rows keep theirs (caching every row's value cost
+        # ~1 s of CPU per 200k-row batch: bench spark, docs/benchmarks.md). event_id as a column
+        # of its own: the late-copy lookup reads it without decoding the five parsed structs.
+        batch = (batch.drop("dedup_key")
+                 .withColumn("value", F.when(F.col("fast_ok"), F.lit(None)).otherwise(F.col("value")))
+                 .withColumn("event_id", F.coalesce(*[F.col(wire_column(t))["event_id"] for t in self.s.topics]))
+                 .persist())
         full = None
         commits: dict[str, float] = {}
+        lookup_s = None
         try:
             counts: dict[str, int] = {}
             n_full = 0
@@ -314,20 +350,30 @@ class LakeWriter:
             t_count = time.monotonic()
             spark.conf.set(_SNAPSHOT_PROPERTY_CONF, key)
             try:
+                frames: dict[str, DataFrame] = {}
+                ranges: dict[str, tuple[int, int] | None] = {}
                 for t in self.s.topics:
                     if not counts.get(f"data/{t}", 0) or t in done:
                         continue
                     rt = record_type(t)
-                    frame = fast_data_frame(batch, rt)
-                    rng = ts_range.get(t)
+                    frames[t] = fast_data_frame(batch, rt)
+                    ranges[t] = ts_range.get(t)
                     if full is not None and full_data.get(t):
                         # Rows of the full path may repeat an event_id of the fast path or of each
                         # other (their stream dedup key is the bytes): one row per event_id.
-                        frame = frame.unionByName(data_frame(full, rt)).dropDuplicates(["event_id"])
-                        rng = None   # their ts are not in the counts: _merge computes the range
+                        frames[t] = frames[t].unionByName(data_frame(full, rt)).dropDuplicates(["event_id"])
+                        ranges[t] = None   # their ts are not in the counts: _merge computes the range
+                held: dict[str, int] = {}
+                if self.s.dedup == "merge":
+                    tl = time.monotonic()
+                    held, looked = self._lookup_ranges(spark, ranges)
+                    held |= self._held_copies(spark, fast_keys(batch, looked), looked)
+                    lookup_s = round(time.monotonic() - tl, 2)
+                for t, frame in frames.items():
                     pause_point(f"before:{t}")
                     tc = time.monotonic()
-                    self._write_data(spark, t, frame, rng)
+                    self._write_data(spark, t, frame, ranges[t], held.get(t))
+                    self._committed_ts(t, ranges[t])
                     commits[t] = round(time.monotonic() - tc, 2)
                     pause_point(f"after:{t}")
                 nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
@@ -349,19 +395,85 @@ class LakeWriter:
         t_end = time.monotonic()
         self.timings.append({"batch": batch_id, "classify_count_s": round(t_count - t0, 2),
                              "write_commit_s": round(t_end - t_count, 2), "tables": commits,
+                             "paths": dict(self._paths),
+                             **({"lookup_s": lookup_s} if lookup_s is not None else {}),
                              **({"merge_split": self._merge_split} if self._merge_split else {})})
         log.info("lake: batch committed", extra={"batch_id": batch_id, "counts": counts,
                                                  "seconds": round(t_end - t0, 2)})
         if nq:
             log.warning("lake: batch quarantined records", extra={"batch_id": batch_id, "quarantined": nq})
 
+    def _lookup_ranges(self, spark: SparkSession, ranges: dict[str, tuple[int, int] | None]
+                       ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+        """Which part of each table's batch range the lookup must read: the rows of a batch can
+        only be held by a table at a ts the table has, so the range ends at the table's greatest
+        ts (self._max_ts). Returns (held: the tables known to hold none, with 0; looked: the
+        others with the range left to look up). A fresh batch lies after everything its tables
+        hold (the stream's normal case, and a backlog read in order): no lookup at all."""
+        held, looked = {}, {}
+        for t, r in ranges.items():
+            if not r:
+                continue            # full-path rows: the MERGE
+            if t not in self._max_ts:
+                self._max_ts[t] = self._table_max_ts(spark, t)
+            top = self._max_ts[t]
+            if top is None or r[0] > top:
+                held[t] = 0
+            else:
+                looked[t] = (r[0], min(r[1], top))
+        return held, looked
+
+    def _table_max_ts(self, spark: SparkSession, table: str) -> int | None:
+        """The greatest ts the table holds (µs), None when it is empty. Iceberg answers max()
+        from its data files' metrics (Spark's aggregate push-down), reading no data."""
+        return (spark.table(table_identifier(self.s, table)).agg(F.max("ts").alias("top"))
+                .select(F.unix_micros("top").alias("top")).first()["top"])
+
+    def _committed_ts(self, table: str, ts_range: tuple[int, int] | None) -> None:
+        """After a commit to `table`: its greatest ts is at least the batch's. A commit whose
+        range is not known here (full-path rows) makes it unknown: read again next time."""
+        if table not in self._max_ts:
+            return
+        if ts_range is None:
+            del self._max_ts[table]
+        elif self._max_ts[table] is None or ts_range[1] > self._max_ts[table]:
+            self._max_ts[table] = ts_range[1]
+
+    def _held_copies(self, spark: SparkSession, keys: DataFrame,
+                     ranges: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """How many of a batch's rows each table of `ranges` already holds (same event_id and ts),
+        in one Spark job for all of them. keys: the batch's rows as (table, event_id, ts);
+        ranges: per table, the (min, max) of its rows' ts in microseconds. The keys are
+        semi-joined with the tables' rows, each table read only inside its range, as literals,
+        so Iceberg reads only the files whose ts range meets it (like _merge's ON).
+
+        `keys` must be one projection of the batch, not a union of per-table frames: Spark
+        matches a persisted batch in one branch of a union only (the others get new attribute
+        ids), and the other branches then computed the micro-batch again (Kafka, parse and
+        dedup state: 5-7 s per batch in bench spark)."""
+        if not ranges:
+            return {}
+        ts = F.col("ts")
+        held = None
+        for t, (lo, hi) in ranges.items():
+            rows = (spark.table(table_identifier(self.s, t))
+                    .where((ts >= F.timestamp_micros(F.lit(lo))) & (ts <= F.timestamp_micros(F.lit(hi))))
+                    .select(F.lit(t).alias("table"), "event_id", "ts"))
+            held = rows if held is None else held.unionByName(rows)
+        found = keys.join(held, ["table", "event_id", "ts"], "left_semi")
+        return {t: 0 for t in ranges} | {r["table"]: r["count"] for r in found.groupBy("table").count().collect()}
+
     def _write_data(self, spark: SparkSession, topic: str, frame: DataFrame,
-                    ts_range: tuple[int, int] | None = None) -> None:
-        """ts_range: the frame's (min, max) ts in microseconds, when known (else computed)."""
-        if self.s.dedup == "append":
+                    ts_range: tuple[int, int] | None = None, held: int | None = None) -> None:
+        """ts_range: the frame's (min, max) ts in microseconds, when known (else computed).
+        held: how many of the frame's rows the table holds already (_held_copies): 0 appends,
+        more or None (not looked up) MERGEs."""
+        if self.s.dedup == "append" or held == 0:
             frame.writeTo(table_identifier(self.s, topic)).append()
+            self._paths[topic] = "append"
             return
         self._merge(spark, topic, frame, DATA_MATCH, ts_range=ts_range or True)
+        self._paths[topic] = "merge"
 
     def _write_quarantine(self, spark: SparkSession, frame: DataFrame) -> None:
         if self.s.dedup == "append":

@@ -266,40 +266,127 @@ def test_a_bad_record_read_again_under_a_new_checkpoint_is_quarantined_once(kafk
     assert device_ids(module_lake, topic, marker) == [good["event_id"]]
 
 
-def test_the_merge_reads_only_the_target_files_in_the_batch_ts_range(spark, tmp_path):
-    """The MERGE's ON bounds the target's ts by the batch's min and max (LakeWriter._merge), so
-    Iceberg skips the files outside that range: with the data file of an old day deleted from the
-    disk, a batch of today's rows (one a copy) still MERGEs, and the copy is not added; a batch
-    whose range reaches the old day reads that file (and fails without it). Both ways of getting
-    the range: from the batch's counts (given) and computed from the rows (the full path)."""
+def _writer_on_a_new_catalog(spark, tmp_path, name: str):
+    """A LakeWriter on a new catalog `name` (tables created) in the module's session, and a
+    function making a DataFrame of a table's rows from records."""
     from smartcity.catalog.location import Catalog, prepare_catalog
     from smartcity.spark_jobs.iceberg_tables import create_or_evolve
     from smartcity.spark_jobs.lake import LakeWriter
     from smartcity.spark_jobs.settings import catalog_spark_conf
-    s = LakeSettings(lake=str(tmp_path / "lake"), catalog=Catalog(name="lake_prune"))
+    s = LakeSettings(lake=str(tmp_path / "lake"), catalog=Catalog(name=name))
     prepare_catalog(s)
     for k, v in catalog_spark_conf(s).items():
         if k != "spark.sql.extensions":   # static, the module session has it
             spark.conf.set(k, v)
     create_or_evolve(spark, s)
-    ident = "lake_prune.smartcity.gps_data"
-    schema = spark.table(ident).schema
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(timezone.utc)
 
-    def frame(recs: list[dict]):
+    def frame(topic: str, recs: list[dict]):
+        schema = spark.table(f"{name}.smartcity.{topic}").schema
         rows = []
         for i, r in enumerate(recs):
-            ts = datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-            lineage = {"kafka_topic": "gps_data", "kafka_partition": 0, "kafka_offset": i,
+            ts = _ts(r)
+            lineage = {"kafka_topic": topic, "kafka_partition": 0, "kafka_offset": i,
                        "kafka_ts": ts, "ingest_ts": now}
             rows.append(tuple(ts if f.name == "ts" else {**r, **lineage}.get(f.name) for f in schema.fields))
         return spark.createDataFrame(rows, schema)
+    return LakeWriter(spark, s), frame
 
-    def micros(r: dict) -> int:
-        ts = datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-        return int(ts.timestamp()) * 1_000_000 + ts.microsecond
 
-    w = LakeWriter(spark, s)
+def _ts(r: dict) -> datetime:
+    return datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _micros(r: dict) -> int:
+    ts = _ts(r)
+    return int(ts.timestamp()) * 1_000_000 + ts.microsecond
+
+
+def _range(recs: list[dict]) -> tuple[int, int]:
+    return min(map(_micros, recs)), max(map(_micros, recs))
+
+
+def _keys(frames: dict):
+    """The (table, event_id, ts) the lookup takes, from per-table frames."""
+    from pyspark.sql import functions as F
+    parts = [f.select(F.lit(t).alias("table"), "event_id", "ts") for t, f in frames.items()]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out
+
+
+def test_rows_no_table_holds_are_appended_and_a_table_holding_a_copy_merges_it_away(spark, tmp_path):
+    """The late-copy check of a batch is one lookup for all its tables (LakeWriter._held_copies,
+    on event_id and ts inside each table's ts range): a table holding none of the batch's rows
+    gets a plain append; a table holding one (a copy two days late, next to new rows) gets the
+    MERGE, which does not add the copy."""
+    w, frame = _writer_on_a_new_catalog(spark, tmp_path, "lake_held")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    gps_old = [record("gps_data", now - timedelta(days=2, minutes=k)) for k in range(3)]
+    veh_old = [record("vehicle_data", now - timedelta(hours=3, minutes=k)) for k in range(3)]
+    w._write_data(spark, "gps_data", frame("gps_data", gps_old), _range(gps_old), held=0)
+    w._write_data(spark, "vehicle_data", frame("vehicle_data", veh_old), _range(veh_old), held=0)
+    assert w._paths == {"gps_data": "append", "vehicle_data": "append"}
+
+    gps_batch = [gps_old[1], *(record("gps_data", now + timedelta(seconds=k)) for k in range(2))]
+    veh_batch = [record("vehicle_data", now + timedelta(seconds=k)) for k in range(2)]
+    frames = {"gps_data": frame("gps_data", gps_batch), "vehicle_data": frame("vehicle_data", veh_batch)}
+    ranges = {"gps_data": _range(gps_batch), "vehicle_data": _range(veh_batch)}
+    held = w._held_copies(spark, _keys(frames), ranges)
+    assert held == {"gps_data": 1, "vehicle_data": 0}
+    w._paths = {}
+    for t, f in frames.items():
+        w._write_data(spark, t, f, ranges[t], held[t])
+    assert w._paths == {"gps_data": "merge", "vehicle_data": "append"}
+    gps = lake_ids(w.s, "gps_data")
+    assert sorted(gps) == sorted(r["event_id"] for r in [*gps_old, *gps_batch[1:]])
+    assert sorted(lake_ids(w.s, "vehicle_data")) == sorted(r["event_id"] for r in [*veh_old, *veh_batch])
+
+
+def test_a_batch_after_everything_a_table_holds_is_appended_without_a_lookup(spark, tmp_path):
+    """A table can hold a copy of a batch's row only at a ts it has, so the lookup reads a table
+    only up to its greatest ts (LakeWriter._lookup_ranges): read from the table once (a new
+    writer, as after a restart), then raised by each commit. A batch wholly after it (a fresh
+    batch, a backlog read in order) needs no lookup; one reaching back is looked up only up to
+    that ts; an empty table needs none."""
+    from smartcity.spark_jobs.lake import LakeWriter
+    w, frame = _writer_on_a_new_catalog(spark, tmp_path, "lake_top")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    assert w._lookup_ranges(spark, {"gps_data": (1, 2)}) == ({"gps_data": 0}, {})
+    old = [record("gps_data", now - timedelta(minutes=k)) for k in range(3)]
+    w._write_data(spark, "gps_data", frame("gps_data", old), _range(old), held=0)
+    w._committed_ts("gps_data", _range(old))
+    top = _micros(old[0])
+    assert w._max_ts == {"gps_data": top}
+
+    fresh = LakeWriter(spark, w.s)     # knows nothing yet: reads the table's greatest ts
+    later = [record("gps_data", now + timedelta(seconds=k)) for k in (1, 2)]
+    assert fresh._lookup_ranges(spark, {"gps_data": _range(later)}) == ({"gps_data": 0}, {})
+    assert fresh._max_ts == {"gps_data": top}
+    reaching = [old[2], *later]        # a copy of an old reading among new ones
+    lo, hi = _range(reaching)
+    assert fresh._lookup_ranges(spark, {"gps_data": (lo, hi), "vehicle_data": None}) == ({}, {"gps_data": (lo, top)})
+    fresh._committed_ts("gps_data", (lo, hi))
+    assert fresh._max_ts["gps_data"] == hi
+    fresh._committed_ts("gps_data", None)   # a MERGE of full-path rows: range not known here
+    assert "gps_data" not in fresh._max_ts
+
+
+def test_the_merge_reads_only_the_target_files_in_the_batch_ts_range(spark, tmp_path):
+    """The MERGE's ON bounds the target's ts by the batch's min and max (LakeWriter._merge), so
+    Iceberg skips the files outside that range: with the data file of an old day deleted from the
+    disk, a batch of today's rows (one a copy) still MERGEs, and the copy is not added; a batch
+    whose range reaches the old day reads that file (and fails without it). Both ways of getting
+    the range: from the batch's counts (given) and computed from the rows (the full path). The
+    lookup of _held_copies reads the same files as the MERGE: its range prunes the same way."""
+    w, make = _writer_on_a_new_catalog(spark, tmp_path, "lake_prune")
+    ident = "lake_prune.smartcity.gps_data"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+
+    def frame(recs: list[dict]):
+        return make("gps_data", recs)
+    micros = _micros
     old = [record("gps_data", now - timedelta(days=3, minutes=k)) for k in range(3)]
     new = [record("gps_data", now - timedelta(minutes=k)) for k in range(3)]
     w._write_data(spark, "gps_data", frame(old))
@@ -318,6 +405,11 @@ def test_the_merge_reads_only_the_target_files_in_the_batch_ts_range(spark, tmp_
     w._write_data(spark, "gps_data", frame(batch))  # the range computed from the rows
     got = [r["event_id"] for r in spark.sql(f"SELECT event_id FROM {ident} WHERE ts >= TIMESTAMP '{old_day + timedelta(days=1)}'").collect()]
     assert sorted(got) == sorted(r["event_id"] for r in [*new, *later, batch[1]])
+    batch = [new[2], record("gps_data", now + timedelta(seconds=7))]
+    assert w._held_copies(spark, _keys({"gps_data": frame(batch)}), {"gps_data": _range(batch)}) == {"gps_data": 1}
+    reaching = [old[0], record("gps_data", now + timedelta(seconds=8))]
+    with pytest.raises(Exception, match="(?i)not.?found|does not exist|No such file"):
+        w._held_copies(spark, _keys({"gps_data": frame(reaching)}), {"gps_data": _range(reaching)})
     with pytest.raises(Exception, match="(?i)not.?found|does not exist|No such file"):
         w._write_data(spark, "gps_data", frame([old[0], record("gps_data", now + timedelta(seconds=9))]))
 
@@ -524,7 +616,10 @@ def test_maintain_killed_9_next_to_the_stream_then_run_again_loses_and_duplicate
             def commit_waiting() -> bool:
                 for f in _table_files(lake, "gps_data") - before_files:
                     if f.name.endswith(".metadata.json"):
-                        m = json.loads(f.read_text())
+                        try:
+                            m = json.loads(f.read_text())
+                        except ValueError:   # still being written (Iceberg writes it in place)
+                            continue
                         cur = [x for x in m["snapshots"] if x["snapshot-id"] == m["current-snapshot-id"]]
                         if cur and cur[0]["summary"]["operation"] == "replace":
                             return True
