@@ -264,10 +264,11 @@ class LakeWriter:
     that MERGE as a left anti join and an append (RewriteMergeIntoTable), which Iceberg commits
     as an append snapshot with no conflict check: the lookup and the append are two steps of the
     same thing, safe because this query is the only writer of new rows to its tables (its
-    checkpoint; maintenance only rewrites files): nothing can add a copy between them. Tables whose batch has full-path rows (their ts range is not in the counts), and
-    the quarantine (on its Kafka record, QUARANTINE_MATCH), always MERGE: both are rare. dedup =
-    "append" writes plain appends with no lookup (late copies then stay until removed by other
-    means): kept for measuring (bench spark) and for throwaway lakes."""
+    checkpoint; maintenance only rewrites files): nothing can add a copy between them. Tables
+    whose batch has full-path rows (their ts range is not in the counts), and the quarantine (on
+    its Kafka record, QUARANTINE_MATCH), always MERGE: both are rare. dedup = "append" writes
+    plain appends with no lookup (late copies then stay until removed by other means): kept for
+    measuring (bench spark) and for throwaway lakes."""
 
     def __init__(self, spark: SparkSession, s: LakeSettings):
         self.spark, self.s = spark, s

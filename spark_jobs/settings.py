@@ -139,8 +139,9 @@ class LakeSettings(LakeLocation):
     dedup_window_s: int = 3600
     # Event times further than this ahead of the ingest time go to quarantine (future_ts).
     future_tolerance_s: int = 300
-    # How a batch's rows enter their table (lake.LakeWriter): "merge" (MERGE on event_id and ts:
-    # one row per event_id however late a copy arrives; quarantine rows on their Kafka record) or
+    # How a batch's rows enter their table (lake.LakeWriter): "merge" (checked against the table
+    # on event_id and ts, then appended, or MERGEd where the table holds a copy: one row per
+    # event_id however late a copy arrives; quarantine rows MERGEd on their Kafka record) or
     # "append" (a copy later than dedup_window_s, or a record read again, stays as a second row;
     # cheaper, for measurements and throwaway lakes).
     dedup: str = "merge"
