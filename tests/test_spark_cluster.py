@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ("gps_data", "vehicle_data")
 PER_TOPIC = 150
 RESENT = 20          # per topic: a bridge retry after the first records landed
-DURATION_S = 60      # --duration-s: counted from the query's start, after the session is up
+# --duration-s: counted from the query's start, after the session is up. The first batch on the
+# cluster (code generation on the executor, the tables' greatest ts read once, the lookup) took
+# longer than 60 s once in CI on the loaded 2-core machine: the job then stopped with nothing
+# committed, so the test allows it 120 s.
+DURATION_S = 120
 
 
 def build_zip(dest: Path) -> Path:
