@@ -117,6 +117,11 @@ def wire_column(topic: str) -> str:
     return f"wire_{topic}"
 
 
+def wire_event_id(topics: list[str]) -> Column:
+    """A row's event_id as its topic's typed parse (`wire_<topic>`) read it."""
+    return F.coalesce(*[F.col(wire_column(t))["event_id"] for t in topics])
+
+
 def triage(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFrame:
     """The fast path, before deduplication. Each row is parsed once with its topic's typed schema
     (`wire_<topic>`, null for the other topics) and `fast_ok` says whether that alone proves it a
@@ -139,7 +144,7 @@ def triage(df: DataFrame, topics: list[str], future_tolerance_s: int) -> DataFra
     d = d.withColumn("event_ts", F.try_to_timestamp(ts_text, F.lit(V.TS_FORMAT)))
     d = d.withColumn("fast_ok", ok & F.coalesce(~_future(F.col("event_ts"), future_tolerance_s),
                                                 F.lit(False)))
-    event_id = F.coalesce(*[F.col(wire_column(t))["event_id"] for t in topics])
+    event_id = wire_event_id(topics)
     raw_key = F.coalesce(F.sha2(F.col("value"), 256),
                          F.concat_ws("/", F.lit("empty"), "kafka_partition", "kafka_offset"))
     return d.withColumn("dedup_key", F.when(F.col("fast_ok"), F.concat_ws("/", topic, event_id))
@@ -320,7 +325,7 @@ class LakeWriter:
         # of its own: the late-copy lookup reads it without decoding the five parsed structs.
         batch = (batch.drop("dedup_key")
                  .withColumn("value", F.when(F.col("fast_ok"), F.lit(None)).otherwise(F.col("value")))
-                 .withColumn("event_id", F.coalesce(*[F.col(wire_column(t))["event_id"] for t in self.s.topics]))
+                 .withColumn("event_id", wire_event_id(self.s.topics))
                  .persist())
         full = None
         commits: dict[str, float] = {}
