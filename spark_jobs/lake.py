@@ -260,9 +260,11 @@ class LakeWriter:
     One row per event_id however late (settings.dedup = "merge"): a copy that arrives after the
     stream's dedup window (hours or days later, an agent's re-send after a long outage) is matched
     against the table on (event_id, ts) and not added. A copy has the same ts, so the match reads
-    only the files whose ts range meets the batch's min and max, and a table can hold one only up
-    to its greatest ts (_lookup_ranges: a batch wholly after it, the normal case, is not looked up
-    at all). Then one Spark job looks up, for every data table of the batch at once, how many of
+    only the files whose ts range meets the batch's min and max; and a copy the stream's dedup
+    state still remembers never reaches the writer, so the lookup reads a table only up to the
+    greatest ts among the rows that state may have forgotten (_lookup_ranges: a batch after it,
+    the normal case, and a catch-up batch reaching back only into this run's recent commits, are
+    not looked up at all). Then one Spark job looks up, for every data table of the batch at once, how many of
     its rows the table already holds (_held_copies); a table holding none gets a plain append
     (five MERGEs cost a 200k-row batch ~2-3 s more than five appends, docs/benchmarks.md), a
     table holding some gets MERGE ... WHEN NOT MATCHED THEN INSERT (_merge). Spark itself runs
@@ -281,13 +283,21 @@ class LakeWriter:
         self.timings: list[dict] = []  # per committed batch: where the time went
         self._merge_split: dict[str, list[float]] = {}  # per table: [source s, MERGE s] (MERGE only)
         self._paths: dict[str, str] = {}   # per table: "append" | "merge", this batch
-        # Per data table, the greatest ts (µs) it holds, None if empty; absent: not known. Read
-        # from the table once (_table_max_ts), then raised by each commit (_committed_ts): this
-        # query is the only writer of new rows, and maintenance keeps every row (one reading, one ts).
-        self._max_ts: dict[str, int | None] = {}
+        # Per data table, what the late-copy lookup must read (µs; see _lookup_ranges). _old_top:
+        # the greatest ts among the rows the stream's dedup state may have forgotten, None if
+        # none; absent: not known, read from the table (_table_max_ts). _recent: (ingest ts,
+        # greatest ts) of this run's commits of proven rows, whose event_ids that state still
+        # holds (_committed_ts); they join _old_top once older than the dedup window.
+        self._old_top: dict[str, int | None] = {}
+        self._recent: dict[str, list[tuple[int, int]]] = {}
         self.last_batch: int | None = None
         self.query_id: str | None = None      # set by build_query once the query started
         self._first = True
+
+    def started(self, query_id: str) -> None:
+        """A query (new, or restarted from its checkpoint) now calls this writer: its first
+        batch may be one Spark runs again (see __call__)."""
+        self.query_id, self._first = query_id, True
 
     def _key(self, batch: DataFrame, batch_id: int) -> str:
         qid = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId") or self.query_id
@@ -312,7 +322,13 @@ class LakeWriter:
         spark = batch.sparkSession
         key = self._key(batch, batch_id)
         tables = [*self.s.topics, QUARANTINE_TABLE]
-        done = self.committed_tables(spark, key, tables) if self._first else set()
+        if self._first:
+            done = self.committed_tables(spark, key, tables)
+            # A batch Spark runs again was not in its commit log: the dedup state lacks its keys
+            # though a table may hold its rows. Forget every commit of an earlier run.
+            self._old_top, self._recent = {}, {}
+        else:
+            done = set()
         self._first = False
         self._merge_split, self._paths = {}, {}
         if done:
@@ -336,9 +352,12 @@ class LakeWriter:
             # The proven rows' ts range per topic comes with the counts (no job of its own): the
             # MERGE's ON bounds the target's ts with it (see _merge).
             ts_range: dict[str, tuple[int, int]] = {}
+            ingest = 0   # the batch's ingest ts (µs): one value, Spark's current_timestamp()
             for r in batch.groupBy("fast_ok", "kafka_topic").agg(
                     F.count(F.lit(1)).alias("count"), F.unix_micros(F.min("event_ts")).alias("lo"),
-                    F.unix_micros(F.max("event_ts")).alias("hi")).collect():
+                    F.unix_micros(F.max("event_ts")).alias("hi"),
+                    F.unix_micros(F.max("ingest_ts")).alias("ingest")).collect():
+                ingest = max(ingest, r["ingest"] or 0)
                 if r["fast_ok"]:
                     counts[f"data/{r['kafka_topic']}"] = r["count"]
                     ts_range[r["kafka_topic"]] = (r["lo"], r["hi"])
@@ -372,14 +391,14 @@ class LakeWriter:
                 held: dict[str, int] = {}
                 if self.s.dedup == "merge":
                     tl = time.monotonic()
-                    held, looked = self._lookup_ranges(spark, ranges)
+                    held, looked = self._lookup_ranges(spark, ranges, ingest)
                     held |= self._held_copies(spark, fast_keys(batch, looked), looked)
                     lookup_s = round(time.monotonic() - tl, 2)
                 for t, frame in frames.items():
                     pause_point(f"before:{t}")
                     tc = time.monotonic()
                     self._write_data(spark, t, frame, ranges[t], held.get(t))
-                    self._committed_ts(t, ranges[t])
+                    self._committed_ts(t, ranges[t], ingest)
                     commits[t] = round(time.monotonic() - tc, 2)
                     pause_point(f"after:{t}")
                 nq = sum(v for k, v in counts.items() if k.startswith("quarantine/"))
@@ -409,20 +428,35 @@ class LakeWriter:
         if nq:
             log.warning("lake: batch quarantined records", extra={"batch_id": batch_id, "quarantined": nq})
 
-    def _lookup_ranges(self, spark: SparkSession, ranges: dict[str, tuple[int, int] | None]
-                       ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-        """Which part of each table's batch range the lookup must read: the rows of a batch can
-        only be held by a table at a ts the table has, so the range ends at the table's greatest
-        ts (self._max_ts). Returns (held: the tables known to hold none, with 0; looked: the
-        others with the range left to look up). A fresh batch lies after everything its tables
-        hold (the stream's normal case, and a backlog read in order): no lookup at all."""
+    def _lookup_ranges(self, spark: SparkSession, ranges: dict[str, tuple[int, int] | None],
+                       ingest_us: int) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+        """Which part of each table's batch range the lookup must read. Returns (held: the tables
+        known to hold none of the batch's rows, with 0; looked: the others, with the range left
+        to look up). ingest_us: the batch's ingest ts.
+
+        A table can hold a copy of a batch's row only at that row's ts. And a row whose event_id
+        the stream's dedup state still holds never reaches the writer: that state keeps the keys
+        of every batch this run committed less than `dedup_window_s` of ingest time ago (Spark
+        evicts a key once the ingest-time watermark, the latest ingest ts minus the window, passes
+        its ingest ts plus the window: after two windows at the earliest). So the lookup needs
+        only the rows the state may have forgotten: those committed before this run (read once as
+        the table's greatest ts) and this run's commits older than one window. Above their
+        greatest ts (_old_top) a table holds only rows the state remembers. A fresh batch, a
+        backlog read in order, and a catch-up batch whose range reaches back into the last
+        batches' (its Kafka partitions' shares cover slightly different event times) need no
+        lookup; a vehicle replaying a queue older than the window is looked up over the overlap."""
+        window_us = self.s.dedup_window_s * 1_000_000
         held, looked = {}, {}
         for t, r in ranges.items():
             if not r:
                 continue            # full-path rows: the MERGE
-            if t not in self._max_ts:
-                self._max_ts[t] = self._table_max_ts(spark, t)
-            top = self._max_ts[t]
+            if t not in self._old_top:
+                self._old_top[t], self._recent[t] = self._table_max_ts(spark, t), []
+            recent = self._recent[t]
+            while recent and ingest_us - recent[0][0] >= window_us:
+                _, hi = recent.pop(0)
+                self._old_top[t] = hi if self._old_top[t] is None else max(self._old_top[t], hi)
+            top = self._old_top[t]
             if top is None or r[0] > top:
                 held[t] = 0
             else:
@@ -435,15 +469,17 @@ class LakeWriter:
         return (spark.table(table_identifier(self.s, table)).agg(F.max("ts").alias("top"))
                 .select(F.unix_micros("top").alias("top")).first()["top"])
 
-    def _committed_ts(self, table: str, ts_range: tuple[int, int] | None) -> None:
-        """After a commit to `table`: its greatest ts is at least the batch's. A commit whose
-        range is not known here (full-path rows) makes it unknown: read again next time."""
-        if table not in self._max_ts:
+    def _committed_ts(self, table: str, ts_range: tuple[int, int] | None, ingest_us: int) -> None:
+        """After a commit to `table` of a batch ingested at ingest_us: its proven rows' event_ids
+        are in the dedup state from now on. A commit with full-path rows (ts_range None: their
+        range is not known here; their state key is their bytes, not the event_id) makes the
+        table's knowledge unknown: read again next time."""
+        if table not in self._old_top:
             return
         if ts_range is None:
-            del self._max_ts[table]
-        elif self._max_ts[table] is None or ts_range[1] > self._max_ts[table]:
-            self._max_ts[table] = ts_range[1]
+            del self._old_top[table], self._recent[table]
+        else:
+            self._recent[table].append((ingest_us, ts_range[1]))
 
     def _held_copies(self, spark: SparkSession, keys: DataFrame,
                      ranges: dict[str, tuple[int, int]]) -> dict[str, int]:
@@ -543,7 +579,7 @@ def build_query(spark: SparkSession, s: LakeSettings, writer: LakeWriter | None 
          .option("checkpointLocation", s.checkpoint)
          .trigger(processingTime=f"{s.trigger_s} seconds")
          .start())
-    writer.query_id = q.id
+    writer.started(q.id)
     q.lake_writer = writer  # type: ignore[attr-defined]
     return q
 

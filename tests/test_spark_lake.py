@@ -266,19 +266,25 @@ def test_a_bad_record_read_again_under_a_new_checkpoint_is_quarantined_once(kafk
     assert device_ids(module_lake, topic, marker) == [good["event_id"]]
 
 
-def _writer_on_a_new_catalog(spark, tmp_path, name: str):
-    """A LakeWriter on a new catalog `name` (tables created) in the module's session, and a
-    function making a DataFrame of a table's rows from records."""
+def _new_catalog(spark, tmp_path, name: str, **settings) -> LakeSettings:
+    """Settings of a lake on a new catalog `name`, known to the module's session, tables created."""
     from smartcity.catalog.location import Catalog, prepare_catalog
     from smartcity.spark_jobs.iceberg_tables import create_or_evolve
-    from smartcity.spark_jobs.lake import LakeWriter
     from smartcity.spark_jobs.settings import catalog_spark_conf
-    s = LakeSettings(lake=str(tmp_path / "lake"), catalog=Catalog(name=name))
+    s = LakeSettings(lake=str(tmp_path / "lake"), catalog=Catalog(name=name), **settings)
     prepare_catalog(s)
     for k, v in catalog_spark_conf(s).items():
         if k != "spark.sql.extensions":   # static, the module session has it
             spark.conf.set(k, v)
     create_or_evolve(spark, s)
+    return s
+
+
+def _writer_on_a_new_catalog(spark, tmp_path, name: str):
+    """A LakeWriter on a new catalog `name` (tables created) in the module's session, and a
+    function making a DataFrame of a table's rows from records."""
+    from smartcity.spark_jobs.lake import LakeWriter
+    s = _new_catalog(spark, tmp_path, name)
     now = datetime.now(timezone.utc)
 
     def frame(topic: str, recs: list[dict]):
@@ -344,33 +350,90 @@ def test_rows_no_table_holds_are_appended_and_a_table_holding_a_copy_merges_it_a
     assert sorted(lake_ids(w.s, "vehicle_data")) == sorted(r["event_id"] for r in [*veh_old, *veh_batch])
 
 
-def test_a_batch_after_everything_a_table_holds_is_appended_without_a_lookup(spark, tmp_path):
-    """A table can hold a copy of a batch's row only at a ts it has, so the lookup reads a table
-    only up to its greatest ts (LakeWriter._lookup_ranges): read from the table once (a new
-    writer, as after a restart), then raised by each commit. A batch wholly after it (a fresh
-    batch, a backlog read in order) needs no lookup; one reaching back is looked up only up to
-    that ts; an empty table needs none."""
+def test_the_lookup_reads_a_table_only_where_the_stream_dedup_state_may_have_forgotten_a_row(spark, tmp_path):
+    """A table can hold a copy of a batch's row only at that row's ts, and a copy whose event_id
+    the stream's dedup state still remembers never reaches the writer. So the lookup
+    (LakeWriter._lookup_ranges) reads a table only up to the greatest ts among rows committed
+    before this run (read from the table once) or longer than one dedup window of ingest time
+    ago: a catch-up batch reaching back into this run's recent commits is appended without a
+    lookup; once those commits are a window old, or after a restart, the overlap is looked up;
+    an empty table and a batch after everything are never looked up."""
     from smartcity.spark_jobs.lake import LakeWriter
     w, frame = _writer_on_a_new_catalog(spark, tmp_path, "lake_top")
+    window_us = w.s.dedup_window_s * 1_000_000
+    t0 = 1_000 * window_us                      # the first batch's ingest ts (µs)
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    assert w._lookup_ranges(spark, {"gps_data": (1, 2)}) == ({"gps_data": 0}, {})
+    assert w._lookup_ranges(spark, {"gps_data": (1, 2)}, t0) == ({"gps_data": 0}, {})
     old = [record("gps_data", now - timedelta(minutes=k)) for k in range(3)]
     w._write_data(spark, "gps_data", frame("gps_data", old), _range(old), held=0)
-    w._committed_ts("gps_data", _range(old))
+    w._committed_ts("gps_data", _range(old), t0)
     top = _micros(old[0])
-    assert w._max_ts == {"gps_data": top}
-
-    fresh = LakeWriter(spark, w.s)     # knows nothing yet: reads the table's greatest ts
     later = [record("gps_data", now + timedelta(seconds=k)) for k in (1, 2)]
-    assert fresh._lookup_ranges(spark, {"gps_data": _range(later)}) == ({"gps_data": 0}, {})
-    assert fresh._max_ts == {"gps_data": top}
-    reaching = [old[2], *later]        # a copy of an old reading among new ones
+    reaching = [old[2], *later]        # a row at a ts the table has, among new ones
     lo, hi = _range(reaching)
-    assert fresh._lookup_ranges(spark, {"gps_data": (lo, hi), "vehicle_data": None}) == ({}, {"gps_data": (lo, top)})
-    fresh._committed_ts("gps_data", (lo, hi))
-    assert fresh._max_ts["gps_data"] == hi
-    fresh._committed_ts("gps_data", None)   # a MERGE of full-path rows: range not known here
-    assert "gps_data" not in fresh._max_ts
+
+    # Within the window the dedup state would have dropped a copy: no lookup.
+    assert w._lookup_ranges(spark, {"gps_data": (lo, hi)}, t0 + window_us - 1) == ({"gps_data": 0}, {})
+    # One window later it may have forgotten: the overlap is looked up, up to the table's top.
+    assert w._lookup_ranges(spark, {"gps_data": (lo, hi)}, t0 + window_us) == ({}, {"gps_data": (lo, top)})
+    assert w._lookup_ranges(spark, {"gps_data": _range(later)}, t0 + window_us) == ({"gps_data": 0}, {})
+
+    fresh = LakeWriter(spark, w.s)     # a restart: it knows nothing and reads the table's greatest ts
+    assert fresh._lookup_ranges(spark, {"gps_data": _range(later)}, t0) == ({"gps_data": 0}, {})
+    assert fresh._lookup_ranges(spark, {"gps_data": (lo, hi), "vehicle_data": None}, t0) == (
+        {}, {"gps_data": (lo, top)})
+    fresh._committed_ts("gps_data", (lo, hi), t0)
+    assert fresh._lookup_ranges(spark, {"gps_data": (lo, hi)}, t0 + 1) == ({}, {"gps_data": (lo, top)})
+    fresh._committed_ts("gps_data", None, t0)   # full-path rows: range not known, read again
+    assert "gps_data" not in fresh._old_top
+
+
+def _dropped_duplicates(q) -> int:
+    return sum(op["customMetrics"].get("numDroppedDuplicateRows", 0)
+               for p in q.recentProgress for op in p["stateOperators"])
+
+
+def test_a_copy_the_dedup_state_remembers_is_dropped_and_one_it_forgot_is_looked_up(kafka, spark, tmp_path):
+    """The stream end to end, proven rows only (so nothing resets what the writer knows). The
+    writer skips the lookup for rows the dedup state remembers: a copy sent within
+    dedup_window_s must be dropped by that state before it reaches the writer; a copy sent once
+    the state has forgotten the reading (two windows of ingest time, then a trigger) reaches it
+    and must be found by the lookup and MERGEd away. A fresh catalog: its tables hold nothing
+    else, so nothing but the age of this run's commits makes the writer look up."""
+    from smartcity.spark_jobs.lake import build_query
+    topic, window_s = "gps_data", 12
+    s = _new_catalog(spark, tmp_path, "lake_remember", bootstrap=kafka.bootstrap, trigger_s=1,
+                     topics=[topic], starting_offsets="latest", dedup_window_s=window_s,
+                     checkpoint=str(tmp_path / "ckpt"))
+    device = f"remember-{next(_ids)}"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    sent = [record(topic, now - timedelta(hours=k % 3, seconds=k), device=device) for k in range(30)]
+    q = build_query(spark, s)
+    try:
+        wait_until(lambda: q.lastProgress is not None, 120, "the query's first trigger (its offsets)")
+        produce(kafka.bootstrap, [(topic, encode(topic, r)) for r in sent])
+        wait_until(lambda: q.lake_writer.totals.get(f"data/{topic}", 0) >= 30, 120, "the readings")
+        landed = time.monotonic()
+        w = q.lake_writer
+        produce(kafka.bootstrap, [(topic, encode(topic, r)) for r in sent[:10]])
+        wait_until(lambda: _dropped_duplicates(q) >= 10, 60, "the state to drop the copies")
+        assert w.totals[f"data/{topic}"] == 30, "a copy within the window reached the writer"
+
+        # Forgotten: a reading ingested two windows after the first ones moves the watermark
+        # past them, the next trigger evicts them; then the copies reach the writer.
+        time.sleep(max(0.0, landed + 2 * window_s + 1 - time.monotonic()))
+        produce(kafka.bootstrap, [(topic, encode(topic, record(topic, now, device=device)))])
+        wait_until(lambda: w.totals[f"data/{topic}"] >= 31, 60, "the reading that moves the watermark")
+        time.sleep(3)
+        n_batches = len(w.timings)
+        produce(kafka.bootstrap, [(topic, encode(topic, r)) for r in sent[:10]])
+        wait_until(lambda: w.totals[f"data/{topic}"] >= 41, 60, "the copies to reach the writer")
+        ids = device_ids(s, topic, device)
+        assert len(ids) == len(set(ids)) == 31
+        copies_batch = [t for t in w.timings[n_batches:] if t["paths"]]
+        assert copies_batch and copies_batch[-1]["paths"] == {topic: "merge"}, w.timings[n_batches:]
+    finally:
+        q.stop()
 
 
 def test_the_merge_reads_only_the_target_files_in_the_batch_ts_range(spark, tmp_path):
