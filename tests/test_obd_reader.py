@@ -299,3 +299,25 @@ def test_run_never_raises_on_a_missing_port(tmp_path):
     stop.set()
     t.join(2)
     assert not t.is_alive()
+
+
+def test_a_hung_up_tty_is_an_adapter_lost_not_an_unexpected_error(tmp_path):
+    """Once the adapter's tty hangs up (unplugged; here a pty's other end closed), flushing its
+    input raises termios.error (EIO) from inside pyserial, not a SerialException: the driver
+    reports it as AdapterGone, which the reader counts and reconnects from without a traceback."""
+    import os
+    import pty
+
+    from smartcity.edge.obd.elm327 import Elm327
+    master, slave = pty.openpty()
+    path = os.ttyname(slave)
+    os.close(slave)
+    elm = Elm327(path, timeout_s=0.3)
+    elm.open()
+    try:
+        os.close(master)
+        with pytest.raises(AdapterGone, match="lost"):
+            for _ in range(3):   # the hang-up reaches the slave side at once on Linux; be patient
+                elm.send("0100")
+    finally:
+        elm.close()

@@ -14,6 +14,13 @@ import logging
 import re
 import time
 
+try:
+    # pyserial's POSIX backend lets termios errors through from tcflush (reset_input_buffer):
+    # EIO once the tty has hung up (the adapter unplugged, a pty's other end closed).
+    from termios import error as TermiosError
+except ImportError:  # no termios (Windows): pyserial raises SerialException there
+    TermiosError = OSError
+
 log = logging.getLogger(__name__)
 
 PROMPT = b">"
@@ -277,7 +284,7 @@ class Elm327:
                 if time.monotonic() >= deadline:
                     raise AdapterTimeout(f"no prompt from OBD adapter within {timeout_s:.1f} s "
                                          f"after {command!r} (got {buf[-60:]!r})")
-        except (serial.SerialException, OSError) as e:
+        except (serial.SerialException, OSError, TermiosError) as e:
             raise AdapterGone(f"OBD adapter on {self.port} lost: {e}") from e
 
     def command(self, command: str, timeout_s: float | None = None) -> list[bytes]:
