@@ -189,9 +189,25 @@ class TextFormatter(logging.Formatter):
         return base + (" " + " ".join(f"{k}={v}" for k, v in extras.items()) if extras else "")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stderr is when a record is written, not the object it was
+    when logging was configured: a process that replaces sys.stderr later (a test harness
+    capturing output, a daemon redirecting it) would otherwise write to a closed stream and get
+    logging's "I/O operation on closed file" error instead of its log line."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:   # StreamHandler.__init__ assigns it; sys.stderr rules
+        pass
+
+
 def configure_logging(level: str | int = "WARNING", json: bool = True, stream=None) -> None:
-    """Root logger to one-line JSON (or key=value text) on stderr. Quiet (WARNING) by default."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Root logger to one-line JSON (or key=value text) on stderr (or `stream`). Quiet (WARNING)
+    by default."""
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if json else TextFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._smartcity = True  # replace only our own handler: keep e.g. pytest's capture

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 import urllib.error
 import urllib.request
 
@@ -186,3 +187,27 @@ def test_json_logs_are_one_line_with_extra_fields():
     assert doc["msg"] == "queue bound\nexceeded" and doc["dropped"] == 3
     assert doc["level"] == "info" and doc["logger"] == "edge.test"
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", doc["ts"])
+
+
+def test_logs_go_to_the_stderr_of_the_moment_not_the_one_at_configuration(monkeypatch):
+    """A CLI configures logging on stderr; if sys.stderr is replaced afterwards (and the old one
+    closed, as pytest does with each test's capture) the next line goes to the new stderr, with
+    no "I/O operation on closed file" logging error."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    errors = []
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    try:
+        monkeypatch.setattr(sys, "stderr", first)
+        configure_logging("WARNING", json=True)
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        handler = next(h for h in root.handlers if getattr(h, "_smartcity", False))
+        monkeypatch.setattr(handler, "handleError", lambda record: errors.append(record))
+        logging.getLogger("edge.test").warning("port lost")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert errors == []
+    assert json.loads(second.getvalue())["msg"] == "port lost"
