@@ -243,6 +243,13 @@ _SNAPSHOT_PROPERTY_CONF = f"spark.sql.iceberg.snapshot-property.{BATCH_PROPERTY}
 # between the reads, so its match reads the table's Kafka columns whole: cheap while bad records
 # are rare, and only for batches that quarantine anything.
 DATA_MATCH = "t.event_id = s.event_id AND t.ts = s.ts"
+
+
+def ts_within(column: str, lo: int, hi: int) -> str:
+    """`column` between lo and hi (µs, inclusive), as SQL with the bounds as literals: a filter
+    on a table's ts that Iceberg prunes partitions and files with (the MERGE's ON, the lookup's
+    scan). Not a join condition: `t.ts = s.ts` alone prunes nothing."""
+    return f"{column} >= timestamp_micros({int(lo)}) AND {column} <= timestamp_micros({int(hi)})"
 QUARANTINE_MATCH = ("t.kafka_topic = s.kafka_topic AND t.kafka_partition = s.kafka_partition "
                     "AND t.kafka_offset = s.kafka_offset AND t.kafka_ts <=> s.kafka_ts")
 
@@ -285,7 +292,7 @@ class LakeWriter:
         self._paths: dict[str, str] = {}   # per table: "append" | "merge", this batch
         # Per data table, what the late-copy lookup must read (µs; see _lookup_ranges). _old_top:
         # the greatest ts among the rows the stream's dedup state may have forgotten, None if
-        # none; absent: not known, read from the table (_table_max_ts). _recent: (ingest ts,
+        # none; absent: not known, read from the table (_tables_max_ts). _recent: (ingest ts,
         # greatest ts) of this run's commits of proven rows, whose event_ids that state still
         # holds (_committed_ts); they join _old_top once older than the dedup window.
         self._old_top: dict[str, int | None] = {}
@@ -446,12 +453,13 @@ class LakeWriter:
         batches' (its Kafka partitions' shares cover slightly different event times) need no
         lookup; a vehicle replaying a queue older than the window is looked up over the overlap."""
         window_us = self.s.dedup_window_s * 1_000_000
+        unknown = [t for t, r in ranges.items() if r and t not in self._old_top]
+        for t, top in self._tables_max_ts(spark, unknown).items():
+            self._old_top[t], self._recent[t] = top, []
         held, looked = {}, {}
         for t, r in ranges.items():
             if not r:
                 continue            # full-path rows: the MERGE
-            if t not in self._old_top:
-                self._old_top[t], self._recent[t] = self._table_max_ts(spark, t), []
             recent = self._recent[t]
             while recent and ingest_us - recent[0][0] >= window_us:
                 _, hi = recent.pop(0)
@@ -463,11 +471,18 @@ class LakeWriter:
                 looked[t] = (r[0], min(r[1], top))
         return held, looked
 
-    def _table_max_ts(self, spark: SparkSession, table: str) -> int | None:
-        """The greatest ts the table holds (µs), None when it is empty. Iceberg answers max()
-        from its data files' metrics (Spark's aggregate push-down), reading no data."""
-        return (spark.table(table_identifier(self.s, table)).agg(F.max("ts").alias("top"))
-                .select(F.unix_micros("top").alias("top")).first()["top"])
+    def _tables_max_ts(self, spark: SparkSession, tables: list[str]) -> dict[str, int | None]:
+        """The greatest ts each table holds (µs), None when it is empty, in one Spark job. Iceberg
+        answers each max() from its data files' metrics (Spark's aggregate push-down), reading
+        no data."""
+        if not tables:
+            return {}
+        tops = None
+        for t in tables:
+            top = (spark.table(table_identifier(self.s, t)).agg(F.max("ts").alias("top"))
+                   .select(F.lit(t).alias("table"), F.unix_micros("top").alias("top")))
+            tops = top if tops is None else tops.unionByName(top)
+        return {r["table"]: r["top"] for r in tops.collect()}
 
     def _committed_ts(self, table: str, ts_range: tuple[int, int] | None, ingest_us: int) -> None:
         """After a commit to `table` of a batch ingested at ingest_us: its proven rows' event_ids
@@ -495,11 +510,9 @@ class LakeWriter:
         dedup state: 5-7 s per batch in bench spark)."""
         if not ranges:
             return {}
-        ts = F.col("ts")
         held = None
         for t, (lo, hi) in ranges.items():
-            rows = (spark.table(table_identifier(self.s, t))
-                    .where((ts >= F.timestamp_micros(F.lit(lo))) & (ts <= F.timestamp_micros(F.lit(hi))))
+            rows = (spark.table(table_identifier(self.s, t)).where(ts_within("ts", lo, hi))
                     .select(F.lit(t).alias("table"), "event_id", "ts"))
             held = rows if held is None else held.unionByName(rows)
         found = keys.join(held, ["table", "event_id", "ts"], "left_semi")
@@ -554,8 +567,7 @@ class LakeWriter:
                 r = src.agg(F.unix_micros(F.min("ts")).alias("lo"), F.unix_micros(F.max("ts")).alias("hi")).first()
                 ts_range = (r["lo"], r["hi"]) if r is not None and r["lo"] is not None else False
             if ts_range:
-                lo, hi = (int(x) for x in ts_range)
-                match += f" AND t.ts >= timestamp_micros({lo}) AND t.ts <= timestamp_micros({hi})"
+                match += " AND " + ts_within("t.ts", *ts_range)
             t1 = time.monotonic()
             spark.sql(f"MERGE INTO {ident} t USING {view} s ON {match} WHEN NOT MATCHED THEN INSERT *")
             self._merge_split[table] = [round(t1 - t0, 2), round(time.monotonic() - t1, 2)]

@@ -766,7 +766,9 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
     against the project's S3 server (S3Proxy) and a SQLite catalog on local disk: every event once,
     read back through the catalog with pyiceberg; the table's files in the bucket under the
     warehouse; credentials only in the standard AWS environment variables, never in the job's log;
-    and the data still there after S3Proxy restarts on the same folder."""
+    `maintain` (compaction, expiry, the orphan listing of the table's S3 prefix, manifests) run in
+    its own process next to the running stream, while a third wave arrives, loses and doubles
+    nothing; and the data still there after S3Proxy restarts on the same folder."""
     from deploy.local.s3 import S3Server
     from smartcity.catalog.location import S3, Catalog
     if not S3Server.available():
@@ -805,8 +807,30 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
         def data_files():
             return [task.file.file_path for task in load_table(s, topic).scan().plan_files()]
 
+        def wave(n: int) -> None:
+            recs = [record(topic, now - timedelta(hours=k % 2), device="s3dev") for k in range(n)]
+            produce(kafka.bootstrap, [(topic, json.dumps(r).encode()) for r in recs])
+            sent.extend(recs)
+
+        maint_log = tmp_path / "s3maintain.log"
         try:
             wait_until(lambda: proc.poll() is not None or len(mine()) >= 25, 240, f"events in the lake ({log})")
+            wave(10)   # a later batch: more files in the same day partitions, for the compaction
+            wait_until(lambda: proc.poll() is not None or len(mine()) >= len(sent), 120, f"the second wave ({log})")
+            maint = subprocess.Popen(
+                [sys.executable, "-m", "smartcity.spark_jobs", "maintain", "--once", "--table", topic,
+                 "--lake", "s3a://lake/city", "--s3-endpoint", s3.endpoint, "--s3-path-style"],
+                cwd=ROOT, env={**os.environ, **env, "SMARTCITY_LAKE_MAINTENANCE__MIN_INPUT_FILES": "2"},
+                stdout=subprocess.PIPE, stderr=open(maint_log, "ab"), text=True, start_new_session=True)
+            try:
+                wave(10)   # lands while maintain runs (its JVM starts, plans, rewrites, commits)
+                m_out, _ = maint.communicate(timeout=600)
+            finally:
+                _signal(maint, signal.SIGKILL)
+            assert maint.returncode == 0, maint_log.read_text(errors="replace")[-3000:]
+            (m_result,) = [json.loads(ln) for ln in m_out.splitlines() if ln.startswith('{"')]
+            assert "error" not in m_result and m_result["rewritten_files"] >= 2, m_result
+            wait_until(lambda: proc.poll() is not None or len(mine()) >= len(sent), 120, f"the third wave ({log})")
             assert proc.poll() is None, f"the job died: {log}"
             time.sleep(3)   # a few more (empty) triggers: nothing may appear twice later either
         finally:
@@ -823,6 +847,7 @@ def test_s3_lake_on_the_local_s3_server_lands_each_event_once(kafka, tmp_path, m
         assert any(k.endswith(".metadata.json") for k in objects)
         assert any(k.startswith("city/_checkpoints/lake-stream/offsets/") for k in keys("city/_checkpoints/"))
         assert s3.secret_key not in out and s3.secret_key not in s3.log_path.read_text()
+        assert s3.secret_key not in m_out + maint_log.read_text(errors="replace")
 
         # The analysts' embedded engine reads the same tables on S3 (DuckDB httpfs, keys from the
         # AWS environment), through the same catalog.
