@@ -243,6 +243,8 @@ _SNAPSHOT_PROPERTY_CONF = f"spark.sql.iceberg.snapshot-property.{BATCH_PROPERTY}
 # between the reads, so its match reads the table's Kafka columns whole: cheap while bad records
 # are rare, and only for batches that quarantine anything.
 DATA_MATCH = "t.event_id = s.event_id AND t.ts = s.ts"
+QUARANTINE_MATCH = ("t.kafka_topic = s.kafka_topic AND t.kafka_partition = s.kafka_partition "
+                    "AND t.kafka_offset = s.kafka_offset AND t.kafka_ts <=> s.kafka_ts")
 
 
 def ts_within(column: str, lo: int, hi: int) -> str:
@@ -250,8 +252,6 @@ def ts_within(column: str, lo: int, hi: int) -> str:
     on a table's ts that Iceberg prunes partitions and files with (the MERGE's ON, the lookup's
     scan). Not a join condition: `t.ts = s.ts` alone prunes nothing."""
     return f"{column} >= timestamp_micros({int(lo)}) AND {column} <= timestamp_micros({int(hi)})"
-QUARANTINE_MATCH = ("t.kafka_topic = s.kafka_topic AND t.kafka_partition = s.kafka_partition "
-                    "AND t.kafka_offset = s.kafka_offset AND t.kafka_ts <=> s.kafka_ts")
 
 
 class LakeWriter:
@@ -271,8 +271,9 @@ class LakeWriter:
     state still remembers never reaches the writer, so the lookup reads a table only up to the
     greatest ts among the rows that state may have forgotten (_lookup_ranges: a batch after it,
     the normal case, and a catch-up batch reaching back only into this run's recent commits, are
-    not looked up at all). Then one Spark job looks up, for every data table of the batch at once, how many of
-    its rows the table already holds (_held_copies); a table holding none gets a plain append
+    not looked up at all). Then one Spark job looks up, for every data table of the batch at
+    once, how many of its rows the table already holds (_held_copies); a table holding none gets
+    a plain append
     (five MERGEs cost a 200k-row batch ~2-3 s more than five appends, docs/benchmarks.md), a
     table holding some gets MERGE ... WHEN NOT MATCHED THEN INSERT (_merge). Spark itself runs
     that MERGE as a left anti join and an append (RewriteMergeIntoTable), which Iceberg commits
@@ -301,10 +302,11 @@ class LakeWriter:
         self.query_id: str | None = None      # set by build_query once the query started
         self._first = True
 
-    def started(self, query_id: str) -> None:
-        """A query (new, or restarted from its checkpoint) now calls this writer: its first
-        batch may be one Spark runs again (see __call__)."""
-        self.query_id, self._first = query_id, True
+    def starting(self) -> None:
+        """A query (new, or restarted from its checkpoint) is about to call this writer: its
+        first batch may be one Spark runs again (see __call__). Called before the query starts,
+        so that a reused writer's first batch cannot run before it."""
+        self._first = True
 
     def _key(self, batch: DataFrame, batch_id: int) -> str:
         qid = batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId") or self.query_id
@@ -585,13 +587,14 @@ def build_query(spark: SparkSession, s: LakeSettings, writer: LakeWriter | None 
     """Start the streaming query; returns the StreamingQuery (writer at query.lake_writer)."""
     writer = writer or LakeWriter(spark, s)
     create_or_evolve(spark, s)   # the tables exist, and follow contracts/, before the first batch
+    writer.starting()
     q = (stream_frame(spark, s).writeStream
          .queryName(query_name)
          .foreachBatch(writer)
          .option("checkpointLocation", s.checkpoint)
          .trigger(processingTime=f"{s.trigger_s} seconds")
          .start())
-    writer.started(q.id)
+    writer.query_id = q.id
     q.lake_writer = writer  # type: ignore[attr-defined]
     return q
 
