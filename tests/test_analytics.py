@@ -100,6 +100,31 @@ def test_spherical_distance_is_rewritten_for_duckdb():
     assert "ST_DISTANCE_SPHERE(ST_POINT(A.LAT, A.LON), ST_POINT(B.LAT, B.LON))" in sql.upper()
 
 
+def test_time_arithmetic_runs_on_duckdb_without_its_calendar_and_gives_trinos_numbers():
+    """to_unixtime is the correctly rounded quotient of the epoch microseconds (what Trino gives
+    for millisecond instants; DuckDB's epoch() is off by an ulp for some), date_diff in
+    milliseconds subtracts whole epoch milliseconds as Trino does (a sub-millisecond part never
+    counts), date_trunc to the minute is the instant floored; other date_diff units stay
+    DuckDB's own."""
+    import duckdb
+    from fractions import Fraction
+    sql = to_duckdb("SELECT to_unixtime(b) AS unix_s, date_diff('millisecond', a, b) AS ms, "
+                    "date_trunc('minute', b) AS minute, date_diff('second', a, b) AS s FROM t")
+    assert "EPOCH(" not in sql.upper() and "DATE_DIFF('MILLISECOND'" not in sql.upper()
+    assert "DATE_DIFF('SECOND'" in sql.upper()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE t AS SELECT make_timestamptz(a_us) AS a, make_timestamptz(a_us + d_us) AS b, "
+                "a_us + d_us AS b_us FROM (VALUES (1772409600123000, 2999), (1772409600123000, 3000), "
+                "(1772409600123999, 1), (1772409659999000, 1234567)) v(a_us, d_us)")
+    rows = con.execute(sql).fetchall()
+    b_us = [r[0] for r in con.execute("SELECT b_us FROM t").fetchall()]
+    assert [r[0] for r in rows] == [float(Fraction(us, 10**6)) for us in b_us]
+    assert [r[1] for r in rows] == [2, 3, 1, 1234]
+    assert [int(r[2].timestamp()) % 60 for r in rows] == [0, 0, 0, 0]
+    assert [r[2].timestamp() for r in rows] == [us // 60_000_000 * 60.0 for us in b_us]
+
+
 
 def test_duckdb_answers_become_the_same_python_values_as_row_by_row_conversion():
     """arrow_rows (a column at a time) gives what fetchall() + plain() gave (a value at a time):
