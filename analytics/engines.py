@@ -156,6 +156,35 @@ def millis_diff(node):
     return exp.Paren(this=exp.Sub(this=ms[0], expression=ms[1]))
 
 
+def _anonymous(node, name: str, args: int):
+    """The arguments of a call sqlglot leaves as an unknown function `name` with `args` of them."""
+    from sqlglot import exp
+    if isinstance(node, exp.Anonymous) and node.name.lower() == name and len(node.expressions) == args:
+        return [a.copy() for a in node.expressions]
+    return None
+
+
+def bit_functions(node, postgres: bool = False):
+    """Athena's bitwise_left_shift(x, n) -> x << n, and bit_count(x, 64) (the 1 bits of a bigint)
+    -> bit_count(x) on DuckDB, bit_count(x::bit(64)) on PostgreSQL, which count the same bits;
+    sqlglot leaves both as unknown functions. bit_count of a narrower width stays (no rewrite is
+    known to be the same)."""
+    from sqlglot import exp
+    shift = _anonymous(node, "bitwise_left_shift", 2)
+    if shift is not None:
+        value, by = shift
+        if postgres:    # PostgreSQL shifts by an int
+            by = exp.Cast(this=by, to=exp.DataType.build("int"))
+        return exp.Paren(this=exp.BitwiseLeftShift(this=value, expression=by))
+    count = _anonymous(node, "bit_count", 2)
+    if count is not None and count[1].is_int and count[1].to_py() == 64:
+        # The argument copied, its own calls still to rewrite (a transform does not revisit it).
+        x = count[0].transform(lambda n: bit_functions(n, postgres))
+        x = exp.Cast(this=x, to=exp.DataType.build("bit(64)", dialect="postgres")) if postgres else x
+        return exp.Anonymous(this="bit_count", expressions=[x])
+    return node
+
+
 def epoch_trunc(node):
     """date_trunc('minute'|'second'|'hour'|'day', ts) -> to_timestamp(floor(epoch(ts) / N) * N)
     for DuckDB. The same instant (the session is UTC, which Athena's always is), ~10x faster on a
@@ -209,18 +238,23 @@ def shared_quantiles(node):
     return node
 
 
-def to_duckdb(sql: str) -> str:
-    """Athena SQL -> DuckDB SQL (sqlglot, plus spherical_distance, epoch_trunc, epoch_seconds,
-    millis_diff, shared_quantiles, exact_quantile)."""
+# What DuckDB needs of Athena SQL beyond sqlglot's translation, in order; then the percentiles.
+DUCKDB_REWRITES = (spherical_distance, epoch_trunc, epoch_seconds, millis_diff, bit_functions)
+DUCKDB_PERCENTILES = (shared_quantiles, exact_quantile)
+
+
+def to_duckdb(sql: str, percentiles=DUCKDB_PERCENTILES) -> str:
+    """Athena SQL -> DuckDB SQL: sqlglot, each of DUCKDB_REWRITES, then `percentiles` (the
+    parity tests put their own bounds there)."""
     import sqlglot
     from sqlglot.errors import ParseError
     try:
         tree = sqlglot.parse_one(sql, read="athena")
     except ParseError as e:
         raise EngineError(f"duckdb: the query does not parse as Athena SQL: {e}") from None
-    return (tree.transform(spherical_distance).transform(epoch_trunc).transform(epoch_seconds).transform(millis_diff)
-            .transform(shared_quantiles)
-            .transform(exact_quantile).sql(dialect="duckdb"))
+    for rewrite in DUCKDB_REWRITES + tuple(percentiles):
+        tree = tree.transform(rewrite)
+    return tree.sql(dialect="duckdb")
 
 
 def referenced_tables(sql: str, namespace: str) -> list[str]:
@@ -459,6 +493,9 @@ def pg_rewrite(node):
     if isinstance(node, exp.ApproxQuantile) and not (node.args.get("accuracy") or node.args.get("weight")):
         # The exact quantile, a value of x, as DuckDB's rewrite (exact_quantile) gives it.
         return _pg("percentile_disc({p}) WITHIN GROUP (ORDER BY {x})", p=node.args["quantile"], x=node.this)
+    bits = bit_functions(node, postgres=True)
+    if bits is not node:
+        return bits
     points = spherical_points(node)     # spherical only: haversine in metres; a planar one stays,
     if points is not None:              # and PostgreSQL, which has none, says so
         (lon1, lat1), (lon2, lat2) = points

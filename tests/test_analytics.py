@@ -150,6 +150,50 @@ def test_duckdb_answers_become_the_same_python_values_as_row_by_row_conversion()
     assert arrow_rows(con.execute("SELECT 1 AS a WHERE false").to_arrow_table()) == (["a"], [])
 
 
+def test_seq_gaps_counts_every_missing_number_and_gap_whatever_their_length_and_place():
+    """Gaps of 1 to 500 numbers, at and across the query's internal block edges, boots that start
+    and end inside a block, a device filter, readings spread over all five tables: seq_gaps says
+    what a walk through each boot's numbers in order says (the expected values below)."""
+    import random
+
+    import duckdb
+    import pyarrow as pa
+    rng = random.Random(7)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE SCHEMA smartcity")
+    tables = ("gps_data", "vehicle_data", "weather_data", "traffic_data", "emergency_data")
+    for t in tables:
+        con.execute(f"CREATE TABLE smartcity.{t} (device_id VARCHAR, event_id VARCHAR, seq BIGINT, ts TIMESTAMPTZ)")
+    expected, rows = {}, []
+    for d in range(3):
+        device, seq = f"bus-{d}", rng.randrange(0, 200)
+        for b in range(3):
+            boot, held = f"{d:02d}{b:02d}beef", []
+            for _ in range(rng.randrange(300, 1500)):
+                held.append(seq)
+                seq += 1 + (rng.choice((1, 2, 3, 31, 61, 62, 63, 100, 500)) if rng.random() < 0.02 else 0)
+            seq += rng.randrange(0, 90)                     # the next boot goes on after a jump
+            gaps = sum(1 for a, z in zip(held, held[1:]) if z - a > 1)
+            expected[(device, boot)] = (len(held), held[0], held[-1], held[-1] - held[0] + 1 - len(held), gaps)
+            rows += [(device, f"{device}:{boot}:{s}", s, s) for s in held]
+    rng.shuffle(rows)
+    for i, t in enumerate(tables):
+        part = pa.table(dict(zip(("device_id", "event_id", "seq", "s"), map(list, zip(*rows[i::len(tables)])))))
+        con.register("part", part)
+        con.execute(f"INSERT INTO smartcity.{t} SELECT device_id, event_id, seq, to_timestamp(1772409600 + s) FROM part")
+        con.unregister("part")
+
+    def answer(**params):
+        sql = to_duckdb(named.render(named.load("seq_gaps"), params).sql)
+        return {(r[0], r[1]): tuple(r[4:]) for r in con.execute(sql).fetchall()}
+    assert [d[0] for d in con.execute(to_duckdb(named.render(named.load("seq_gaps")).sql)).description] == [
+        "device_id", "boot_id", "first_ts", "last_ts", "records", "first_seq", "last_seq", "missing_seqs", "gaps"]
+    assert answer() == expected
+    assert sum(v[3] for v in expected.values()) > 1000 and all(v[4] > 3 for v in expected.values())
+    assert answer(devices="bus-1") == {k: v for k, v in expected.items() if k[0] == "bus-1"}
+
+
 def test_percentiles_of_one_value_share_one_list_quantile_on_duckdb():
     """Three percentiles of d become one aggregate DuckDB computes once; a lone percentile and one
     in a subquery stay single; and the answers are the exact quantiles either way."""

@@ -22,18 +22,16 @@ FLOAT_REL, FLOAT_ABS = 1e-6, 0.0011
 def _with_exact_quantiles(sql: str, shift: float) -> str:
     """The query in DuckDB SQL with every approx_percentile(x, p) replaced by the exact
     quantile_disc(x, p + shift) (clamped to [0, 1])."""
-    import sqlglot
     from sqlglot import exp
 
-    from smartcity.analytics.engines import epoch_trunc, spherical_distance
+    from smartcity.analytics.engines import to_duckdb
 
     def swap(node):
         if isinstance(node, exp.ApproxQuantile):
             p = min(1.0, max(0.0, float(node.args["quantile"].this) + shift))
             return exp.Anonymous(this="quantile_disc", expressions=[node.this.copy(), exp.Literal.number(p)])
         return node
-    tree = sqlglot.parse_one(sql, read="athena").transform(spherical_distance).transform(epoch_trunc).transform(swap)
-    return tree.sql(dialect="duckdb")
+    return to_duckdb(sql, percentiles=(swap,))
 
 
 def approx_bounds(duckdb_engine, sql: str) -> tuple:
