@@ -7,9 +7,7 @@
 -- param accel_kmh_per_s: double = 8  -- an acceleration at least this strong is harsh acceleration
 -- param max_step_s: double = 5  -- readings further apart are not compared
 WITH readings AS (
-    -- Only what the comparison needs goes through the ordering; event_id and position are looked
-    -- up for the few harsh readings (DuckDB, 3.4 M readings: 1.3 -> 1.1 s).
-    SELECT device_id, ts, seq, speed_kmh,
+    SELECT device_id, event_id, ts, speed_kmh, lat, lon,
            lag(ts) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_ts,
            lag(speed_kmh) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_speed_kmh
     FROM smartcity.vehicle_data
@@ -23,21 +21,16 @@ changes AS (
     WHERE prev_ts IS NOT NULL
       AND to_unixtime(ts) - to_unixtime(prev_ts) > 0
       AND to_unixtime(ts) - to_unixtime(prev_ts) <= {{max_step_s}}
-),
-harsh AS (
-    SELECT * FROM changes
-    WHERE accel_kmh_per_s <= -{{brake_kmh_per_s}} OR accel_kmh_per_s >= {{accel_kmh_per_s}}
 )
-SELECT h.device_id,
-       h.ts,
-       v.event_id,
-       CASE WHEN h.accel_kmh_per_s < 0 THEN 'harsh_braking' ELSE 'harsh_acceleration' END AS kind,
-       round(h.prev_speed_kmh, 2) AS speed_before_kmh,
-       round(h.speed_kmh, 2) AS speed_after_kmh,
-       round(h.accel_kmh_per_s, 3) AS accel_kmh_per_s,
-       v.lat,
-       v.lon
-FROM harsh h
-JOIN smartcity.vehicle_data v ON v.device_id = h.device_id AND v.ts = h.ts AND v.seq = h.seq
-WHERE v.ts >= {{start}} AND v.ts < {{end}}
-ORDER BY h.device_id, h.ts, v.event_id
+SELECT device_id,
+       ts,
+       event_id,
+       CASE WHEN accel_kmh_per_s < 0 THEN 'harsh_braking' ELSE 'harsh_acceleration' END AS kind,
+       round(prev_speed_kmh, 2) AS speed_before_kmh,
+       round(speed_kmh, 2) AS speed_after_kmh,
+       round(accel_kmh_per_s, 3) AS accel_kmh_per_s,
+       lat,
+       lon
+FROM changes
+WHERE accel_kmh_per_s <= -{{brake_kmh_per_s}} OR accel_kmh_per_s >= {{accel_kmh_per_s}}
+ORDER BY device_id, ts, event_id
