@@ -147,7 +147,7 @@ def epoch_seconds(node):
 def millis_diff(node):
     """date_diff('millisecond', a, b) -> (epoch_ms(b) - epoch_ms(a)) for DuckDB: Trino subtracts
     the two instants' epoch milliseconds, and DuckDB's own date_diff on a timestamp with time zone
-    goes through ICU's calendar (5.3 s vs 1.1 s for ingest_delay over 10.26 M rows here)."""
+    goes through ICU's calendar (ingest_delay over 10.26 M rows here: 5.3 s with it, 0.8 s without)."""
     from sqlglot import exp
     unit = node.args.get("unit") if isinstance(node, exp.DateDiff) else None
     if unit is None or unit.name.upper() != "MILLISECOND":
