@@ -178,8 +178,7 @@ def bit_functions(node, postgres: bool = False):
         return exp.Paren(this=exp.BitwiseLeftShift(this=value, expression=by))
     count = _anonymous(node, "bit_count", 2)
     if count is not None and count[1].is_int and count[1].to_py() == 64:
-        # The argument copied, its own calls still to rewrite (a transform does not revisit it).
-        x = count[0].transform(lambda n: bit_functions(n, postgres))
+        x = count[0]
         x = exp.Cast(this=x, to=exp.DataType.build("bit(64)", dialect="postgres")) if postgres else x
         return exp.Anonymous(this="bit_count", expressions=[x])
     return node
@@ -238,6 +237,21 @@ def shared_quantiles(node):
     return node
 
 
+def rewrite_innermost_first(tree, rewrite):
+    """`rewrite` applied to every node of `tree`, children before their parent, so that a
+    rewritten call inside another (round(max_by(...), 1); bit_count(... bitwise_left_shift(...)))
+    is rewritten too and kept: a top-down sqlglot transform does not look inside the node it
+    puts in place of one. Returns the (possibly new) root."""
+    for node in reversed(list(tree.walk(bfs=False))):
+        new = rewrite(node)
+        if new is not node:
+            if node is tree:
+                tree = new
+            else:
+                node.replace(new)
+    return tree
+
+
 # What DuckDB needs of Athena SQL beyond sqlglot's translation, in order; then the percentiles.
 DUCKDB_REWRITES = (spherical_distance, epoch_trunc, epoch_seconds, millis_diff, bit_functions)
 DUCKDB_PERCENTILES = (shared_quantiles, exact_quantile)
@@ -253,7 +267,7 @@ def to_duckdb(sql: str, percentiles=DUCKDB_PERCENTILES) -> str:
     except ParseError as e:
         raise EngineError(f"duckdb: the query does not parse as Athena SQL: {e}") from None
     for rewrite in DUCKDB_REWRITES + tuple(percentiles):
-        tree = tree.transform(rewrite)
+        tree = rewrite_innermost_first(tree, rewrite)
     return tree.sql(dialect="duckdb")
 
 
@@ -515,14 +529,7 @@ def to_postgres(sql: str, namespace: str = "smartcity", schema: str = "smartcity
         tree = sqlglot.parse_one(sql, read="athena")
     except ParseError as e:
         raise EngineError(f"postgres: the query does not parse as Athena SQL: {e}") from None
-    # Innermost first, so that a rewritten call inside another (round(max_by(...), 1)) is kept.
-    for node in reversed(list(tree.walk(bfs=False))):
-        new = pg_rewrite(node)
-        if new is not node:
-            if node is tree:
-                tree = new
-            else:
-                node.replace(new)
+    tree = rewrite_innermost_first(tree, pg_rewrite)
     if schema != namespace:
         for t in tree.find_all(exp.Table):
             if t.db == namespace:
