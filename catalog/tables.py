@@ -3,7 +3,8 @@ the lake job creates and evolves (spark_jobs/iceberg_tables.py turns these into 
 SQL) and what `smartcity-catalog diff` compares the catalog with (catalog/inspect.py).
 
 A data table is its record type's contract fields followed by the Kafka lineage columns (LINEAGE,
-all required). The quarantine table is one table for every topic: QUARANTINE_FIELDS (the raw
+all required) and the columns the lake derives from a contract field (DERIVED, each with the one
+SQL expression that computes it). The quarantine table is one table for every topic: QUARANTINE_FIELDS (the raw
 value, the error kind and reason, event_id when readable) and the same lineage, with `kafka_ts`
 optional there. Columns are `contracts.schema.Field`s: name, logical type, description (the
 column's doc) and nullability; contracts/ itself stays the records on the wire.
@@ -58,12 +59,39 @@ WIDENINGS: frozenset[tuple[str, str]] = frozenset({("int", "long"), ("float", "d
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A column computed from the row's other columns."""
+    field: Field
+    sql: str        # over the table's columns; one expression every engine of the project reads
+
+
+# Appended after LINEAGE: a contract field's part that queries group by, kept as a column of its
+# own so that they read a few dictionary-encoded values instead of every event_id (seq_gaps on a
+# 10 M-row lake, DuckDB: 1.08 -> 0.47 s). The SQL reads the same in Spark, Trino/Athena, DuckDB,
+# PostgreSQL and Redshift; the lake job writes it into every row, and `smartcity-lake tables`
+# (and the warehouse's setup) fill the rows written before the column existed. Optional, as
+# Iceberg adds every new column to an existing table: a table created with the column and one
+# evolved to it are then the same. Last, so that a table evolved to it has the column where a
+# new table has it (Iceberg, Redshift and PostgreSQL add a column at the end).
+DERIVED: tuple[Derived, ...] = (
+    Derived(Field("boot_id", cs.STRING, "The agent's boot id of this reading, the middle part of "
+                  "event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id",
+                  True, max_length=8), "split_part(event_id, ':', 2)"),
+)
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One table of the lake as the contracts define it."""
     name: str                        # inside the namespace: gps_data, ..., quarantine
     comment: str
     columns: tuple[Field, ...]
     partition_by: tuple[str, ...]    # Spark SQL transforms, e.g. ("days(ts)",)
+    derived: tuple[Derived, ...] = ()   # those of `columns` the lake computes (DERIVED)
+
+    def derived_sql(self) -> dict[str, str]:
+        """{column: SQL expression} of the derived columns."""
+        return {d.field.name: d.sql for d in self.derived}
 
 
 def iceberg_type(f: Field) -> str:
@@ -74,7 +102,8 @@ def iceberg_type(f: Field) -> str:
 
 
 def data_table(rt: RecordType) -> TableSpec:
-    return TableSpec(rt.name, rt.description, rt.fields + LINEAGE, DATA_PARTITION_BY)
+    return TableSpec(rt.name, rt.description, rt.fields + LINEAGE + tuple(d.field for d in DERIVED),
+                     DATA_PARTITION_BY, DERIVED)
 
 
 def quarantine_table() -> TableSpec:

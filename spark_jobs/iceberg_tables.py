@@ -89,6 +89,7 @@ class TableDef:
     columns: tuple[Column, ...]
     partition_by: tuple[str, ...]   # Spark SQL transforms, e.g. ("days(ts)",)
     properties: dict[str, str] = field(default_factory=lambda: dict(TABLE_PROPERTIES))
+    derived: dict[str, str] = field(default_factory=dict)   # column -> the SQL that computes it
 
     def struct(self) -> StructType:
         """The Spark schema, each column's doc as its comment (what Spark reports for the table)."""
@@ -107,7 +108,7 @@ class IncompatibleSchema(ValueError):
 def table_def(spec: lake_tables.TableSpec) -> TableDef:
     """The Spark side of a table's definition (catalog/tables.py): each column's Spark type."""
     cols = tuple(Column(f.name, spark_type(f), f.nullable, f.description) for f in spec.columns)
-    return TableDef(spec.name, spec.comment, cols, spec.partition_by)
+    return TableDef(spec.name, spec.comment, cols, spec.partition_by, derived=spec.derived_sql())
 
 
 def data_table(rt: RecordType) -> TableDef:
@@ -163,11 +164,20 @@ def _norm_transform(t: str) -> str:
     return t.replace("`", "").replace(" ", "").lower()
 
 
+def fill_sql(ident: str, column: str, sql: str) -> str:
+    """Computes a derived column in the rows that lack it (written before the column existed, or
+    before a fill was cut short): idempotent, and a no-op once every row has it."""
+    return f"UPDATE {ident} SET {_q(column)} = {sql} WHERE {_q(column)} IS NULL"
+
+
 def plan_evolution(ident: str, td: TableDef, current: StructType, properties: dict[str, str] | None = None,
-                   comment: str | None = None, partitioning: Sequence[str] | None = None) -> Plan:
+                   comment: str | None = None, partitioning: Sequence[str] | None = None,
+                   unfilled: Iterable[str] = ()) -> Plan:
     """Compare an existing table (its Spark schema, properties, comment and partition transforms)
-    with the definition; pure, so every rule is testable without Spark."""
+    with the definition; pure, so every rule is testable without Spark. unfilled: the derived
+    columns the table has but some of its rows lack (a null: a derived value never is one)."""
     p = Plan(ident, "unchanged")
+    fills = [c for c in td.derived if c not in current.fieldNames() or c in set(unfilled)]
     have = {f.name: f for f in current.fields}
     want = {c.name for c in td.columns}
     prev: str | None = None
@@ -228,6 +238,9 @@ def plan_evolution(ident: str, td: TableDef, current: StructType, properties: di
                                      f"ALTER TABLE {ident} SET TBLPROPERTIES ({sql_string(k)}={sql_string(v)})"))
     if comment is not None and comment != td.comment:
         p.statements.append(("table comment", f"COMMENT ON TABLE {ident} IS {sql_string(td.comment)}"))
+    # After the columns exist. A copy-on-write UPDATE rewrites the files holding such rows, once.
+    p.statements += [(f"fill derived column {c} = {td.derived[c]} in the rows without it",
+                      fill_sql(ident, c, td.derived[c])) for c in fills]
     if partitioning is not None and [_norm_transform(t) for t in partitioning] != \
             [_norm_transform(t) for t in td.partition_by]:
         p.notes.append(f"partitioned by {', '.join(partitioning) or 'nothing'}, defined as "
@@ -282,7 +295,11 @@ def plan(spark, settings: LakeSettings, tables: Sequence[TableDef] | None = None
             continue
         spark.sql(f"REFRESH TABLE {ident}")  # another process (pyiceberg, a 2nd job) may have changed it
         comment, props, parts, _ = _describe(spark, ident)
-        out.append(plan_evolution(ident, td, spark.table(ident).schema, props, comment, parts))
+        schema = spark.table(ident).schema
+        # Iceberg's per-file null counts let this skip every file that has the column filled.
+        unfilled = [c for c in td.derived if c in schema.fieldNames()
+                    and spark.sql(f"SELECT 1 FROM {ident} WHERE {_q(c)} IS NULL LIMIT 1").take(1)]
+        out.append(plan_evolution(ident, td, schema, props, comment, parts, unfilled))
     return out
 
 

@@ -41,6 +41,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from smartcity.catalog import tables as lake_tables
 from smartcity.catalog.location import table_identifier
 from smartcity.contracts import RecordType, record_type
 from smartcity.contracts import schema as cs
@@ -156,7 +157,7 @@ def fast_data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
     rows = batch.filter(F.col("fast_ok") & (F.col("kafka_topic") == rt.name))
     w = F.col(wire_column(rt.name))
     cols = [(F.col("event_ts") if f.type == cs.TIMESTAMP else w[f.name]).alias(f.name) for f in rt.fields]
-    return rows.select(*cols, *LINEAGE_NAMES)
+    return with_derived(rows.select(*cols, *LINEAGE_NAMES))
 
 
 def fast_keys(batch: DataFrame, ranges: dict[str, tuple[int, int]]) -> DataFrame:
@@ -174,7 +175,13 @@ def fast_keys(batch: DataFrame, ranges: dict[str, tuple[int, int]]) -> DataFrame
 def data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
     """Valid rows of one topic (after classify) in the data table's columns."""
     rows = batch.filter((F.col("kind") == "data") & (F.col("kafka_topic") == rt.name))
-    return rows.select(*V.typed_columns(rt, F.col("v")), *LINEAGE_NAMES)
+    return with_derived(rows.select(*V.typed_columns(rt, F.col("v")), *LINEAGE_NAMES))
+
+
+def with_derived(rows: DataFrame) -> DataFrame:
+    """A data table's rows (contract fields and lineage) with the columns the lake derives from
+    them (catalog/tables.py DERIVED), each computed by its one SQL expression, appended in order."""
+    return rows.select("*", *[F.expr(d.sql).alias(d.field.name) for d in lake_tables.DERIVED])
 
 
 def quarantine_frame(batch: DataFrame) -> DataFrame:

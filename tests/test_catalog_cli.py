@@ -59,7 +59,9 @@ OLD_GPS = gps_with(("seq", dataclasses.replace(field("seq"), type=cs.INT)),
 def write_lake(lake: str) -> None:
     """In a child process: every table by create_or_evolve (namespace smartcity) with ROWS rows in
     gps_data; gps_data alone in each drift namespace."""
+    sys.path.insert(0, str(REPO))   # run as a script: tests/ is not a package on its own path
     from smartcity.contracts import example
+    from tests.support.lake_rows import table_frame
     from smartcity.spark_jobs import iceberg_tables as IT
     from smartcity.spark_jobs.session import build_session
     from smartcity.spark_jobs.settings import LakeSettings
@@ -74,8 +76,8 @@ def write_lake(lake: str) -> None:
         rec = example("gps_data") | {"event_id": f"dev-1:0000abcd:{i}", "ts": ts, "seq": i, "lat": 13.75,
                                      "lon": 100.5, "kafka_topic": "gps_data", "kafka_partition": 0,
                                      "kafka_offset": i, "kafka_ts": ts, "ingest_ts": ts}
-        rows.append(tuple(rec[c.name] for c in td.columns))
-    spark.createDataFrame(rows, td.struct()).writeTo("lake.smartcity.gps_data").append()
+        rows.append(rec)
+    table_frame(spark, td, rows).writeTo("lake.smartcity.gps_data").append()
     for ns in DRIFT_NAMESPACES:
         ns_s = dataclasses.replace(s, catalog=dataclasses.replace(s.catalog, namespace=ns))
         IT.create_or_evolve(spark, ns_s, [IT.data_table(OLD_GPS if ns == "d_old_contract" else GPS)])

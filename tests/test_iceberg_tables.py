@@ -42,17 +42,19 @@ def test_table_definitions_come_from_contracts():
     assert list(defs) == [rt.name for rt in RECORD_TYPES] + ["quarantine"]
     for rt in RECORD_TYPES:
         td = defs[rt.name]
-        assert [c.name for c in td.columns] == [f.name for f in rt.fields] + [n for n, _, _ in LINEAGE]
+        assert [c.name for c in td.columns] == [f.name for f in rt.fields] + [n for n, _, _ in LINEAGE] + ["boot_id"]
+        assert td.derived == {"boot_id": "split_part(event_id, ':', 2)"}
         for c, f in zip(td.columns, rt.fields):
             assert (c.nullable, c.doc) == (f.nullable, f.description)
             assert c.sql_type == {"string": "string", "int": "int", "long": "bigint", "double": "double",
                                   "timestamp": "timestamp"}[f.type]
-        assert all(not c.nullable for c in td.columns[len(rt.fields):])   # lineage is always there
+        assert all(not c.nullable for c in td.columns[len(rt.fields):-1])   # lineage is always there
+        assert td.columns[-1].nullable   # as Iceberg adds a column to an existing table
         assert td.partition_by == ("days(ts)",) and td.comment == rt.description
         assert td.properties["format-version"] == "2"
     q = defs["quarantine"]
     assert [(c.name, c.doc) for c in q.columns] == [(n, d) for n, _, d in QUARANTINE_FIELDS]
-    assert q.partition_by == ("days(ingest_ts)",)
+    assert q.partition_by == ("days(ingest_ts)",) and q.derived == {}
 
 
 def test_catalog_conf_names_one_catalog_and_the_iceberg_extensions(tmp_path):
@@ -158,7 +160,7 @@ def test_a_row_written_by_spark_is_read_back_by_pyiceberg(lake):
     rec = example("gps_data") | {"event_id": "veh-9:0000abcd:7", "lat": 38.1, "lon": 23.7}
     ts = datetime(2026, 11, 28, 12, 43, 9, 123000, tzinfo=timezone.utc)
     row = {**rec, "ts": ts, "kafka_topic": "gps_data", "kafka_partition": 1, "kafka_offset": 42,
-           "kafka_ts": ts, "ingest_ts": ts}
+           "kafka_ts": ts, "ingest_ts": ts, "boot_id": "0000abcd"}
     spark.createDataFrame([tuple(row[c.name] for c in td.columns)], td.struct()) \
         .writeTo("lake.smartcity.gps_data").append()
     t = catalog.load_table("smartcity.gps_data")
@@ -187,7 +189,7 @@ def test_a_new_nullable_field_and_a_widened_type_evolve_the_table(lake, evolve_s
     ident = table_identifier(s, "gps_data")
     spark.sql(f"INSERT INTO {ident} SELECT * FROM VALUES ('a:0000abcd:1', 'a', TIMESTAMP'2026-01-01 00:00:00', "
               "'sim', 1L, 'sim', 1, NULL, NULL, NULL, NULL, NULL, 1, 7, NULL, 'gps_data', 0, 0L, "
-              "TIMESTAMP'2026-01-01 00:00:00', TIMESTAMP'2026-01-01 00:00:00')")
+              "TIMESTAMP'2026-01-01 00:00:00', TIMESTAMP'2026-01-01 00:00:00', '0000abcd')")
     pdop = cs.Field("pdop", cs.DOUBLE, "Position dilution of precision", True)
     rt = gps_with(("sats_used", cs.Field("sats_used", cs.LONG, "Satellites used in the fix", True)), extra=(pdop,))
     (done,) = IT.create_or_evolve(spark, s, [IT.data_table(rt)])
@@ -203,6 +205,36 @@ def test_a_new_nullable_field_and_a_widened_type_evolve_the_table(lake, evolve_s
     (old,) = t.scan().to_arrow().to_pylist()   # the row written before reads with the new schema
     assert old["pdop"] is None and old["sats_used"] == 7
     assert IT.create_or_evolve(spark, s, [IT.data_table(rt)])[0]["action"] == "unchanged"
+
+
+def test_a_derived_column_is_added_to_a_table_without_it_and_filled_in_its_old_rows(lake, evolve_settings):
+    _, spark, _, catalog = lake
+    s = evolve_settings
+    current = IT.data_table(GPS)
+    before = dataclasses.replace(current, columns=current.columns[:-1], derived={})  # before boot_id
+    IT.create_or_evolve(spark, s, [before])
+    ident = table_identifier(s, "gps_data")
+    rows = [(f"veh-{i}:{boot}:{seq}", f"veh-{i}", seq) for i, (boot, seq) in
+            enumerate([("0000abcd", 1), ("ffff0001", 12), ("0000abcd", 3)])]
+    values = ", ".join(f"('{e}', '{d}', TIMESTAMP'2026-01-01 00:00:00', 'sim', {q}L, 'sim', 1, NULL, NULL, NULL, "
+                       "NULL, NULL, 1, 7, NULL, 'gps_data', 0, 0L, TIMESTAMP'2026-01-01 00:00:00', "
+                       "TIMESTAMP'2026-01-01 00:00:00')" for e, d, q in rows)
+    spark.sql(f"INSERT INTO {ident} VALUES {values}")
+
+    (done,) = IT.create_or_evolve(spark, s, [current])
+    assert done["changes"] == ["add column boot_id string (nullable) after ingest_ts",
+                               "fill derived column boot_id = split_part(event_id, ':', 2) in the rows without it"]
+    t = catalog.load_table(f"{s.catalog.namespace}.gps_data")
+    assert [f.name for f in t.schema().fields] == [c.name for c in current.columns]
+    got = sorted((r["event_id"], r["boot_id"]) for r in t.scan().to_arrow().to_pylist())
+    assert got == sorted((e, e.split(":")[1]) for e, _, _ in rows)   # read by pyiceberg, not Spark
+    assert IT.create_or_evolve(spark, s, [current])[0]["action"] == "unchanged"
+
+    # A fill cut short (rows still without the value, the column there) is done by the next run.
+    spark.sql(f"UPDATE {ident} SET boot_id = NULL WHERE event_id = 'veh-1:ffff0001:12'")
+    (again,) = IT.create_or_evolve(spark, s, [current])
+    assert again["changes"] == ["fill derived column boot_id = split_part(event_id, ':', 2) in the rows without it"]
+    assert spark.sql(f"SELECT boot_id FROM {ident} WHERE event_id = 'veh-1:ffff0001:12'").first()[0] == "ffff0001"
 
 
 def test_a_narrowing_change_is_refused_and_changes_no_table(lake, evolve_settings):

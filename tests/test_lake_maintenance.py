@@ -36,6 +36,7 @@ from smartcity.spark_jobs import maintenance as M  # noqa: E402
 from smartcity.spark_jobs.__main__ import main  # noqa: E402
 from smartcity.catalog.location import table_identifier  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings, Maintenance  # noqa: E402
+from tests.support.lake_rows import table_frame  # noqa: E402
 
 UTC = timezone.utc
 DAY1 = datetime(2026, 11, 28, tzinfo=UTC)
@@ -50,19 +51,18 @@ def gps_rows(ids_and_ts):
         rec = example("gps_data") | {"event_id": eid, "ts": ts}
         row = {**rec, "kafka_topic": "gps_data", "kafka_partition": 0, "kafka_offset": 0,
                "kafka_ts": ts, "ingest_ts": ts}
-        out.append(tuple(row[c.name] for c in GPS.columns))
+        out.append(row)
     return out
 
 
 def quarantine_rows(ids_and_ts):
-    return [tuple({"raw_value": "{", "raw_value_b64": "ew==", "error_kind": "bad_json", "reason": "json",
-                   "event_id": eid, "kafka_topic": "gps_data", "kafka_partition": 0, "kafka_offset": 0,
-                   "kafka_ts": ts, "ingest_ts": ts}[c.name] for c in QUARANTINE.columns)
-            for eid, ts in ids_and_ts]
+    return [{"raw_value": "{", "raw_value_b64": "ew==", "error_kind": "bad_json", "reason": "json",
+             "event_id": eid, "kafka_topic": "gps_data", "kafka_partition": 0, "kafka_offset": 0,
+             "kafka_ts": ts, "ingest_ts": ts} for eid, ts in ids_and_ts]
 
 
 def append(spark, ident: str, td: IT.TableDef, rows) -> None:
-    spark.createDataFrame(rows, td.struct()).writeTo(ident).append()
+    table_frame(spark, td, rows).writeTo(ident).append()
 
 
 def event_ids(spark, ident: str) -> list[str]:

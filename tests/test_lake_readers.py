@@ -26,6 +26,7 @@ from smartcity.catalog.reader import (duckdb_connection, event_ids, load_catalog
                                          read_table_duckdb)
 from smartcity.catalog.location import catalog_sqlite_file, table_identifier  # noqa: E402
 from smartcity.spark_jobs.settings import LakeSettings  # noqa: E402
+from tests.support.lake_rows import table_frame  # noqa: E402
 
 UTC_US = pa.timestamp("us", tz="UTC")
 DAY1 = datetime(2026, 11, 28, 12, 43, 9, 123000, tzinfo=timezone.utc)
@@ -41,15 +42,15 @@ def gps_rows(device: str, start: datetime, n: int, offset: int = 0) -> list[dict
             "event_id": f"{device}:0000abcd:{offset + i}", "device_id": device, "ts": ts, "seq": offset + i,
             "lat": 38.0 + i / 1000, "lon": 23.7, "fix_mode": 3, "sats_used": 9,
             "kafka_topic": "gps_data", "kafka_partition": 1, "kafka_offset": offset + i,
-            "kafka_ts": ts + timedelta(milliseconds=5), "ingest_ts": ts + timedelta(seconds=2)})
+            "kafka_ts": ts + timedelta(milliseconds=5), "ingest_ts": ts + timedelta(seconds=2),
+            "boot_id": "0000abcd"})   # what the lake derives from event_id (table_frame computes it)
     return rows
 
 
 def append(spark, s: LakeSettings, rows: list[dict]) -> None:
     """One Iceberg commit (a new snapshot) of `rows` into s's gps_data table."""
     td = IT.data_table(GPS)
-    spark.createDataFrame([tuple(r[c.name] for c in td.columns) for r in rows], td.struct()) \
-        .writeTo(table_identifier(s, "gps_data")).append()
+    table_frame(spark, td, rows).writeTo(table_identifier(s, "gps_data")).append()
 
 
 def by_event_id(t: pa.Table) -> list[dict]:

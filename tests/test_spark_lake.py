@@ -56,7 +56,8 @@ def spark(module_lake):
 def record(topic: str, ts: datetime, device: str = "veh-1") -> dict:
     r = example(topic)
     n = next(_ids)
-    r.update(event_id=f"{device}:0000abcd:{n}", device_id=device, seq=n, ts=format_ts(ts))
+    # Three boots, so that a column derived from event_id's middle part is seen to vary with it.
+    r.update(event_id=f"{device}:{0xabcd + n % 3:08x}:{n}", device_id=device, seq=n, ts=format_ts(ts))
     return r
 
 
@@ -194,9 +195,11 @@ def test_stream_lands_each_event_once_and_a_copy_however_late_never_twice(kafka,
         wait_until(settled(41), 120, "all events")
         assert q.isActive, "poison records must not stop the query"
         for topic in TOPICS:
-            t = read_table(s, topic, ["event_id", "ts", "kafka_offset"])
+            t = read_table(s, topic, ["event_id", "ts", "kafka_offset", "boot_id"])
             ids = t.column("event_id").to_pylist()
             assert sorted(ids) == sorted(r["event_id"] for r in sent[topic]), topic
+            # The derived column, from both validation paths: the middle part of event_id.
+            assert t.column("boot_id").to_pylist() == [e.split(":")[1] for e in ids], topic
             want = {r["event_id"]: r["ts"] for r in sent[topic]}
             got_ts = {e: ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
                       for e, ts in zip(ids, t.column("ts").to_pylist())}

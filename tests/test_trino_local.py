@@ -42,6 +42,7 @@ TABLES = {"gps_data", "vehicle_data", "traffic_data", "weather_data", "emergency
 def write_lake(lake: str) -> None:
     """In a child process: the catalog's tables by create_or_evolve, ROWS into gps_data by Spark."""
     from smartcity.contracts import example
+    from tests.support.lake_rows import table_frame
     from smartcity.contracts.schema import GPS
     from smartcity.spark_jobs import iceberg_tables as IT
     from smartcity.spark_jobs.session import build_session
@@ -56,8 +57,8 @@ def write_lake(lake: str) -> None:
         rec = example("gps_data") | {"event_id": event_id, "ts": ts, "lat": lat, "lon": lon, "seq": i}
         rec |= {"kafka_topic": "gps_data", "kafka_partition": 0, "kafka_offset": i, "kafka_ts": ts,
                 "ingest_ts": ts}
-        rows.append(tuple(rec[c.name] for c in td.columns))
-    spark.createDataFrame(rows, td.struct()).writeTo("lake.smartcity.gps_data").append()
+        rows.append(rec)
+    table_frame(spark, td, rows).writeTo("lake.smartcity.gps_data").append()
     spark.stop()
 
 

@@ -38,6 +38,7 @@ HOME_LAT, HOME_LON = 13.7563, 100.5018
 _SPARK_WRITER = """
 import sys
 from pathlib import Path
+from pyspark.sql import functions as F
 from smartcity.catalog.location import table_identifier
 from smartcity.spark_jobs import iceberg_tables as IT
 from smartcity.spark_jobs.session import build_session
@@ -49,7 +50,9 @@ for td in IT.table_defs():
     staged = Path(sys.argv[2]) / td.name if sys.argv[2] else None
     if staged is not None and staged.exists():
         df = spark.read.parquet(str(staged))
-        df.select(*[df[c.name].cast(c.type) for c in td.columns]).writeTo(
+        # The derived columns (boot_id) computed by their SQL, as the lake job computes them.
+        df.select(*[F.expr(td.derived[c.name]).alias(c.name) if c.name in td.derived
+                    else df[c.name].cast(c.type) for c in td.columns]).writeTo(
             table_identifier(s, td.name)).append()
 spark.stop()
 """
