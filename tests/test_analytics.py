@@ -25,6 +25,8 @@ from smartcity.analytics import named  # noqa: E402
 from smartcity.analytics.engines import DuckDBEngine, EngineError, to_duckdb  # noqa: E402
 from smartcity.analytics.query import QuerySettings, main, run_named  # noqa: E402
 from smartcity.catalog.reader import read_table  # noqa: E402
+from smartcity.catalog.tables import data_table  # noqa: E402
+from smartcity.contracts import record_type  # noqa: E402
 from tests.support.fleet_lake import generate  # noqa: E402
 from tests.support.query_parity import approx_bounds, assert_same_rows  # noqa: E402
 
@@ -164,7 +166,8 @@ def test_seq_gaps_counts_every_missing_number_and_gap_whatever_their_length_and_
     con.execute("CREATE SCHEMA smartcity")
     tables = ("gps_data", "vehicle_data", "weather_data", "traffic_data", "emergency_data")
     for t in tables:
-        con.execute(f"CREATE TABLE smartcity.{t} (device_id VARCHAR, event_id VARCHAR, seq BIGINT, ts TIMESTAMPTZ)")
+        con.execute(f"CREATE TABLE smartcity.{t} (device_id VARCHAR, event_id VARCHAR, seq BIGINT, ts TIMESTAMPTZ, "
+                    "boot_id VARCHAR)")
     expected, rows = {}, []
     for d in range(3):
         device, seq = f"bus-{d}", rng.randrange(0, 200)
@@ -178,10 +181,12 @@ def test_seq_gaps_counts_every_missing_number_and_gap_whatever_their_length_and_
             expected[(device, boot)] = (len(held), held[0], held[-1], held[-1] - held[0] + 1 - len(held), gaps)
             rows += [(device, f"{device}:{boot}:{s}", s, s) for s in held]
     rng.shuffle(rows)
+    boot_id_sql = data_table(record_type("gps_data")).derived_sql()["boot_id"]
     for i, t in enumerate(tables):
         part = pa.table(dict(zip(("device_id", "event_id", "seq", "s"), map(list, zip(*rows[i::len(tables)])))))
         con.register("part", part)
-        con.execute(f"INSERT INTO smartcity.{t} SELECT device_id, event_id, seq, to_timestamp(1772409600 + s) FROM part")
+        con.execute(f"INSERT INTO smartcity.{t} SELECT device_id, event_id, seq, to_timestamp(1772409600 + s), "
+                    f"{boot_id_sql} FROM part")   # the lake's derived column, by its own SQL
         con.unregister("part")
 
     def answer(**params):
