@@ -15,6 +15,7 @@ engine that does not answer).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -345,6 +346,9 @@ def trino_connect(endpoint: str, catalog: str = "lake", schema: str = "smartcity
     Asia/Bangkok moves day and hour windows) and the lake's catalog and namespace as defaults. A
     failed query raises trino.exceptions.TrinoQueryError carrying Trino's message."""
     import trino
+    # The client sets INFO on its own logger when imported ("failed after 3 attempts" on every
+    # refused connection); the process's configured level decides instead.
+    logging.getLogger("trino").setLevel(logging.NOTSET)
     host, port = parse_endpoint(endpoint)
     return trino.dbapi.connect(host=host, port=port, user=user, catalog=catalog, schema=schema,
                                timezone=timezone, http_scheme="http",

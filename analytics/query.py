@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ from typing import Any
 
 from smartcity.catalog.location import LakeLocation
 from smartcity.runtime.cli import ArgumentParser, UsageError, cli, one_line
+from smartcity.runtime.obs import configure_logging
 from smartcity.runtime.postgres import PostgresConnection
 from smartcity.runtime.settings import load as load_settings
 
@@ -161,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="a TOML settings file")
     ap.add_argument("--list", action="store_true", help="list the named queries and their parameters")
     ap.add_argument("--sql", action="store_true", help="print the rendered SQL for the engine instead of running it")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log the engines' progress (INFO) on stderr")
     a = ap.parse_args(argv)
+    # Quiet by default, whatever configured logging before: a refused query is one line on
+    # stderr, not the Trino client's retries in front of it.
+    configure_logging(logging.INFO if a.verbose else logging.WARNING, json=False)
     if a.list:
         print(_list())
         return 0
