@@ -13,6 +13,7 @@ checked in and kept current, and the Data API client is run against moto's serve
 shape (moto runs no SQL) and botocore's Stubber for batch_execute_statement (moto lacks it)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,9 +36,9 @@ from smartcity.catalog.reader import event_ids, read_table  # noqa: E402
 from smartcity.warehouse import lake as wlake  # noqa: E402
 from smartcity.warehouse import load as wload  # noqa: E402
 from smartcity.warehouse.load import PostgresWarehouse  # noqa: E402
-from smartcity.warehouse.schema import warehouse_table, warehouse_tables  # noqa: E402
+from smartcity.warehouse.schema import WarehouseTable, warehouse_table, warehouse_tables  # noqa: E402
 from smartcity.warehouse.settings import Redshift as RedshiftSettings, WarehouseSettings  # noqa: E402
-from smartcity.warehouse.sql import Postgres, Redshift  # noqa: E402
+from smartcity.warehouse.sql import IncompatibleWarehouse, Postgres, Redshift  # noqa: E402
 from tests.support.fleet_lake import generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,6 +305,31 @@ def test_a_file_that_does_not_fit_the_table_is_refused_named_and_the_rest_loads(
             assert c.execute("SELECT count(*) FROM smartcity.gps_data WHERE event_id LIKE %s", (prefix,)).fetchone()[0] == 0
 
 
+def test_a_lake_file_written_before_boot_id_existed_loads_with_boot_id_computed(lake, pg, workdir, monkeypatch):
+    """A data file without the derived column boot_id (written before the lake had it; Iceberg
+    reads it as nulls): the merge computes it by the column's SQL. Redshift's Parquet COPY is
+    positional and cannot take such a file: it is refused there, named (docs/warehouse.md)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from smartcity.catalog.reader import load_table
+    s = LakeLocation(lake=str(lake[0]))
+    rows = read_table(s, "gps_data").sort_by("event_id").slice(0, 3)
+    ids = [f"bus-old:0000beef:{i}" for i in range(3)]
+    old = rows.set_column(0, rows.schema.field(0), pa.array(ids)).drop_columns(["boot_id"])
+    pq.write_table(old, workdir / "before-boot-id.parquet")
+    f = wlake.DataFile(f"file://{workdir / 'before-boot-id.parquet'}", 8, old.num_rows, 1)
+    real_plan = wlake.plan
+    monkeypatch.setattr(wload, "plan", lambda table, name, last: wlake.Plan(name, last, 4343, "incremental", [f])
+                        if name == "gps_data" else real_plan(table, name, last))
+    (r,) = PostgresWarehouse(settings_for(lake[0], pg)).load(["gps_data"])
+    assert (r.files, r.rows_loaded, r.refused) == (1, 3, [])
+    with psycopg.connect(pg.dsn()) as c:
+        assert c.execute("SELECT event_id, boot_id FROM smartcity.gps_data WHERE event_id LIKE 'bus-old:%' "
+                         "ORDER BY event_id").fetchall() == [(i, "0000beef") for i in ids]
+    with pytest.raises(wlake.FileSchemaError, match="column boot_id: missing"):
+        wlake.check_file_schema(load_table(s, "gps_data"), f, warehouse_table("gps").lake_columns)
+
+
 def test_a_database_that_is_down_is_retried_with_back_off_then_named(lake):
     s = WarehouseSettings(lake=str(lake[0]))
     s.postgres.port, s.postgres.password, s.postgres.connect_timeout_s = free_port(), "x", 2
@@ -314,11 +340,107 @@ def test_a_database_that_is_down_is_retried_with_back_off_then_named(lake):
     assert waits == [0.5, 1.0]
 
 
+# ---- an existing warehouse: its tables evolved to the contracts' columns ------------------------
+
+def _made_before_derived(t: WarehouseTable, drop: tuple[str, ...] = ()) -> WarehouseTable:
+    """The table as a warehouse made before the derived columns (boot_id) existed, less `drop`."""
+    gone = set(t.spec.derived_sql()) | set(drop)
+    return WarehouseTable(dataclasses.replace(
+        t.spec, columns=tuple(f for f in t.spec.columns if f.name not in gone), derived=()))
+
+
+def _warehouse_made_with(tables: list[WarehouseTable], database: str, lake_dir: Path, server) -> WarehouseSettings:
+    """A database of its own holding a warehouse made by the DDL of `tables`; settings for it."""
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {database}")
+    with psycopg.connect(server.dsn(database), autocommit=True) as c:
+        for stmt in Postgres().ddl(tables):
+            c.execute(stmt)
+    s = settings_for(lake_dir, server)
+    s.postgres.database = database
+    return s
+
+
+def _columns(c) -> list[tuple[str, str]]:
+    return c.execute(Postgres().existing_columns()).fetchall()
+
+
+def test_setup_adds_boot_id_to_tables_made_before_it_and_computes_it_in_their_rows_once(lake, pg):
+    """A warehouse whose tables were created by the column list before boot_id, holding rows: the
+    setup adds the column to every table and computes it in the old rows (the middle part of
+    event_id); a second setup changes nothing (no row rewritten); the next load brings the rest
+    with the lake's boot_id."""
+    assert "boot_id" in warehouse_table("gps").spec.derived_sql()
+    old = [_made_before_derived(t) for t in warehouse_tables()]
+    s = _warehouse_made_with(old, "evolve_check", lake[0], pg)
+    gps = next(t for t in old if t.name == "gps_data")
+    names = [f.name for f in gps.lake_columns]
+    rows = read_table(LakeLocation(lake=str(lake[0])), "gps_data").sort_by("event_id").slice(0, 5).to_pylist()
+    with psycopg.connect(pg.dsn("evolve_check")) as c:
+        c.cursor().executemany(f"INSERT INTO smartcity.gps_data ({', '.join(names)}, lake_snapshot_id, loaded_at) "
+                               f"VALUES ({', '.join(['%s'] * len(names))}, 1, now())",
+                               [tuple(r[n] for n in names) for r in rows])
+
+    PostgresWarehouse(s).ensure_schema()
+    with psycopg.connect(pg.dsn("evolve_check")) as c:
+        have = _columns(c)
+        assert all((t.name, "boot_id") in have for t in warehouse_tables())
+        assert Postgres().evolve(warehouse_tables(), have) == []
+        evolved = c.execute("SELECT event_id, boot_id, xmin::text FROM smartcity.gps_data ORDER BY event_id").fetchall()
+    assert [b for _, b, _ in evolved] == [e.split(":")[1] for e, _, _ in evolved] and len(evolved) == 5
+
+    PostgresWarehouse(s).ensure_schema()
+    with psycopg.connect(pg.dsn("evolve_check")) as c:
+        assert _columns(c) == have
+        assert c.execute("SELECT event_id, boot_id, xmin::text FROM smartcity.gps_data ORDER BY event_id").fetchall() \
+            == evolved    # the same row versions: nothing was updated
+
+    (r,) = PostgresWarehouse(s).load(["gps_data"])
+    lake_rows = read_table(LakeLocation(lake=str(lake[0])), "gps_data")
+    in_lake = dict(zip(lake_rows.column("event_id").to_pylist(), lake_rows.column("boot_id").to_pylist()))
+    with psycopg.connect(pg.dsn("evolve_check")) as c:
+        assert dict(c.execute("SELECT event_id, boot_id FROM smartcity.gps_data").fetchall()) == in_lake
+    assert r.rows_loaded == len(in_lake) - 5
+
+
+def test_an_existing_table_without_a_required_column_is_refused_naming_table_and_column(lake, pg):
+    """gps_data made without the required ingest_ts: the setup cannot add it (its rows have no
+    value for it) and refuses, naming table and column, before changing any table; the command
+    says so and exits 1."""
+    old = [_made_before_derived(t, ("ingest_ts",) if t.name == "gps_data" else ()) for t in warehouse_tables()]
+    s = _warehouse_made_with(old, "evolve_refused", lake[0], pg)
+    with pytest.raises(IncompatibleWarehouse) as e:
+        PostgresWarehouse(s).ensure_schema()
+    (problem,) = e.value.problems
+    assert problem.startswith("smartcity.gps_data: column ingest_ts (TIMESTAMPTZ NOT NULL) is required but the "
+                              "table has no such column")
+    assert str(e.value).startswith("refused, no table was changed:\n")
+    with psycopg.connect(pg.dsn("evolve_refused")) as c:
+        assert not any(col == "boot_id" for _, col in _columns(c))
+    p = subprocess.run([str(BIN / "smartcity-warehouse"), "load", "--lake", str(lake[0])],
+                       env={**cli_env(pg), "SMARTCITY_WAREHOUSE_POSTGRES__DATABASE": "evolve_refused"},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stdout == ""
+    assert "smartcity.gps_data: column ingest_ts" in p.stderr
+
+
+def test_the_redshift_setup_adds_only_the_columns_information_schema_lacks():
+    """Redshift has no ADD COLUMN IF NOT EXISTS: the statements come from the columns read first."""
+    r, t = Redshift(), warehouse_table("gps")
+    have = [(t.name, f.name) for f in t.columns]
+    assert r.evolve([t], have) == []
+    assert r.evolve([t], [x for x in have if x[1] != "boot_id"]) == [[
+        "ALTER TABLE smartcity.gps_data ADD COLUMN boot_id VARCHAR(32) ENCODE ZSTD",
+        f"UPDATE smartcity.gps_data SET boot_id = {t.spec.derived_sql()['boot_id']} WHERE boot_id IS NULL"]]
+
+
 # ---- the SQL of both dialects -----------------------------------------------------------------
 
 def _redshift_statements() -> list[str]:
     r = Redshift()
-    out = r.ddl(warehouse_tables())
+    out = r.ddl(warehouse_tables()) + [r.existing_columns()]
+    out += [x for stmts in r.evolve(warehouse_tables(), [(t.name, f.name) for t in warehouse_tables()
+                                                         for f in t.columns if f.name != "boot_id"]) for x in stmts]
     for t in warehouse_tables():
         out += [r.create_staging(t), r.copy_parquet(t, f"s3://lake/warehouse/{t.name}/data/x.parquet",
                                                     "arn:aws:iam::123456789012:role/load"),

@@ -8,7 +8,8 @@ load: per table, what the lake's Iceberg table gained since the last load (the f
 append/overwrite snapshots; a full reconciliation when the last loaded snapshot was expired),
 staged and merged on event_id with the snapshot id recorded, in one transaction. One JSON object
 per table on stdout. Exit 0: loaded (or nothing to load); 1: a file was refused (its name and
-column are in the output and in load_refused) or the warehouse stayed unreachable; 2: usage or
+column are in the output and in load_refused), the warehouse stayed unreachable, or an existing
+table lacks a required column (the setup adds missing nullable ones itself); 2: usage or
 settings.
 
 Settings: defaults < --config TOML < SMARTCITY_WAREHOUSE_* < flags (warehouse/settings.py). The
@@ -98,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         raise UsageError(e) from None
     from .load import WarehouseDown
+    from .sql import IncompatibleWarehouse
     try:
         results = wh.load(a.tables)
-    except WarehouseDown as e:
+    except (WarehouseDown, IncompatibleWarehouse) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     for r in results:

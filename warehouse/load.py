@@ -14,6 +14,9 @@ Per table, in ONE database transaction:
    inserted; an event_id twice in staging goes in once);
 5. record the snapshot id, the files loaded and the files refused, then commit.
 
+Before the tables, the setup (`ensure_schema`, one transaction) creates what is missing and
+evolves target tables created before a column existed (warehouse/sql.py, Dialect.evolve).
+
 So a second run loads nothing, a kill -9 anywhere before the commit leaves the warehouse as it was
 (the next run does the same work again), and a kill after it leaves nothing to redo. A file whose
 columns do not fit the table is refused (FileSchemaError names file and column), recorded in
@@ -196,11 +199,15 @@ class PostgresWarehouse:
         return isinstance(e, psycopg.OperationalError)
 
     def ensure_schema(self) -> None:
-        """The schema, target and load-state tables (IF NOT EXISTS), in one transaction."""
+        """The schema, target and load-state tables (IF NOT EXISTS), existing target tables first
+        evolved to the contracts' columns (Dialect.evolve: IncompatibleWarehouse for a missing
+        required one), in one transaction."""
         def run() -> TableResult:
+            tables = warehouse_tables()
             with self.connect() as conn:
                 with conn.transaction():
-                    for stmt in self.sql.ddl(warehouse_tables()):
+                    evolve = self.sql.evolve(tables, conn.execute(self.sql.existing_columns()).fetchall())
+                    for stmt in [s for stmts in evolve for s in stmts] + self.sql.ddl(tables):
                         conn.execute(stmt)
             return TableResult("(schema)")
         with_retries("create the warehouse schema", run, self.is_transient)

@@ -134,6 +134,10 @@ class RedshiftWarehouse:
         return self.sql.ddl(warehouse_tables())
 
     def ensure_schema(self) -> None:
+        # Each table's evolution one batch, so one transaction: its columns added and filled, or
+        # neither (a column that exists is never filled again: Dialect.evolve).
+        for stmts in self.sql.evolve(warehouse_tables(), self.api.query(self.sql.existing_columns())):
+            self.api.run_batch(stmts)
         stmts = self.ddl()
         for i in range(0, len(stmts), BATCH_LIMIT):
             self.api.run_batch(stmts[i:i + BATCH_LIMIT])

@@ -5,12 +5,13 @@ docs/warehouse.md ("PostgreSQL and Redshift") lists it.
 
 Identifiers are the contract's (lower-case [a-z_][a-z0-9_]*, checked) and are written unquoted;
 the only values spliced into statements are integers and the quoted strings of `literal()`
-(file paths, errors: Redshift's Data API batch takes no bind parameters).
+(file paths, errors: Redshift's Data API batch takes no bind parameters), besides the derived
+columns' SQL of catalog/tables.py (the project's own text).
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from smartcity.contracts import schema as cs
 from smartcity.contracts.schema import Field
@@ -42,6 +43,15 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+class IncompatibleWarehouse(ValueError):
+    """Existing target tables the contracts changed in a way the setup cannot follow (as the lake's
+    IncompatibleSchema); `problems` has one line each."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("refused, no table was changed:\n" + "\n".join(self.problems))
+
+
 def _state_columns() -> str:
     return ("table_name VARCHAR(128) NOT NULL, snapshot_id BIGINT, files INTEGER NOT NULL, "
             "rows_read BIGINT NOT NULL, rows_loaded BIGINT NOT NULL, mode VARCHAR(16) NOT NULL, "
@@ -65,6 +75,10 @@ class Dialect:
     def _column(self, f: Field, extra: str = "") -> str:
         null = "" if f.nullable else " NOT NULL"
         return f"{ident(f.name)} {self.column_type(f)}{null}{extra}"
+
+    def target_column(self, f: Field) -> str:
+        """A column of a target table, as CREATE TABLE and ADD COLUMN write it."""
+        return self._column(f)
 
     # DDL ---------------------------------------------------------------------------------------
     def create_schema(self) -> str:
@@ -91,11 +105,58 @@ class Dialect:
         ]
 
     def ddl(self, tables: Iterable[WarehouseTable]) -> list[str]:
-        """Everything a new warehouse needs, idempotent (IF NOT EXISTS)."""
+        """Everything a new warehouse needs, idempotent (IF NOT EXISTS). A target table that exists
+        is left as it is: evolve() first brings it to the columns this creates."""
         out = [self.create_schema()]
         for t in tables:
             out += self.create_target(t) + self.comments(t)
         return out + self.create_state()
+
+    # evolution of existing target tables ---------------------------------------------------------
+    def existing_columns(self) -> str:
+        """(table, column) of every table in the schema, what evolve() compares with:
+        information_schema.columns, which both dialects answer."""
+        return ("SELECT table_name, column_name FROM information_schema.columns "
+                f"WHERE table_schema = {literal(self.schema)}")
+
+    def add_column(self, t: WarehouseTable, f: Field) -> str:
+        raise NotImplementedError
+
+    def fill(self, t: WarehouseTable, column: str, sql: str) -> str:
+        """A derived column computed in the rows that lack it."""
+        return f"UPDATE {self.q(t.name)} SET {ident(column)} = {sql} WHERE {ident(column)} IS NULL"
+
+    def evolve(self, tables: Iterable[WarehouseTable], existing: Iterable[Sequence[str]]) -> list[list[str]]:
+        """Per existing target table that lacks columns of `t.columns`, its statements: ADD COLUMN
+        for each (they are nullable), then the fill of each derived one (catalog/tables.py's SQL);
+        run each list in one transaction, before ddl(). existing: the (table, column) rows of
+        existing_columns(); a table not there is created whole by ddl(). A missing required
+        column raises IncompatibleWarehouse for every table, before anything is run.
+
+        A derived column is filled only with its ADD COLUMN, in the same transaction: rows loaded
+        since have it from the merge (`_staged`), so a column that exists has no row to fill, and
+        a second setup reads information_schema and adds or fills nothing (no scan of the tables)."""
+        have: dict[str, set[str]] = {}
+        for table, column in existing:
+            have.setdefault(table, set()).add(column)
+        out, problems = [], []
+        for t in tables:
+            if t.name not in have:
+                continue
+            missing = [f for f in t.columns if f.name not in have[t.name]]
+            problems += [
+                f"{self.q(t.name)}: column {f.name} ({self.column_type(f)} NOT NULL) is required but the "
+                "table has no such column: its rows have no value for it. Make the field nullable=True in "
+                "contracts (the setup then adds it), or drop the table and delete its load_state row (the "
+                "next load creates it and loads the lake's rows again in full)."
+                for f in missing if not f.nullable]
+            if missing:
+                derived = t.spec.derived_sql()
+                out.append([self.add_column(t, f) for f in missing]
+                           + [self.fill(t, f.name, derived[f.name]) for f in missing if f.name in derived])
+        if problems:
+            raise IncompatibleWarehouse(problems)
+        return out
 
     def staging_name(self, t: WarehouseTable) -> str:
         return f"stage_{t.name}"
@@ -139,6 +200,16 @@ class Dialect:
     def _insert_columns(self, t: WarehouseTable) -> str:
         return ", ".join(ident(f.name) for f in t.columns)
 
+    def _staged(self, t: WarehouseTable, alias: str = "") -> str:
+        """The lake columns read from staging for the merge, a derived one computed where staging
+        has it null (a lake file written before the column existed: warehouse/lake.py reads it as
+        nulls). The derived SQL names its columns unqualified: use this where staging is the only
+        relation that has them."""
+        derived = t.spec.derived_sql()
+        a = f"{alias}." if alias else ""
+        return ", ".join(f"coalesce({a}{ident(f.name)}, {derived[f.name]}) AS {ident(f.name)}"
+                         if f.name in derived else f"{a}{ident(f.name)}" for f in t.lake_columns)
+
     def _select_columns(self, t: WarehouseTable, alias: str, snapshot_id: int) -> str:
         return ", ".join([f"{alias}.{ident(f.name)}" for f in t.lake_columns]
                          + [str(int(snapshot_id)), self.now])
@@ -167,6 +238,10 @@ class Postgres(Dialect):
         # (bench warehouse), and the stand-in is for the load, not for query speed.
         return [f"CREATE TABLE IF NOT EXISTS {self.q(t.name)} (\n  {cols},\n  PRIMARY KEY ({KEY_COLUMN})\n)"]
 
+    def add_column(self, t: WarehouseTable, f: Field) -> str:
+        # IF NOT EXISTS: a setup that ran meanwhile (its ALTER waited for the other's lock) skips it.
+        return f"ALTER TABLE {self.q(t.name)} ADD COLUMN IF NOT EXISTS {self.target_column(f)}"
+
     def session(self) -> list[str]:
         """Once per connection, before any temporary table: UTC (COPY's CSV carries timestamps as
         UTC wall time), and room for the staging table in memory (temp_buffers can only be set
@@ -190,12 +265,13 @@ class Postgres(Dialect):
         return f"LOCK TABLE {self.q(t.name)} IN SHARE ROW EXCLUSIVE MODE"
 
     def merge(self, t: WarehouseTable, snapshot_id: int) -> list[str]:
-        lake = ", ".join(f"st.{ident(f.name)}" for f in t.lake_columns)
         stage = self.staging_name(t)
         # One row per event_id, chosen on a narrow sort (the key, the order, the row's ctid) and
-        # joined back: sorting whole staged rows costs more.
+        # joined back: sorting whole staged rows costs more. k has no column but `keep`, so the
+        # derived SQL's unqualified names are staging's.
         return [f"MERGE INTO {self.q(t.name)} t\n"
-                f"USING (SELECT {lake} FROM {stage} st JOIN (SELECT DISTINCT ON ({KEY_COLUMN}) ctid AS keep "
+                f"USING (SELECT {self._staged(t, 'st')} FROM {stage} st "
+                f"JOIN (SELECT DISTINCT ON ({KEY_COLUMN}) ctid AS keep "
                 f"FROM {stage} ORDER BY {KEY_COLUMN}, {DEDUP_ORDER}) k ON st.ctid = k.keep) s\n"
                 f"ON t.{KEY_COLUMN} = s.{KEY_COLUMN}\n"
                 f"WHEN NOT MATCHED THEN INSERT ({self._insert_columns(t)})\n"
@@ -236,14 +312,21 @@ class Redshift(Dialect):
             return "BYTEDICT"
         return "ZSTD"
 
+    def target_column(self, f: Field) -> str:
+        return self._column(f, f" ENCODE {self.encoding(f)}")
+
     def create_target(self, t: WarehouseTable) -> list[str]:
-        cols = ",\n  ".join(self._column(f, f" ENCODE {self.encoding(f)}") for f in t.columns)
+        cols = ",\n  ".join(self.target_column(f) for f in t.columns)
         return [f"CREATE TABLE IF NOT EXISTS {self.q(t.name)} (\n  {cols},\n  PRIMARY KEY ({KEY_COLUMN})\n)\n"
                 f"DISTSTYLE KEY DISTKEY ({DIST_KEY})\nCOMPOUND SORTKEY ({', '.join(SORT_KEY)})"]
 
     def create_staging(self, t: WarehouseTable) -> str:
         cols = ", ".join(self._column(f) for f in t.lake_columns)
         return f"CREATE TEMPORARY TABLE {self.staging_name(t)} ({cols}) DISTSTYLE KEY DISTKEY ({DIST_KEY})"
+
+    def add_column(self, t: WarehouseTable, f: Field) -> str:
+        # Redshift has no ADD COLUMN IF NOT EXISTS: evolve() adds only what information_schema lacks.
+        return f"ALTER TABLE {self.q(t.name)} ADD COLUMN {self.target_column(f)}"
 
     def copy_parquet(self, t: WarehouseTable, s3_uri: str, iam_role: str) -> str:
         """One lake data file into staging. Parquet columns are matched by position: the file's
@@ -260,7 +343,7 @@ class Redshift(Dialect):
         lake = ", ".join(ident(f.name) for f in t.lake_columns)
         src = f"src_{t.name}"
         return [f"CREATE TEMPORARY TABLE {src} DISTSTYLE KEY DISTKEY ({DIST_KEY}) AS\n"
-                f"SELECT {lake} FROM (SELECT {lake}, ROW_NUMBER() OVER (PARTITION BY {KEY_COLUMN} "
+                f"SELECT {self._staged(t)} FROM (SELECT {lake}, ROW_NUMBER() OVER (PARTITION BY {KEY_COLUMN} "
                 f"ORDER BY {DEDUP_ORDER}) AS rn FROM {self.staging_name(t)}) x WHERE rn = 1",
                 f"INSERT INTO {self.q(t.name)} ({self._insert_columns(t)})\n"
                 f"SELECT {self._select_columns(t, 's', snapshot_id)}\n"
@@ -287,5 +370,5 @@ def dialect(name: str, schema: str = "smartcity") -> Dialect:
         raise ValueError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}") from None
 
 
-__all__ = ["Dialect", "Postgres", "Redshift", "dialect", "literal", "ident", "STATE_TABLE", "FILES_TABLE",
-           "REFUSED_TABLE", "WAREHOUSE_LINEAGE"]
+__all__ = ["Dialect", "Postgres", "Redshift", "dialect", "literal", "ident", "IncompatibleWarehouse",
+           "STATE_TABLE", "FILES_TABLE", "REFUSED_TABLE", "WAREHOUSE_LINEAGE"]

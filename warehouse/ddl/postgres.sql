@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS smartcity.vehicle_data (
   kafka_offset BIGINT NOT NULL,
   kafka_ts TIMESTAMPTZ NOT NULL,
   ingest_ts TIMESTAMPTZ NOT NULL,
+  boot_id VARCHAR(8),
   lake_snapshot_id BIGINT NOT NULL,
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
@@ -86,6 +87,8 @@ COMMENT ON COLUMN smartcity.vehicle_data.kafka_ts IS 'Kafka record timestamp (br
 
 COMMENT ON COLUMN smartcity.vehicle_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.vehicle_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.vehicle_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.vehicle_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -111,6 +114,7 @@ CREATE TABLE IF NOT EXISTS smartcity.gps_data (
   kafka_offset BIGINT NOT NULL,
   kafka_ts TIMESTAMPTZ NOT NULL,
   ingest_ts TIMESTAMPTZ NOT NULL,
+  boot_id VARCHAR(8),
   lake_snapshot_id BIGINT NOT NULL,
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
@@ -158,6 +162,8 @@ COMMENT ON COLUMN smartcity.gps_data.kafka_ts IS 'Kafka record timestamp (broker
 
 COMMENT ON COLUMN smartcity.gps_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.gps_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.gps_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.gps_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -181,6 +187,7 @@ CREATE TABLE IF NOT EXISTS smartcity.traffic_data (
   kafka_offset BIGINT NOT NULL,
   kafka_ts TIMESTAMPTZ NOT NULL,
   ingest_ts TIMESTAMPTZ NOT NULL,
+  boot_id VARCHAR(8),
   lake_snapshot_id BIGINT NOT NULL,
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
@@ -224,6 +231,8 @@ COMMENT ON COLUMN smartcity.traffic_data.kafka_ts IS 'Kafka record timestamp (br
 
 COMMENT ON COLUMN smartcity.traffic_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.traffic_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.traffic_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.traffic_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -249,6 +258,7 @@ CREATE TABLE IF NOT EXISTS smartcity.weather_data (
   kafka_offset BIGINT NOT NULL,
   kafka_ts TIMESTAMPTZ NOT NULL,
   ingest_ts TIMESTAMPTZ NOT NULL,
+  boot_id VARCHAR(8),
   lake_snapshot_id BIGINT NOT NULL,
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
@@ -296,6 +306,8 @@ COMMENT ON COLUMN smartcity.weather_data.kafka_ts IS 'Kafka record timestamp (br
 
 COMMENT ON COLUMN smartcity.weather_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.weather_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.weather_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.weather_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -320,6 +332,7 @@ CREATE TABLE IF NOT EXISTS smartcity.emergency_data (
   kafka_offset BIGINT NOT NULL,
   kafka_ts TIMESTAMPTZ NOT NULL,
   ingest_ts TIMESTAMPTZ NOT NULL,
+  boot_id VARCHAR(8),
   lake_snapshot_id BIGINT NOT NULL,
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (event_id)
@@ -364,6 +377,8 @@ COMMENT ON COLUMN smartcity.emergency_data.kafka_offset IS 'Kafka offset within 
 COMMENT ON COLUMN smartcity.emergency_data.kafka_ts IS 'Kafka record timestamp (broker/producer time), UTC';
 
 COMMENT ON COLUMN smartcity.emergency_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
+
+COMMENT ON COLUMN smartcity.emergency_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
 
 COMMENT ON COLUMN smartcity.emergency_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS smartcity.vehicle_data (
   kafka_offset BIGINT NOT NULL ENCODE AZ64,
   kafka_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
   ingest_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
+  boot_id VARCHAR(32) ENCODE ZSTD,
   lake_snapshot_id BIGINT NOT NULL ENCODE AZ64,
   loaded_at TIMESTAMPTZ NOT NULL ENCODE AZ64,
   PRIMARY KEY (event_id)
@@ -88,6 +89,8 @@ COMMENT ON COLUMN smartcity.vehicle_data.kafka_ts IS 'Kafka record timestamp (br
 
 COMMENT ON COLUMN smartcity.vehicle_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.vehicle_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.vehicle_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.vehicle_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -113,6 +116,7 @@ CREATE TABLE IF NOT EXISTS smartcity.gps_data (
   kafka_offset BIGINT NOT NULL ENCODE AZ64,
   kafka_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
   ingest_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
+  boot_id VARCHAR(32) ENCODE ZSTD,
   lake_snapshot_id BIGINT NOT NULL ENCODE AZ64,
   loaded_at TIMESTAMPTZ NOT NULL ENCODE AZ64,
   PRIMARY KEY (event_id)
@@ -162,6 +166,8 @@ COMMENT ON COLUMN smartcity.gps_data.kafka_ts IS 'Kafka record timestamp (broker
 
 COMMENT ON COLUMN smartcity.gps_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.gps_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.gps_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.gps_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -185,6 +191,7 @@ CREATE TABLE IF NOT EXISTS smartcity.traffic_data (
   kafka_offset BIGINT NOT NULL ENCODE AZ64,
   kafka_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
   ingest_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
+  boot_id VARCHAR(32) ENCODE ZSTD,
   lake_snapshot_id BIGINT NOT NULL ENCODE AZ64,
   loaded_at TIMESTAMPTZ NOT NULL ENCODE AZ64,
   PRIMARY KEY (event_id)
@@ -230,6 +237,8 @@ COMMENT ON COLUMN smartcity.traffic_data.kafka_ts IS 'Kafka record timestamp (br
 
 COMMENT ON COLUMN smartcity.traffic_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.traffic_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.traffic_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.traffic_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -255,6 +264,7 @@ CREATE TABLE IF NOT EXISTS smartcity.weather_data (
   kafka_offset BIGINT NOT NULL ENCODE AZ64,
   kafka_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
   ingest_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
+  boot_id VARCHAR(32) ENCODE ZSTD,
   lake_snapshot_id BIGINT NOT NULL ENCODE AZ64,
   loaded_at TIMESTAMPTZ NOT NULL ENCODE AZ64,
   PRIMARY KEY (event_id)
@@ -304,6 +314,8 @@ COMMENT ON COLUMN smartcity.weather_data.kafka_ts IS 'Kafka record timestamp (br
 
 COMMENT ON COLUMN smartcity.weather_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
 
+COMMENT ON COLUMN smartcity.weather_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
+
 COMMENT ON COLUMN smartcity.weather_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
 COMMENT ON COLUMN smartcity.weather_data.loaded_at IS 'When the warehouse load committed this row, UTC';
@@ -328,6 +340,7 @@ CREATE TABLE IF NOT EXISTS smartcity.emergency_data (
   kafka_offset BIGINT NOT NULL ENCODE AZ64,
   kafka_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
   ingest_ts TIMESTAMPTZ NOT NULL ENCODE AZ64,
+  boot_id VARCHAR(32) ENCODE ZSTD,
   lake_snapshot_id BIGINT NOT NULL ENCODE AZ64,
   loaded_at TIMESTAMPTZ NOT NULL ENCODE AZ64,
   PRIMARY KEY (event_id)
@@ -374,6 +387,8 @@ COMMENT ON COLUMN smartcity.emergency_data.kafka_offset IS 'Kafka offset within 
 COMMENT ON COLUMN smartcity.emergency_data.kafka_ts IS 'Kafka record timestamp (broker/producer time), UTC';
 
 COMMENT ON COLUMN smartcity.emergency_data.ingest_ts IS 'Spark micro-batch time that wrote the row, UTC';
+
+COMMENT ON COLUMN smartcity.emergency_data.boot_id IS 'The agent''s boot id of this reading, the middle part of event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id';
 
 COMMENT ON COLUMN smartcity.emergency_data.lake_snapshot_id IS 'Iceberg snapshot of the lake table whose data files brought this row (the snapshot the load read up to, for a full reconciliation)';
 
