@@ -74,12 +74,15 @@ def event_ids(msgs) -> set[str]:
     return {json.loads(m.value)["event_id"] for m in msgs if m.topic != DLQ_TOPIC}
 
 
-def wait_all(collector, pub, run_id, timeout_s=60.0):
+def wait_all(collector, pub, run_id, timeout_s=60.0, bridges=()):
+    """Every record the publisher sent, as the collector read it from Kafka. On a timeout the
+    failure says what the bridges and the collector saw, for a loss that happens once in many runs."""
     want = {s.event_id for s in pub.sent}
     ok = collector.wait_for(lambda ms: want <= event_ids(ms), timeout_s, pred=mine(run_id))
     missing = want - event_ids(collector.snapshot(mine(run_id)))
     assert ok and not missing, f"{len(missing)} of {len(want)} records never reached Kafka, " \
-                               f"e.g. {sorted(missing)[:5]}"
+                               f"e.g. {sorted(missing)[:5]}\n{collector.state()}" + \
+                               "".join(f"\n{b.state()}" for b in bridges)
     return collector.snapshot(mine(run_id))
 
 
@@ -93,7 +96,7 @@ def test_every_record_reaches_its_topic_keyed_by_device_in_seq_order(broker, kaf
     pub = FleetPublisher(broker.port, devices(run_id, 5))
     pub.publish(300)
     assert pub.wait_acked(30)
-    got = wait_all(collector, pub, run_id)
+    got = wait_all(collector, pub, run_id, bridges=bridges)
 
     sent = {s.event_id: s for s in pub.sent}
     per_partition_seq = defaultdict(list)
@@ -157,7 +160,7 @@ def test_kill_9_of_the_bridge_mid_stream_loses_nothing(broker, kafka, collector,
     b.start()
     t.join()
     assert pub.wait_acked(30)
-    got = wait_all(collector, pub, run_id)
+    got = wait_all(collector, pub, run_id, bridges=bridges)
     assert len(got) >= len(pub.sent)
     assert b.metrics()["bridge_received_total"] > 0
 
@@ -167,7 +170,7 @@ def test_kafka_outage_holds_acks_and_drains_without_loss(broker, kafka, collecto
     b = start_bridge(bridges, broker, kafka, tmp_path, run_id, extra_args=["--max-inflight", "300"])
     pub = FleetPublisher(broker.port, devices(run_id, 3))
     pub.publish(100)
-    wait_all(collector, pub, run_id)
+    wait_all(collector, pub, run_id, bridges=bridges)
     kafka.stop()
     try:
         t = publish_in_background(pub, seconds=KAFKA_OUTAGE_S / 2, rate_per_s=300)
@@ -188,7 +191,7 @@ def test_kafka_outage_holds_acks_and_drains_without_loss(broker, kafka, collecto
         assert 503 in healthz_seen and m["bridge_kafka_up"] == 0
     finally:
         kafka.start()
-    got = wait_all(collector, pub, run_id, timeout_s=90)
+    got = wait_all(collector, pub, run_id, timeout_s=90, bridges=bridges)
     assert len(event_ids(got)) == len(pub.sent)
     deadline = time.monotonic() + 10
     while b.metrics()["bridge_kafka_up"] != 1 and time.monotonic() < deadline:
@@ -214,7 +217,7 @@ def test_mosquitto_restart_loses_nothing(broker, kafka, collector, bridges, tmp_
     time.sleep(0.2)                            # SUBACK
     pub.publish(200)                           # the publisher reconnected by itself
     assert pub.wait_acked(30)
-    wait_all(collector, pub, run_id)
+    wait_all(collector, pub, run_id, bridges=bridges)
     pub.close()
 
 
@@ -224,7 +227,7 @@ def test_two_bridges_share_the_group_and_one_is_killed(broker, kafka, collector,
     pub = FleetPublisher(broker.port, devices(run_id, 4))
     pub.publish(250)
     assert pub.wait_acked(30)
-    wait_all(collector, pub, run_id)
+    wait_all(collector, pub, run_id, bridges=bridges)
     n1, n2 = b1.metrics()["bridge_received_total"], b2.metrics()["bridge_received_total"]
     assert n1 > 0 and n2 > 0 and n1 + n2 == len(pub.sent), "the shared group splits the load"
 
@@ -235,7 +238,7 @@ def test_two_bridges_share_the_group_and_one_is_killed(broker, kafka, collector,
     assert pub.wait_acked(30)
     # Mosquitto keeps a killed member's share for its persistent session; it resumes it.
     b2.start()
-    got = wait_all(collector, pub, run_id)
+    got = wait_all(collector, pub, run_id, bridges=bridges)
     assert len(event_ids(got)) == len(pub.sent)
     by_bridge = {m.headers["bridge.id"] for m in got}
     assert by_bridge == {f"b1-{run_id}".encode(), f"b2-{run_id}".encode()}
@@ -487,7 +490,7 @@ def test_a_full_producer_queue_drains(broker, kafka, collector, bridges, tmp_pat
     t0 = time.monotonic()
     pub.publish(200)
     assert pub.wait_acked(30)
-    got = wait_all(collector, pub, run_id, timeout_s=60)
+    got = wait_all(collector, pub, run_id, timeout_s=60, bridges=bridges)
     print(f"600 records through a 5-message producer queue in {time.monotonic() - t0:.1f} s")
     assert len(got) == len(pub.sent), "no fault, so no duplicate"
     per_device = defaultdict(list)
@@ -541,12 +544,12 @@ def test_a_bridge_restarted_with_default_settings_resumes_its_session_and_strand
     assert b.metrics()["bridge_mqtt_session_present"] == 0           # first start: a new session
     pub = FleetPublisher(broker.port, devices(run_id, 3))
     pub.publish(100)
-    wait_all(collector, pub, run_id)
+    wait_all(collector, pub, run_id, bridges=bridges)
     b.kill()                                   # kill -9; a supervisor restarts it with the same settings
     pub.publish(300)                           # queued at the broker for the bridge's session
     assert pub.wait_acked(30)
     b2 = start_bridge(bridges, broker, kafka, tmp_path, run_id, bridge_id=None)
-    got = wait_all(collector, pub, run_id)
+    got = wait_all(collector, pub, run_id, bridges=bridges)
     assert len(event_ids(got)) == len(pub.sent)
     m = b2.metrics()
     assert m["bridge_mqtt_session_present"] == 1, "the restarted bridge must resume its session"
@@ -573,7 +576,7 @@ def test_a_member_gone_for_good_shows_offline_and_retire_drains_and_ends_its_ses
     assert offline(b1, m1) == 0 and offline(b1, m2) == 0
     pub = FleetPublisher(broker.port, devices(run_id, 4))
     pub.publish(50)
-    wait_all(collector, pub, run_id)
+    wait_all(collector, pub, run_id, bridges=bridges)
     b2.kill()                                   # and never restarted
     deadline = time.monotonic() + 5
     while offline(b1, m2) != 1 and time.monotonic() < deadline:
@@ -594,7 +597,7 @@ def test_a_member_gone_for_good_shows_offline_and_retire_drains_and_ends_its_ses
     r.start(wait=False)
     assert r.proc.wait(60) == 0, r.log_tail()
     print(f"retire took {time.monotonic() - t0:.1f} s")
-    wait_all(collector, pub, run_id)           # the stranded share is in Kafka now
+    wait_all(collector, pub, run_id, bridges=bridges)           # the stranded share is in Kafka now
     deadline = time.monotonic() + 5
     while offline(b1, m2) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -602,7 +605,7 @@ def test_a_member_gone_for_good_shows_offline_and_retire_drains_and_ends_its_ses
     n1 = b1.metrics()["bridge_received_total"]
     pub.publish(100)                           # the group is b1 alone now: nothing goes to b2's session
     assert pub.wait_acked(30)
-    wait_all(collector, pub, run_id, timeout_s=20)
+    wait_all(collector, pub, run_id, timeout_s=20, bridges=bridges)
     assert b1.metrics()["bridge_received_total"] - n1 == 400
     pub.close()
 
@@ -621,7 +624,7 @@ def test_the_local_stack_acl_lets_the_bridge_keep_its_presence(kafka, collector,
         pub = FleetPublisher(srv.port, [dev], username=dev, password="dpw")
         pub.publish(20)
         assert pub.wait_acked(10)
-        wait_all(collector, pub, run_id)
+        wait_all(collector, pub, run_id, bridges=bridges)
         time.sleep(1.0)
         m = b.metrics()
         assert m.get('bridge_reconnects_total{side="mqtt"}', 0) == 0, b.log_tail()
@@ -642,7 +645,7 @@ def test_waiting_for_producer_room_through_a_kafka_outage_keeps_the_mqtt_session
                           "SMARTCITY_BRIDGE_MQTT__KEEPALIVE_S": "2"})
     pub = FleetPublisher(broker.port, devices(run_id, 2))
     pub.publish(20)
-    wait_all(collector, pub, run_id)
+    wait_all(collector, pub, run_id, bridges=bridges)
     kafka.stop()
     try:
         pub.publish(150)
@@ -655,7 +658,7 @@ def test_waiting_for_producer_room_through_a_kafka_outage_keeps_the_mqtt_session
         assert waiting > 0, "the producer queue never filled: the test tests nothing"
     finally:
         kafka.start()
-    got = wait_all(collector, pub, run_id, timeout_s=90)
+    got = wait_all(collector, pub, run_id, timeout_s=90, bridges=bridges)
     assert len(event_ids(got)) == len(pub.sent)
     m = b.metrics()
     assert m.get('bridge_reconnects_total{side="mqtt"}', 0) == 0, "MQTT went silent while waiting for room"

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -199,6 +200,7 @@ class Collector:
     bootstrap: str
     topics: list[str]
     messages: list[Got] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)   # the consumer's last errors (partition EOF, broker down)
 
     def __post_init__(self):
         from confluent_kafka import Consumer
@@ -218,12 +220,19 @@ class Collector:
             got = []
             for m in batch:
                 if m.error():
+                    self.errors = (self.errors + [str(m.error())])[-5:]
                     continue
                 got.append(Got(m.topic(), m.key(), m.value(), dict(m.headers() or ()), m.partition(),
                                m.offset(), m.timestamp()[1]))
             if got:
                 with self._lock:
                     self.messages.extend(got)
+
+    def state(self) -> str:
+        """One line for a failure message: what was read, per topic, and the last errors."""
+        with self._lock:
+            per_topic = dict(Counter(m.topic for m in self.messages))
+        return f"collector: {per_topic}, last errors {self.errors or 'none'}"
 
     def snapshot(self, pred: Callable[[Got], bool] | None = None) -> list[Got]:
         with self._lock:
@@ -308,6 +317,19 @@ class BridgeProcess:
 
     def log_tail(self, n: int = 40) -> str:
         return log_tail(self.log_path, n)
+
+    def state(self, n: int = 30) -> str:
+        """For a failure message: the bridge's counters (or why there are none) and its log's end."""
+        try:
+            m = self.metrics()
+            flows = ("bridge_received", "bridge_forwarded", "bridge_acked", "bridge_dlq", "bridge_kafka_errors",
+                     "bridge_produce_", "bridge_reconnects")          # shown when not 0
+            states = ("bridge_inflight", "bridge_kafka_up", "bridge_mqtt_connected")
+            counters = ", ".join(f"{k}={v:g}" for k, v in sorted(m.items())
+                                 if k.startswith(states) or (k.startswith(flows) and v))
+        except OSError as e:
+            counters = f"no /metrics ({e})"
+        return f"--- bridge {self.bridge_id}: running={self.running()}; {counters}\n{self.log_tail(n)}"
 
     def kill(self) -> None:
         if self.proc is not None:
