@@ -286,7 +286,8 @@ def plan(spark, settings: LakeSettings, tables: Sequence[TableDef] | None = None
     """What create_or_evolve would do, without doing it (the namespace must exist)."""
     tables = table_defs() if tables is None else tables
     existing = _existing_tables(spark, settings)
-    out = []
+    out: list[Plan | None] = []
+    found = []                       # (index in out, ident, definition, schema, describe())
     for td in tables:
         ident = table_identifier(settings, td.name)
         if td.name not in existing:
@@ -294,13 +295,25 @@ def plan(spark, settings: LakeSettings, tables: Sequence[TableDef] | None = None
                                                f"{', '.join(td.partition_by)})", create_sql(ident, td))]))
             continue
         spark.sql(f"REFRESH TABLE {ident}")  # another process (pyiceberg, a 2nd job) may have changed it
-        comment, props, parts, _ = _describe(spark, ident)
-        schema = spark.table(ident).schema
-        # Iceberg's per-file null counts let this skip every file that has the column filled.
-        unfilled = [c for c in td.derived if c in schema.fieldNames()
-                    and spark.sql(f"SELECT 1 FROM {ident} WHERE {_q(c)} IS NULL LIMIT 1").take(1)]
-        out.append(plan_evolution(ident, td, schema, props, comment, parts, unfilled))
+        found.append((len(out), ident, td, spark.table(ident).schema, _describe(spark, ident)))
+        out.append(None)
+    unfilled = _unfilled(spark, [(ident, c) for _, ident, td, schema, _ in found
+                                 for c in td.derived if c in schema.fieldNames()])
+    for i, ident, td, schema, (comment, props, parts, _) in found:
+        out[i] = plan_evolution(ident, td, schema, props, comment, parts,
+                                [c for t, c in unfilled if t == ident])
     return out
+
+
+def _unfilled(spark, columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Those (table, derived column) that some row lacks (a null), in one Spark job for all of
+    them (a job each cost the stream's start ~0.15 s per table). Iceberg's per-file null counts
+    let each scan skip every file that has the column filled, so it reads manifests only."""
+    if not columns:
+        return []
+    probes = [f"SELECT {i} AS k FROM (SELECT 1 FROM {ident} WHERE {_q(c)} IS NULL LIMIT 1)"
+              for i, (ident, c) in enumerate(columns)]
+    return [columns[r.k] for r in spark.sql(" UNION ALL ".join(probes)).collect()]
 
 
 def create_or_evolve(spark, settings: LakeSettings, tables: Sequence[TableDef] | None = None) -> list[dict]:
