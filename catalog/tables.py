@@ -63,6 +63,9 @@ class Derived:
     """A column computed from the row's other columns."""
     field: Field
     sql: str        # over the table's columns; one expression every engine of the project reads
+    # What the lake job computes per row when Spark has a cheaper expression for the same value on
+    # every row the table can hold (a test checks they agree); None: `sql`.
+    spark_sql: str | None = None
 
 
 # Appended after LINEAGE: a contract field's part that queries group by, kept as a column of its
@@ -76,7 +79,11 @@ class Derived:
 DERIVED: tuple[Derived, ...] = (
     Derived(Field("boot_id", cs.STRING, "The agent's boot id of this reading, the middle part of "
                   "event_id ({device_id}:{boot_id}:{seq}); seq counts on within one boot id",
-                  True, max_length=8), "split_part(event_id, ':', 2)"),
+                  True, max_length=8), "split_part(event_id, ':', 2)",
+            # Spark 4.1's split_part costs ~0.85 us of CPU a row (2 M event_ids: 1.7-2.3 s vs
+            # 0.5 s with this); equal wherever event_id has two colons, as its contract pattern
+            # requires of every row of a data table.
+            spark_sql="substring_index(substring_index(event_id, ':', 2), ':', -1)"),
 )
 
 

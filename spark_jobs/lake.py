@@ -180,8 +180,9 @@ def data_frame(batch: DataFrame, rt: RecordType) -> DataFrame:
 
 def with_derived(rows: DataFrame) -> DataFrame:
     """A data table's rows (contract fields and lineage) with the columns the lake derives from
-    them (catalog/tables.py DERIVED), each computed by its one SQL expression, appended in order."""
-    return rows.select("*", *[F.expr(d.sql).alias(d.field.name) for d in lake_tables.DERIVED])
+    them (catalog/tables.py DERIVED), each computed by its SQL (Spark's cheaper equivalent where it
+    has one), appended in order."""
+    return rows.select("*", *[F.expr(d.spark_sql or d.sql).alias(d.field.name) for d in lake_tables.DERIVED])
 
 
 def quarantine_frame(batch: DataFrame) -> DataFrame:

@@ -79,6 +79,27 @@ def device_ids(lake: Path | LakeSettings, topic: str, device: str) -> list[str]:
     return [] if t is None else [e for e, d in zip(*t.to_pydict().values()) if d == device]
 
 
+def test_the_jobs_boot_id_expression_equals_the_portable_one_on_every_event_id_the_contract_allows(spark):
+    """The lake job computes boot_id with Spark's cheaper expression (catalog/tables.py DERIVED):
+    it must give what `split_part(event_id, ':', 2)` gives (the SQL the other engines and the
+    fills use), on event_ids of every shape the contract's pattern admits."""
+    import re
+
+    from pyspark.sql import functions as F
+
+    from smartcity.catalog.tables import DERIVED
+    from smartcity.contracts.schema import ENVELOPE
+    pattern = re.compile(next(f.pattern for f in ENVELOPE if f.name == "event_id"))
+    ids = [f"{dev}:{boot}:{seq}" for dev in ("a", "bus-0001", "x.y_z-9", "D" * 64, "-", "car.7")
+           for boot in ("00000000", "0000abcd", "ffffffff", "7a3b9c01") for seq in (0, 7, 10**15)]
+    assert all(pattern.fullmatch(e) for e in ids)
+    (boot,) = [d for d in DERIVED if d.field.name == "boot_id"]
+    assert boot.spark_sql is not None
+    got = spark.createDataFrame([(e,) for e in ids], "event_id string").select(
+        "event_id", F.expr(boot.spark_sql).alias("job"), F.expr(boot.sql).alias("portable")).collect()
+    assert [(r.job, r.portable) for r in got] == [(e.split(":")[1],) * 2 for e in ids]
+
+
 def test_spark_validation_agrees_with_contracts_on_every_rule(spark):
     """Valid examples and one mutation per rule kind, per topic: Spark rejects exactly the fields
     contracts.violations rejects."""
