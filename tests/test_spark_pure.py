@@ -5,15 +5,17 @@ import re
 
 import pytest
 
+from smartcity.catalog.tables import DERIVED
 from smartcity.contracts import RECORD_TYPES
 from smartcity.spark_jobs.schemas import LINEAGE, data_struct
 from smartcity.spark_jobs.settings import LakeSettings, load
 
 
-def test_data_schema_is_the_contract_plus_lineage():
+def test_data_schema_is_the_contract_plus_lineage_plus_derived_columns():
     for rt in RECORD_TYPES:
         names = data_struct(rt).fieldNames()
-        assert names == list(rt.field_names) + [n for n, _, _ in LINEAGE]
+        assert names == list(rt.field_names) + [n for n, _, _ in LINEAGE] + [d.field.name for d in DERIVED]
+        assert data_struct(rt)["boot_id"].nullable   # as Iceberg adds a column to an existing table
         assert dict((f.name, f.dataType.simpleString()) for f in data_struct(rt).fields)["ts"] == "timestamp"
 
 
