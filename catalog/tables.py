@@ -16,6 +16,7 @@ transforms are written as Spark SQL writes them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 from smartcity.contracts import RECORD_TYPES, RecordType, record_type
 from smartcity.contracts import schema as cs
@@ -56,6 +57,16 @@ ICEBERG_TYPES: dict[str, str] = {
 # Type changes Iceberg allows on existing data files (Iceberg type names), which the lake job
 # (`smartcity-lake tables`) applies itself; any other type change is refused.
 WIDENINGS: frozenset[tuple[str, str]] = frozenset({("int", "long"), ("float", "double")})
+
+
+class IncompatibleSchema(ValueError):
+    """Contracts changed in a way an existing table cannot follow (a lake table, refused by
+    `smartcity-lake tables`, or a warehouse table, by the warehouse's setup); `problems` has one
+    line each, naming the table, the column and what to do."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("refused, no table was changed:\n" + "\n".join(self.problems))
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from pyspark.sql.types import DataType, StructField, StructType
 from smartcity.catalog import tables as lake_tables
 from smartcity.catalog.location import prepare_catalog, table_identifier
 from smartcity.catalog.tables import DATA_PARTITION_BY, QUARANTINE_PARTITION_BY, QUARANTINE_TABLE  # noqa: F401
+from smartcity.catalog.tables import IncompatibleSchema
 from smartcity.contracts import RECORD_TYPES, RecordType
 
 from .schemas import spark_type
@@ -95,14 +96,6 @@ class TableDef:
         """The Spark schema, each column's doc as its comment (what Spark reports for the table)."""
         return StructType([StructField(c.name, c.type, c.nullable, {"comment": c.doc})
                            for c in self.columns])
-
-
-class IncompatibleSchema(ValueError):
-    """Contracts changed in a way an existing table cannot follow; `problems` has one line each."""
-
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("refused, no table was changed:\n" + "\n".join(self.problems))
 
 
 def table_def(spec: lake_tables.TableSpec) -> TableDef:
@@ -177,8 +170,9 @@ def plan_evolution(ident: str, td: TableDef, current: StructType, properties: di
     with the definition; pure, so every rule is testable without Spark. unfilled: the derived
     columns the table has but some of its rows lack (a null: a derived value never is one)."""
     p = Plan(ident, "unchanged")
-    fills = [c for c in td.derived if c not in current.fieldNames() or c in set(unfilled)]
     have = {f.name: f for f in current.fields}
+    unfilled = set(unfilled)
+    fills = [c for c in td.derived if c not in have or c in unfilled]
     want = {c.name for c in td.columns}
     prev: str | None = None
     for c in td.columns:

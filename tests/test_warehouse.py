@@ -38,7 +38,7 @@ from smartcity.warehouse import load as wload  # noqa: E402
 from smartcity.warehouse.load import PostgresWarehouse  # noqa: E402
 from smartcity.warehouse.schema import WarehouseTable, warehouse_table, warehouse_tables  # noqa: E402
 from smartcity.warehouse.settings import Redshift as RedshiftSettings, WarehouseSettings  # noqa: E402
-from smartcity.warehouse.sql import IncompatibleWarehouse, Postgres, Redshift  # noqa: E402
+from smartcity.warehouse.sql import IncompatibleSchema, Postgres, Redshift  # noqa: E402
 from tests.support.fleet_lake import generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -409,7 +409,7 @@ def test_an_existing_table_without_a_required_column_is_refused_naming_table_and
     says so and exits 1."""
     old = [_made_before_derived(t, ("ingest_ts",) if t.name == "gps_data" else ()) for t in warehouse_tables()]
     s = _warehouse_made_with(old, "evolve_refused", lake[0], pg)
-    with pytest.raises(IncompatibleWarehouse) as e:
+    with pytest.raises(IncompatibleSchema) as e:
         PostgresWarehouse(s).ensure_schema()
     (problem,) = e.value.problems
     assert problem.startswith("smartcity.gps_data: column ingest_ts (TIMESTAMPTZ NOT NULL) is required but the "

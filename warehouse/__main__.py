@@ -99,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         raise UsageError(e) from None
     from .load import WarehouseDown
-    from .sql import IncompatibleWarehouse
+    from .sql import IncompatibleSchema
     try:
         results = wh.load(a.tables)
-    except (WarehouseDown, IncompatibleWarehouse) as e:
+    except (WarehouseDown, IncompatibleSchema) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     for r in results:

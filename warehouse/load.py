@@ -200,7 +200,7 @@ class PostgresWarehouse:
 
     def ensure_schema(self) -> None:
         """The schema, target and load-state tables (IF NOT EXISTS), existing target tables first
-        evolved to the contracts' columns (Dialect.evolve: IncompatibleWarehouse for a missing
+        evolved to the contracts' columns (Dialect.evolve: IncompatibleSchema for a missing
         required one), in one transaction."""
         def run() -> TableResult:
             tables = warehouse_tables()

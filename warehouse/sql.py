@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from smartcity.catalog.tables import IncompatibleSchema
 from smartcity.contracts import schema as cs
 from smartcity.contracts.schema import Field
 
@@ -41,15 +42,6 @@ def literal(value: str) -> str:
     if "\\" in value or "\0" in value:
         raise ValueError(f"a backslash or NUL cannot go into a SQL literal here: {value[:200]!r}")
     return "'" + value.replace("'", "''") + "'"
-
-
-class IncompatibleWarehouse(ValueError):
-    """Existing target tables the contracts changed in a way the setup cannot follow (as the lake's
-    IncompatibleSchema); `problems` has one line each."""
-
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("refused, no table was changed:\n" + "\n".join(self.problems))
 
 
 def _state_columns() -> str:
@@ -131,7 +123,7 @@ class Dialect:
         for each (they are nullable), then the fill of each derived one (catalog/tables.py's SQL);
         run each list in one transaction, before ddl(). existing: the (table, column) rows of
         existing_columns(); a table not there is created whole by ddl(). A missing required
-        column raises IncompatibleWarehouse for every table, before anything is run.
+        column raises IncompatibleSchema for every table, before anything is run.
 
         A derived column is filled only with its ADD COLUMN, in the same transaction: rows loaded
         since have it from the merge (`_staged`), so a column that exists has no row to fill, and
@@ -155,7 +147,7 @@ class Dialect:
                 out.append([self.add_column(t, f) for f in missing]
                            + [self.fill(t, f.name, derived[f.name]) for f in missing if f.name in derived])
         if problems:
-            raise IncompatibleWarehouse(problems)
+            raise IncompatibleSchema(problems)
         return out
 
     def staging_name(self, t: WarehouseTable) -> str:
@@ -370,5 +362,5 @@ def dialect(name: str, schema: str = "smartcity") -> Dialect:
         raise ValueError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}") from None
 
 
-__all__ = ["Dialect", "Postgres", "Redshift", "dialect", "literal", "ident", "IncompatibleWarehouse",
+__all__ = ["Dialect", "Postgres", "Redshift", "dialect", "literal", "ident", "IncompatibleSchema",
            "STATE_TABLE", "FILES_TABLE", "REFUSED_TABLE", "WAREHOUSE_LINEAGE"]
