@@ -361,8 +361,14 @@ def _warehouse_made_with(tables: list[WarehouseTable], database: str, lake_dir: 
     return s
 
 
-def _columns(c) -> list[tuple[str, str]]:
+def _columns(c) -> list[tuple]:
+    """What the setup reads of the tables: (table, column, data_type, length, is_nullable)."""
     return c.execute(Postgres().existing_columns()).fetchall()
+
+
+def _catalog_rows(d, tables: list[WarehouseTable]) -> list[tuple]:
+    """The rows information_schema.columns holds for `tables` made by the dialect's DDL."""
+    return [(t.name, f.name, *d.catalog_type(f), "YES" if f.nullable else "NO") for t in tables for f in t.columns]
 
 
 def test_setup_adds_boot_id_to_tables_made_before_it_and_computes_it_in_their_rows_once(lake, pg):
@@ -384,7 +390,7 @@ def test_setup_adds_boot_id_to_tables_made_before_it_and_computes_it_in_their_ro
     PostgresWarehouse(s).ensure_schema()
     with psycopg.connect(pg.dsn("evolve_check")) as c:
         have = _columns(c)
-        assert all((t.name, "boot_id") in have for t in warehouse_tables())
+        assert all((t.name, "boot_id") in {r[:2] for r in have} for t in warehouse_tables())
         assert Postgres().evolve(warehouse_tables(), have) == []
         evolved = c.execute("SELECT event_id, boot_id, xmin::text FROM smartcity.gps_data ORDER BY event_id").fetchall()
     assert [b for _, b, _ in evolved] == [e.split(":")[1] for e, _, _ in evolved] and len(evolved) == 5
@@ -416,7 +422,7 @@ def test_an_existing_table_without_a_required_column_is_refused_naming_table_and
                               "table has no such column")
     assert str(e.value).startswith("refused, no table was changed:\n")
     with psycopg.connect(pg.dsn("evolve_refused")) as c:
-        assert not any(col == "boot_id" for _, col in _columns(c))
+        assert not any(r[1] == "boot_id" for r in _columns(c))
     p = subprocess.run([str(BIN / "smartcity-warehouse"), "load", "--lake", str(lake[0])],
                        env={**cli_env(pg), "SMARTCITY_WAREHOUSE_POSTGRES__DATABASE": "evolve_refused"},
                        capture_output=True, text=True, timeout=120)
@@ -427,11 +433,103 @@ def test_an_existing_table_without_a_required_column_is_refused_naming_table_and
 def test_the_redshift_setup_adds_only_the_columns_information_schema_lacks():
     """Redshift has no ADD COLUMN IF NOT EXISTS: the statements come from the columns read first."""
     r, t = Redshift(), warehouse_table("gps")
-    have = [(t.name, f.name) for f in t.columns]
+    have = _catalog_rows(r, [t])
     assert r.evolve([t], have) == []
     assert r.evolve([t], [x for x in have if x[1] != "boot_id"]) == [[
         "ALTER TABLE smartcity.gps_data ADD COLUMN boot_id VARCHAR(32) ENCODE ZSTD",
         f"UPDATE smartcity.gps_data SET boot_id = {t.spec.derived_sql()['boot_id']} WHERE boot_id IS NULL"]]
+
+
+def _retyped(t: WarehouseTable, **fields) -> WarehouseTable:
+    """The table as a warehouse made when some of its fields were typed otherwise: name=Field
+    changes (dataclasses.replace arguments) or name=Field itself for a column the contracts lack."""
+    cols = [dataclasses.replace(f, **fields[f.name]) if f.name in fields else f for f in t.spec.columns]
+    cols += [v for k, v in fields.items() if k not in {f.name for f in t.spec.columns}]
+    return WarehouseTable(dataclasses.replace(t.spec, columns=tuple(cols)))
+
+
+def test_setup_widens_columns_the_contracts_widened_and_lets_a_nullable_field_take_nulls(lake, pg):
+    """gps_data made when seq was an INTEGER, device_id a VARCHAR(16) and speed_kmh required,
+    holding rows: the setup widens seq to BIGINT and device_id to VARCHAR(64) and drops the NOT
+    NULL, keeping the rows; the table then reads as a new one does, a second setup changes
+    nothing, and the next load brings the rest."""
+    from smartcity.contracts import schema as cs
+    gps = warehouse_table("gps")
+    old = [_retyped(t, seq={"type": cs.INT}, device_id={"max_length": 16}, speed_kmh={"nullable": False})
+           if t.name == "gps_data" else t for t in warehouse_tables()]
+    s = _warehouse_made_with(old, "evolve_widen", lake[0], pg)
+    names = [f.name for f in gps.lake_columns]
+    rows = [r for r in read_table(LakeLocation(lake=str(lake[0])), "gps_data").sort_by("event_id").to_pylist()
+            if r["speed_kmh"] is not None][:5]
+    with psycopg.connect(pg.dsn("evolve_widen")) as c:
+        c.cursor().executemany(f"INSERT INTO smartcity.gps_data ({', '.join(names)}, lake_snapshot_id, loaded_at) "
+                               f"VALUES ({', '.join(['%s'] * len(names))}, 1, now())",
+                               [tuple(r[n] for n in names) for r in rows])
+        before = _columns(c)
+    assert ("gps_data", "seq", "integer", None, "NO") in before
+    assert Postgres().evolve(warehouse_tables(), before) == [[
+        "ALTER TABLE smartcity.gps_data ALTER COLUMN device_id TYPE VARCHAR(64)",
+        "ALTER TABLE smartcity.gps_data ALTER COLUMN seq TYPE BIGINT",
+        "ALTER TABLE smartcity.gps_data ALTER COLUMN speed_kmh DROP NOT NULL"]]
+
+    PostgresWarehouse(s).ensure_schema()
+    with psycopg.connect(pg.dsn("evolve_widen")) as c:
+        after = _columns(c)
+        kept = c.execute("SELECT event_id, device_id, seq, speed_kmh FROM smartcity.gps_data ORDER BY event_id").fetchall()
+    assert sorted(r for r in after if r[0] == "gps_data") == sorted(_catalog_rows(Postgres(), [gps]))
+    assert kept == [(r["event_id"], r["device_id"], r["seq"], r["speed_kmh"]) for r in rows]
+    assert Postgres().evolve(warehouse_tables(), after) == []
+
+    (r,) = PostgresWarehouse(s).load(["gps_data"])
+    assert r.rows_loaded == len(set(event_ids(LakeLocation(lake=str(lake[0])), "gps_data"))) - 5
+
+
+def test_a_type_change_the_setup_cannot_make_and_a_required_column_the_contracts_lack_are_refused(lake, pg):
+    """gps_data made with speed_kmh as text and a required column the contracts do not have, and
+    vehicle_data with a shorter device_id: both problems of gps_data are named, with what to do,
+    and no table is changed (not even the widening vehicle_data could have had)."""
+    from smartcity.contracts import schema as cs
+    from smartcity.contracts.schema import Field
+    old = [_retyped(t, speed_kmh={"type": cs.STRING}, legacy_code=Field("legacy_code", cs.INT, "gone"))
+           if t.name == "gps_data" else _retyped(t, device_id={"max_length": 16}) if t.name == "vehicle_data" else t
+           for t in warehouse_tables()]
+    s = _warehouse_made_with(old, "evolve_retype", lake[0], pg)
+    with psycopg.connect(pg.dsn("evolve_retype")) as c:
+        before = _columns(c)
+    with pytest.raises(IncompatibleSchema) as e:
+        PostgresWarehouse(s).ensure_schema()
+    retyped, extra = e.value.problems
+    assert retyped.startswith("smartcity.gps_data: column speed_kmh is text in the table and DOUBLE PRECISION in "
+                              "contracts: the setup only widens")
+    assert "add a new nullable field under a new name" in retyped
+    assert extra.startswith("smartcity.gps_data: column legacy_code is in the table, NOT NULL, and not in contracts")
+    assert "ALTER TABLE smartcity.gps_data DROP COLUMN legacy_code" in extra
+    with psycopg.connect(pg.dsn("evolve_retype")) as c:
+        assert _columns(c) == before
+    assert ("vehicle_data", "device_id", "character varying", 16, "NO") in before
+
+
+def test_the_redshift_setup_refuses_widenings_it_cannot_make_in_a_transaction():
+    """Redshift changes a column's type only for a longer VARCHAR and only outside a transaction
+    block, and cannot drop NOT NULL: the setup names each and what to do instead."""
+    from smartcity.contracts import schema as cs
+    r, t = Redshift(), warehouse_table("gps")
+    old = _retyped(t, seq={"type": cs.INT}, device_id={"max_length": 16}, speed_kmh={"nullable": False})
+    with pytest.raises(IncompatibleSchema) as e:
+        r.evolve([t], _catalog_rows(r, [old]))
+    device, seq, speed = e.value.problems
+    assert device.startswith("smartcity.gps_data: column device_id is character varying(64) in the table and "
+                             "VARCHAR(256) in contracts, a widening redshift cannot make in the setup's transaction: "
+                             "run ALTER TABLE smartcity.gps_data ALTER COLUMN device_id TYPE VARCHAR(256) outside a "
+                             "transaction, then the setup again; or drop the table")
+    assert seq.startswith("smartcity.gps_data: column seq is integer in the table and BIGINT in contracts, a widening "
+                          "redshift cannot make in the setup's transaction: Redshift changes no other type in place; "
+                          "or drop the table")
+    assert speed.startswith("smartcity.gps_data: column speed_kmh is NOT NULL in the table and nullable in "
+                            "contracts: redshift cannot drop NOT NULL")
+    # A wider VARCHAR or a nullable column where the contracts want a required one: nothing to do.
+    wider = _retyped(t, device_id={"max_length": 100}, event_id={"nullable": True})
+    assert r.evolve([t], _catalog_rows(r, [wider])) == []
 
 
 # ---- the SQL of both dialects -----------------------------------------------------------------
@@ -439,8 +537,8 @@ def test_the_redshift_setup_adds_only_the_columns_information_schema_lacks():
 def _redshift_statements() -> list[str]:
     r = Redshift()
     out = r.ddl(warehouse_tables()) + [r.existing_columns()]
-    out += [x for stmts in r.evolve(warehouse_tables(), [(t.name, f.name) for t in warehouse_tables()
-                                                         for f in t.columns if f.name != "boot_id"]) for x in stmts]
+    out += [x for stmts in r.evolve(warehouse_tables(), [x for x in _catalog_rows(r, warehouse_tables())
+                                                         if x[1] != "boot_id"]) for x in stmts]
     for t in warehouse_tables():
         out += [r.create_staging(t), r.copy_parquet(t, f"s3://lake/warehouse/{t.name}/data/x.parquet",
                                                     "arn:aws:iam::123456789012:role/load"),

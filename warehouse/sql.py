@@ -26,8 +26,14 @@ FILES_TABLE = "load_files"        # every lake data file loaded, with the snapsh
 REFUSED_TABLE = "load_refused"    # files refused (schema mismatch), with the reason
 # Staging order of the rows kept when one event_id comes twice in a load: the first ingested.
 DEDUP_ORDER = "ingest_ts, kafka_partition, kafka_offset"
+# What a person can always do with a target table the setup cannot evolve.
+RECREATE = (f"drop the table and delete its {STATE_TABLE} row (the next load creates it and loads the lake's "
+            "rows again in full)")
 REDSHIFT_VARCHAR_MAX = 65535
 UTF8_MAX_BYTES = 4
+# column_type()'s other types as information_schema.columns.data_type names them (both dialects).
+_CATALOG_TYPES = {"TEXT": "text", "INTEGER": "integer", "BIGINT": "bigint", "DOUBLE PRECISION": "double precision",
+                  "TIMESTAMPTZ": "timestamp with time zone"}
 
 
 def ident(name: str) -> str:
@@ -106,10 +112,18 @@ class Dialect:
 
     # evolution of existing target tables ---------------------------------------------------------
     def existing_columns(self) -> str:
-        """(table, column) of every table in the schema, what evolve() compares with:
-        information_schema.columns, which both dialects answer."""
-        return ("SELECT table_name, column_name FROM information_schema.columns "
-                f"WHERE table_schema = {literal(self.schema)}")
+        """(table, column, data_type, character_maximum_length, is_nullable) of every table in the
+        schema, what evolve() compares with: information_schema.columns, which both dialects answer."""
+        return ("SELECT table_name, column_name, data_type, character_maximum_length, is_nullable "
+                f"FROM information_schema.columns WHERE table_schema = {literal(self.schema)}")
+
+    def catalog_type(self, f: Field) -> tuple[str, int | None]:
+        """The column's type as information_schema.columns names it: (data_type, length)."""
+        t = self.column_type(f)
+        m = re.fullmatch(r"VARCHAR\((\d+)\)", t)
+        if m:
+            return "character varying", int(m.group(1))
+        return _CATALOG_TYPES[t], None
 
     def add_column(self, t: WarehouseTable, f: Field) -> str:
         raise NotImplementedError
@@ -118,34 +132,96 @@ class Dialect:
         """A derived column computed in the rows that lack it."""
         return f"UPDATE {self.q(t.name)} SET {ident(column)} = {sql} WHERE {ident(column)} IS NULL"
 
-    def evolve(self, tables: Iterable[WarehouseTable], existing: Iterable[Sequence[str]]) -> list[list[str]]:
-        """Per existing target table that lacks columns of `t.columns`, its statements: ADD COLUMN
-        for each (they are nullable), then the fill of each derived one (catalog/tables.py's SQL);
-        run each list in one transaction, before ddl(). existing: the (table, column) rows of
-        existing_columns(); a table not there is created whole by ddl(). A missing required
-        column raises IncompatibleSchema for every table, before anything is run.
+    def widen(self, t: WarehouseTable, f: Field) -> str | None:
+        """The statement that widens an existing column to f's type inside a transaction (its rows
+        kept); None: the dialect cannot, and evolve() refuses, saying widen_refusal()."""
+        return None
+
+    def widen_refusal(self, t: WarehouseTable, f: Field) -> str:
+        """What a person can do where widen() gives no statement (before: "or recreate the table")."""
+        return ""
+
+    def drop_not_null(self, t: WarehouseTable, f: Field) -> str | None:
+        """The statement that lets an existing NOT NULL column take nulls; None: the dialect cannot."""
+        return None
+
+    def _column_changes(self, t: WarehouseTable, f: Field, data_type: str, length: int | None,
+                        nullable: bool) -> tuple[list[str], list[str]]:
+        """(statements, problems) that bring one existing column to the contracts' field."""
+        stmts, problems = [], []
+        col = f"{self.q(t.name)}: column {f.name}"
+        want_type, want_len = self.catalog_type(f)
+        have = f"{data_type}({length})" if length is not None else data_type
+        want = self.column_type(f)
+        holds = (data_type == want_type and (want_len is None or (length or 0) >= want_len)
+                 or data_type == "text" and want_type == "character varying")
+        widening = (data_type, want_type) == ("integer", "bigint") or (
+            data_type == "character varying" and want_type in ("character varying", "text"))
+        if not holds:
+            if not widening:
+                problems.append(
+                    f"{col} is {have} in the table and {want} in contracts: the setup only widens "
+                    "(integer -> BIGINT, a longer VARCHAR) and the rows hold the old type. Keep the field's "
+                    f"type in contracts, or add a new nullable field under a new name, or {RECREATE}.")
+            elif (stmt := self.widen(t, f)) is None:
+                problems.append(f"{col} is {have} in the table and {want} in contracts, a widening "
+                                f"{self.name} cannot make in the setup's transaction: {self.widen_refusal(t, f)}"
+                                f"or {RECREATE}.")
+            else:
+                stmts.append(stmt)
+        if not nullable and f.nullable:
+            if (stmt := self.drop_not_null(t, f)) is None:
+                problems.append(f"{col} is NOT NULL in the table and nullable in contracts: {self.name} "
+                                f"cannot drop NOT NULL from a column; {RECREATE}.")
+            else:
+                stmts.append(stmt)
+        return stmts, problems
+
+    def evolve(self, tables: Iterable[WarehouseTable], existing: Iterable[Sequence]) -> list[list[str]]:
+        """Per existing target table that differs from `t.columns`, its statements, to run in one
+        transaction before ddl(): ADD COLUMN for each missing one (they are nullable), the fill of
+        each derived one added (catalog/tables.py's SQL), then the widenings (integer -> BIGINT, a
+        longer VARCHAR) and dropped NOT NULLs the contracts ask for, where the dialect can make
+        them. existing: the rows of existing_columns(); a table not there is created whole by
+        ddl(). What cannot follow raises IncompatibleSchema for every table, before anything is
+        run: a missing required column, another type change, a column the contracts lack that is
+        NOT NULL (the load could not insert a row; a nullable one is left to hold nulls).
 
         A derived column is filled only with its ADD COLUMN, in the same transaction: rows loaded
         since have it from the merge (`_staged`), so a column that exists has no row to fill, and
         a second setup reads information_schema and adds or fills nothing (no scan of the tables)."""
-        have: dict[str, set[str]] = {}
-        for table, column in existing:
-            have.setdefault(table, set()).add(column)
+        have: dict[str, dict[str, tuple[str, int | None, bool]]] = {}
+        for table, column, data_type, length, is_nullable in existing:
+            have.setdefault(table, {})[column] = (data_type, None if length is None else int(length),
+                                                  is_nullable == "YES")
         out, problems = [], []
         for t in tables:
             if t.name not in have:
                 continue
-            missing = [f for f in t.columns if f.name not in have[t.name]]
+            cols = have[t.name]
+            missing = [f for f in t.columns if f.name not in cols]
             problems += [
                 f"{self.q(t.name)}: column {f.name} ({self.column_type(f)} NOT NULL) is required but the "
                 "table has no such column: its rows have no value for it. Make the field nullable=True in "
-                "contracts (the setup then adds it), or drop the table and delete its load_state row (the "
-                "next load creates it and loads the lake's rows again in full)."
+                f"contracts (the setup then adds it), or {RECREATE}."
                 for f in missing if not f.nullable]
-            if missing:
-                derived = t.spec.derived_sql()
-                out.append([self.add_column(t, f) for f in missing]
-                           + [self.fill(t, f.name, derived[f.name]) for f in missing if f.name in derived])
+            changes: list[str] = []
+            for f in t.columns:
+                if f.name in cols:
+                    stmts, wrong = self._column_changes(t, f, *cols[f.name])
+                    changes += stmts
+                    problems += wrong
+            known = {f.name for f in t.columns}
+            problems += [
+                f"{self.q(t.name)}: column {name} is in the table, NOT NULL, and not in contracts: the load "
+                f"cannot insert a row into it. Drop it (ALTER TABLE {self.q(t.name)} DROP COLUMN {name}), "
+                "or let it take nulls, or put the field back in contracts."
+                for name, (_, _, nullable) in cols.items() if name not in known and not nullable]
+            derived = t.spec.derived_sql()
+            stmts = ([self.add_column(t, f) for f in missing]
+                     + [self.fill(t, f.name, derived[f.name]) for f in missing if f.name in derived] + changes)
+            if stmts:
+                out.append(stmts)
         if problems:
             raise IncompatibleSchema(problems)
         return out
@@ -234,6 +310,13 @@ class Postgres(Dialect):
         # IF NOT EXISTS: a setup that ran meanwhile (its ALTER waited for the other's lock) skips it.
         return f"ALTER TABLE {self.q(t.name)} ADD COLUMN IF NOT EXISTS {self.target_column(f)}"
 
+    def widen(self, t: WarehouseTable, f: Field) -> str:
+        # integer -> bigint rewrites the table under its lock; a longer VARCHAR only its catalog.
+        return f"ALTER TABLE {self.q(t.name)} ALTER COLUMN {ident(f.name)} TYPE {self.column_type(f)}"
+
+    def drop_not_null(self, t: WarehouseTable, f: Field) -> str:
+        return f"ALTER TABLE {self.q(t.name)} ALTER COLUMN {ident(f.name)} DROP NOT NULL"
+
     def session(self) -> list[str]:
         """Once per connection, before any temporary table: UTC (COPY's CSV carries timestamps as
         UTC wall time), and room for the staging table in memory (temp_buffers can only be set
@@ -319,6 +402,14 @@ class Redshift(Dialect):
     def add_column(self, t: WarehouseTable, f: Field) -> str:
         # Redshift has no ADD COLUMN IF NOT EXISTS: evolve() adds only what information_schema lacks.
         return f"ALTER TABLE {self.q(t.name)} ADD COLUMN {self.target_column(f)}"
+
+    def widen_refusal(self, t: WarehouseTable, f: Field) -> str:
+        # Redshift changes a column's type only to a longer VARCHAR, and not inside a transaction
+        # block (a Data API batch is one): left to a person.
+        if f.type != cs.STRING:
+            return "Redshift changes no other type in place; "
+        return (f"run ALTER TABLE {self.q(t.name)} ALTER COLUMN {ident(f.name)} TYPE {self.column_type(f)} "
+                "outside a transaction, then the setup again; ")
 
     def copy_parquet(self, t: WarehouseTable, s3_uri: str, iam_role: str) -> str:
         """One lake data file into staging. Parquet columns are matched by position: the file's
