@@ -33,6 +33,8 @@ from deploy.local import postgres as pgmod  # noqa: E402
 from deploy.local.process import Process, free_port, http_answers  # noqa: E402
 from smartcity.catalog.location import LakeLocation  # noqa: E402
 from smartcity.catalog.reader import event_ids, read_table  # noqa: E402
+from smartcity.contracts import schema as cs  # noqa: E402
+from smartcity.contracts.schema import Field  # noqa: E402
 from smartcity.warehouse import lake as wlake  # noqa: E402
 from smartcity.warehouse import load as wload  # noqa: E402
 from smartcity.warehouse.load import PostgresWarehouse  # noqa: E402
@@ -453,7 +455,6 @@ def test_setup_widens_columns_the_contracts_widened_and_lets_a_nullable_field_ta
     holding rows: the setup widens seq to BIGINT and device_id to VARCHAR(64) and drops the NOT
     NULL, keeping the rows; the table then reads as a new one does, a second setup changes
     nothing, and the next load brings the rest."""
-    from smartcity.contracts import schema as cs
     gps = warehouse_table("gps")
     old = [_retyped(t, seq={"type": cs.INT}, device_id={"max_length": 16}, speed_kmh={"nullable": False})
            if t.name == "gps_data" else t for t in warehouse_tables()]
@@ -488,8 +489,6 @@ def test_a_type_change_the_setup_cannot_make_and_a_required_column_the_contracts
     """gps_data made with speed_kmh as text and a required column the contracts do not have, and
     vehicle_data with a shorter device_id: both problems of gps_data are named, with what to do,
     and no table is changed (not even the widening vehicle_data could have had)."""
-    from smartcity.contracts import schema as cs
-    from smartcity.contracts.schema import Field
     old = [_retyped(t, speed_kmh={"type": cs.STRING}, legacy_code=Field("legacy_code", cs.INT, "gone"))
            if t.name == "gps_data" else _retyped(t, device_id={"max_length": 16}) if t.name == "vehicle_data" else t
            for t in warehouse_tables()]
@@ -512,7 +511,6 @@ def test_a_type_change_the_setup_cannot_make_and_a_required_column_the_contracts
 def test_the_redshift_setup_refuses_widenings_it_cannot_make_in_a_transaction():
     """Redshift changes a column's type only for a longer VARCHAR and only outside a transaction
     block, and cannot drop NOT NULL: the setup names each and what to do instead."""
-    from smartcity.contracts import schema as cs
     r, t = Redshift(), warehouse_table("gps")
     old = _retyped(t, seq={"type": cs.INT}, device_id={"max_length": 16}, speed_kmh={"nullable": False})
     with pytest.raises(IncompatibleSchema) as e:

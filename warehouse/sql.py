@@ -138,7 +138,8 @@ class Dialect:
         return None
 
     def widen_refusal(self, t: WarehouseTable, f: Field) -> str:
-        """What a person can do where widen() gives no statement (before: "or recreate the table")."""
+        """What a person can do instead where widen() gives no statement; the refusal goes on with
+        "or drop the table ..." (RECREATE)."""
         return ""
 
     def drop_not_null(self, t: WarehouseTable, f: Field) -> str | None:
