@@ -251,6 +251,10 @@ class Agent:
             self.stop_event.wait(max(interval, 0.01))
 
     def start(self) -> None:
+        # First: a taken --http-port is a one-line error before any thread or simulated trip runs.
+        if self.s.http.port:
+            self.http = obs.serve_http(self.s.http.host, self.s.http.port, self.metrics,
+                                       self.health)
         gps_port, obd_port = self.s.gps.port, self.s.obd.port
         obd_interval = self.s.obd.interval_s
         if self.world:
@@ -282,9 +286,6 @@ class Agent:
                     lambda: hardware_device(self.s.dht.model, self.s.dht.pin),
                     model=self.s.dht.model, sleep=self.stop_event.wait)
             self._spawn("dht", self._dht_loop)
-        if self.s.http.port:
-            self.http = obs.serve_http(self.s.http.host, self.s.http.port, self.metrics,
-                                       self.health)
 
     def dead_threads(self) -> list[str]:
         """Names of the agent's threads that have stopped (sensor threads or the publisher)."""

@@ -27,6 +27,8 @@ from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFami
                                             SummaryMetricFamily)
 from prometheus_client.registry import Collector
 
+from .cli import UsageError
+
 # prometheus_client gives every Counter a `<name>_created` series (its creation time): nothing here
 # reads it, and it would double the series a Pi exports. A process-wide switch, as the library has it.
 disable_created_metrics()
@@ -149,7 +151,11 @@ def serve_http(host: str = "127.0.0.1", port: int = 0, registry: CollectorRegist
         def log_message(self, fmt, *args):  # scrapes every few seconds: keep them out of the log
             logging.getLogger(__name__).debug("http " + fmt % args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:  # in use, or not an address of this host: the operator picks another
+        raise UsageError(f"cannot serve /metrics and /healthz on {host}:{port}: {e.strerror}"
+                         " (choose another HTTP port)") from None
     server.daemon_threads = True
     t = threading.Thread(target=server.serve_forever, name=f"obs-http-{server.server_port}",
                          daemon=True)

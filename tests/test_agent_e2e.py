@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,6 +182,22 @@ def test_bad_nmea_and_flaky_dht_are_counted_and_the_agent_keeps_publishing(
     # Corrupted cycles are rejected, never turned into invented positions off the route.
     gps = [r for r in recs if "fix_mode" in r and r["lat"] is not None]
     assert all(12.5 < r["lat"] < 14.2 and 100.3 < r["lon"] < 101.2 for r in gps)
+
+
+def test_a_taken_http_port_is_one_line_and_exit_2_before_anything_runs(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            AGENT + ["--simulate", "--data-dir", str(tmp_path / "edge"), "--mqtt-port",
+                     str(free_port()), "--http-port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"smartcity-edge: cannot serve /metrics and /healthz on 127.0.0.1:{port}: "
+        "Address already in use (choose another HTTP port)"]
+    assert "Traceback" not in run.stdout
 
 
 def test_metrics_and_healthz_describe_the_agent(tmp_path, mosquitto):

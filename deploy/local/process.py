@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,11 +38,41 @@ class ProcessError(RuntimeError):
     pass
 
 
+def _ephemeral_ports() -> range:
+    """The range the kernel takes source ports of outgoing connections from (Linux default)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_handed_out: set[int] = set()
+_rng = random.Random()  # its own: tests seed the module-level generator
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out; another process could take it before we bind (rare)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port no one listens on now, for a child process to bind.
+
+    Not port 0's answer: the kernel hands that out from the ephemeral range, the same range it
+    takes every outgoing connection's source port from, so in a busy test run a client (a Kafka
+    consumer, an HTTP probe) could take it before the child binds (seen: EADDRINUSE in CI). A
+    random port below that range is taken only by another listener, which the bind test sees."""
+    ephemeral = _ephemeral_ports()
+    low = 20000 if ephemeral.start > 21000 else 1024
+    for _ in range(200):
+        port = _rng.randrange(low, ephemeral.start) if ephemeral.start > low else 0
+        if port in _handed_out:  # two calls before either child binds must not get one port
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise ProcessError(f"no free port on {host} below {ephemeral.start}")
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
