@@ -128,19 +128,78 @@ def quarantine_table() -> TableSpec:
     return TableSpec(QUARANTINE_TABLE, QUARANTINE_COMMENT, QUARANTINE_FIELDS, QUARANTINE_PARTITION_BY)
 
 
+# ---- rollups: tables the lake computes from a data table, for queries that would read millions of
+# rows in time order (docs/analytics.md, "Speed, and what the lake keeps for it") --------------
+
+GPS_SPANS_TABLE = "gps_spans"
+GPS_SPANS_SOURCE = "gps_data"
+# The defaults of trip_summary's parameters, the only ones the rollup is computed for: a query
+# with other values computes every span from the fixes (the rows say which values they hold).
+GPS_SPANS_WIDTH_S = 600.0
+GPS_SPANS_MOVING_KMH = 3.0
+
+
+def _from(rt: RecordType, name: str, new_name: str, description: str, nullable: bool | None = None) -> Field:
+    """A rollup column of a data table's field: the field's type (never retyped), a new name and
+    doc; bounds and patterns are the contract's business, not a rollup's."""
+    f = next(f for f in rt.fields if f.name == name)
+    return Field(new_name, f.type, description, f.nullable if nullable is None else nullable,
+                 max_length=f.max_length)
+
+
+def gps_spans_table() -> TableSpec:
+    """One row per device and span of `span_s` seconds of event time (span = floor(epoch s of ts /
+    span_s)), over the fixes with a position: what those fixes contribute to a trip, computed
+    from that span's fixes alone, so a fix that lands late changes its own span's row and no
+    other. `fixes` is how many fixes the row was computed from: a reader takes the row only where
+    the table holds exactly that many fixes for the span (the lake only adds fixes, one row per
+    event_id), and computes the others from the fixes. Refreshed by `smartcity-lake maintain`."""
+    gps = record_type(GPS_SPANS_SOURCE)
+    steps = "steps between this span's own fixes (in ts, seq order)"
+    cols = (
+        _from(gps, "device_id", "device_id", "The vehicle's edge device"),
+        Field("span_s", cs.DOUBLE, "Span width, seconds: trip_summary's trip_gap_s the row holds"),
+        Field("moving_kmh", cs.DOUBLE, "trip_summary's moving_kmh the row holds: a step counts as "
+              "moving at this GPS speed or more"),
+        Field("span", cs.LONG, "floor(epoch seconds of ts / span_s)"),
+        Field("fixes", cs.LONG, "Fixes with a position in the span when the row was computed"),
+        _from(gps, "ts", "first_ts", "Event time of the span's first fix (ts, seq order), UTC"),
+        _from(gps, "lat", "first_lat", "Latitude of the span's first fix", False),
+        _from(gps, "lon", "first_lon", "Longitude of the span's first fix", False),
+        _from(gps, "speed_kmh", "first_speed_kmh", "Speed of the span's first fix, km/h"),
+        _from(gps, "ts", "last_ts", "Event time of the span's last fix (ts, seq order), UTC"),
+        _from(gps, "lat", "last_lat", "Latitude of the span's last fix", False),
+        _from(gps, "lon", "last_lon", "Longitude of the span's last fix", False),
+        Field("km", cs.DOUBLE, f"Great-circle length of the {steps}, km; null for one fix", True),
+        Field("moving_s", cs.DOUBLE, f"Time of the {steps} that end at a fix at moving_kmh or more, s", True),
+        Field("idle_s", cs.DOUBLE, f"Time of the other {steps}, s", True),
+        _from(gps, "speed_kmh", "speed_sum_kmh", "Sum of the fixes' speeds, km/h", True),
+        Field("speeds", cs.LONG, "Fixes with a speed"),
+        _from(gps, "speed_kmh", "max_speed_kmh", "Highest speed of a fix, km/h", True),
+        Field("refreshed_ts", cs.TIMESTAMP, "When smartcity-lake maintain computed the row, UTC"),
+    )
+    return TableSpec(GPS_SPANS_TABLE, "trip_summary's rollup of gps_data: per device and span of event "
+                     "time, what its fixes contribute to a trip (rows are used where their fix count "
+                     "is current)", cols, ("days(first_ts)",))
+
+
+def rollup_specs() -> list[TableSpec]:
+    return [gps_spans_table()]
+
+
 def table_specs(record_types=RECORD_TYPES) -> list[TableSpec]:
-    """The five data tables (contract order) and the quarantine table."""
-    return [data_table(rt) for rt in record_types] + [quarantine_table()]
+    """The five data tables (contract order), the quarantine table and the rollups."""
+    return [data_table(rt) for rt in record_types] + [quarantine_table()] + rollup_specs()
 
 
 def table_names() -> list[str]:
-    return [rt.name for rt in RECORD_TYPES] + [QUARANTINE_TABLE]
+    return [rt.name for rt in RECORD_TYPES] + [QUARANTINE_TABLE] + [r.name for r in rollup_specs()]
 
 
 def table_name(value: str) -> str:
     """A table of the lake from a person's word for it: a record type's name or stream (gps) or
     quarantine. Raises ValueError naming the known tables."""
-    if value == QUARANTINE_TABLE:
+    if value == QUARANTINE_TABLE or value in {r.name for r in rollup_specs()}:
         return value
     try:
         return record_type(value).name

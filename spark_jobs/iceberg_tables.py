@@ -113,8 +113,8 @@ def quarantine_table() -> TableDef:
 
 
 def table_defs(record_types: Iterable[RecordType] = RECORD_TYPES) -> list[TableDef]:
-    """The five data tables (contract order) and the quarantine table."""
-    return [data_table(rt) for rt in record_types] + [quarantine_table()]
+    """The five data tables (contract order), the quarantine table and the rollups."""
+    return [table_def(spec) for spec in lake_tables.table_specs(record_types)]
 
 
 # ---- SQL -------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 
 Per table, through Iceberg's Spark procedures (`CALL lake.system.<procedure>(...)`), in this order:
 
+0. gps_spans only (a rollup of gps_data, spark_jobs/rollups.py): the spans whose fix count
+   changed since their row was computed are recomputed and merged in (one commit, none if no
+   span changed), then the steps below as for any table.
 1. rewrite_data_files, strategy sort: a day partition's small stream files -> files near
    `target_file_mb`, sorted by the column the table is partitioned on (ts; quarantine: ingest_ts),
    so each file's min/max of ts is tight and an hour's query skips most files of its day. The sort
@@ -37,12 +40,14 @@ import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from smartcity.catalog.location import table_identifier, warehouse_on_s3
+from smartcity.catalog.tables import GPS_SPANS_SOURCE, GPS_SPANS_TABLE
 
 from .iceberg_tables import TableDef, sql_string, table_defs
 from .pause import pause_point
+from .rollups import refresh_gps_spans
 from .settings import LakeSettings, Maintenance
 
 log = logging.getLogger(__name__)
@@ -125,7 +130,8 @@ def maintain(spark, s: LakeSettings, tables: Iterable[str] | None = None, now: d
     defs = {td.name: td for td in table_defs()}
     existing = _existing(spark, s)
     if tables is None:
-        names = [n for n in defs if n in existing]
+        names = [n for n in defs if n in existing
+                 and (n != GPS_SPANS_TABLE or GPS_SPANS_SOURCE in existing)]
     else:
         names = list(dict.fromkeys(tables))
         unknown = [n for n in names if n not in defs]
@@ -157,13 +163,15 @@ def maintain_table(spark, s: LakeSettings, td: TableDef, now: datetime) -> dict:
                "step_s": {}}
     t0 = time.monotonic()
 
-    def call(step: str, sql: str) -> list:
-        """Run one procedure; a conflict with a concurrent commit is logged and retried."""
+    def call(step: str, sql: str | Callable[[], Any]) -> Any:
+        """Run one procedure (or a function); a conflict with a concurrent commit is logged and
+        retried."""
         started = time.monotonic()
+        run = sql if callable(sql) else lambda: spark.sql(sql).collect()
         try:
             for attempt in range(m.conflict_retries + 1):
                 try:
-                    return spark.sql(sql).collect()
+                    return run()
                 except Exception as e:  # Py4JJavaError or a Spark exception wrapping Iceberg's
                     if not CONFLICT_RE.search(str(e)):
                         raise
@@ -178,6 +186,10 @@ def maintain_table(spark, s: LakeSettings, td: TableDef, now: datetime) -> dict:
             r["step_s"][step] = round(r["step_s"].get(step, 0.0) + time.monotonic() - started, 3)
 
     try:
+        # 0. A rollup first takes in what its source gained (a MERGE of the stale spans), so the
+        # compaction below sorts its new files too.
+        if td.name == GPS_SPANS_TABLE:
+            r["spans_refreshed"] = call("refresh", lambda: refresh_gps_spans(spark, s))["spans_refreshed"]
         # 1. Sorted compaction; groups that failed to commit (a conflict) are rewritten again.
         pause_point(f"maintain:before-rewrite:{td.name}")   # the crash tests' hook (pause.py)
         rewrite = (f"CALL {proc}.rewrite_data_files({table_arg}, strategy => 'sort', "

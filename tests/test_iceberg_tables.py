@@ -39,7 +39,7 @@ def gps_with(*changes: tuple[str, cs.Field | None], extra: tuple[cs.Field, ...] 
 
 def test_table_definitions_come_from_contracts():
     defs = {td.name: td for td in IT.table_defs()}
-    assert list(defs) == [rt.name for rt in RECORD_TYPES] + ["quarantine"]
+    assert list(defs) == [rt.name for rt in RECORD_TYPES] + ["quarantine", "gps_spans"]
     for rt in RECORD_TYPES:
         td = defs[rt.name]
         assert [c.name for c in td.columns] == [f.name for f in rt.fields] + [n for n, _, _ in LINEAGE] + ["boot_id"]
@@ -55,6 +55,15 @@ def test_table_definitions_come_from_contracts():
     q = defs["quarantine"]
     assert [(c.name, c.doc) for c in q.columns] == [(n, d) for n, _, d in QUARANTINE_FIELDS]
     assert q.partition_by == ("days(ingest_ts)",) and q.derived == {}
+    # The rollup's columns are gps_data's where they come from one (same type; never retyped).
+    spans, gps = defs["gps_spans"], {c.name: c for c in defs["gps_data"].columns}
+    for c in spans.columns:
+        source = {"first_ts": "ts", "last_ts": "ts", "first_lat": "lat", "last_lat": "lat",
+                  "first_lon": "lon", "last_lon": "lon", "first_speed_kmh": "speed_kmh",
+                  "speed_sum_kmh": "speed_kmh", "max_speed_kmh": "speed_kmh"}.get(c.name, c.name)
+        if source in gps:
+            assert c.sql_type == gps[source].sql_type, c.name
+    assert spans.partition_by == ("days(first_ts)",) and spans.derived == {}
 
 
 def test_catalog_conf_names_one_catalog_and_the_iceberg_extensions(tmp_path):
@@ -140,7 +149,7 @@ def test_tables_are_created_in_the_catalog_with_the_contracts_schema(lake):
         (pf,) = t.spec().fields
         source = t.schema().find_field(pf.source_id).name
         assert isinstance(pf.transform, DayTransform)
-        assert source == ("ingest_ts" if td.name == "quarantine" else "ts")
+        assert f"days({source})" == td.partition_by[0]
         assert t.properties.get("comment") == td.comment
         assert t.properties["write.metadata.delete-after-commit.enabled"] == "true"
 
@@ -267,9 +276,10 @@ def test_cli_tables_creates_and_shows(lake, capsys, monkeypatch):
     monkeypatch.setenv("SMARTCITY_LAKE_CATALOG__NAMESPACE", "t_cli")
     assert main(["tables", "--lake", s.lake, "--show"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(d["table"], d["action"]) for d in out[:6]] == \
+    n = len(IT.table_defs())
+    assert [(d["table"], d["action"]) for d in out[:n]] == \
         [(f"lake.t_cli.{td.name}", "created") for td in IT.table_defs()]
-    shown = {d["table"]: d for d in out[6:]}
+    shown = {d["table"]: d for d in out[n:]}
     gps = shown["lake.t_cli.gps_data"]
     assert gps["partitioning"] == ["days(ts)"]
     assert gps["columns"][0] == {"name": "event_id", "type": "string", "required": True,

@@ -362,6 +362,38 @@ def test_cli_maintain_once_prints_a_json_line_per_table(maintained, capsys):
     assert all(d["rewritten_files"] == 0 and d["seconds"] > 0 and "error" not in d for d in out)
 
 
+def test_maintain_refreshes_the_rollup_of_the_spans_that_gained_fixes(spark_lake):
+    """gps_spans (spark_jobs/rollups.py): the first run computes every span of 600 s that has fixes
+    with a position, a run with nothing new recomputes none, a late fix recomputes its span only."""
+    s, spark = spark_lake
+    s = dataclasses.replace(s, catalog=dataclasses.replace(s.catalog, namespace="m_rollup"))
+    spans_def = next(td for td in IT.table_defs() if td.name == "gps_spans")
+    IT.create_or_evolve(spark, s, [GPS, spans_def])
+    gps, spans = table_identifier(s, "gps_data"), table_identifier(s, "gps_spans")
+    # Two devices; a fix every 100 s from 00:05:00 to 00:28:20: 3, 6 and 6 in the spans from
+    # 00:00, 00:10 and 00:20.
+    def fixes(ids_and_ts):
+        """Rows with a position (a fix without one is in no span)."""
+        return [r | {"device_id": r["event_id"].split(":")[0], "seq": int(r["event_id"].split(":")[2]),
+                     "lat": 13.7, "lon": 100.5, "fix_mode": 3,
+                     "speed_kmh": 30.0} for r in gps_rows(ids_and_ts)]
+    append(spark, gps, GPS, fixes([(f"veh-{d}:0000abcd:{i}", DAY1 + timedelta(seconds=300 + 100 * i))
+                                   for d in range(2) for i in range(15)]))
+    append(spark, gps, GPS, gps_rows([("dev-1:0000abcd:500", DAY1 + timedelta(seconds=320))]))  # no fix
+    (first,) = M.maintain(spark, s, ["gps_spans"])
+    assert first["spans_refreshed"] == 6 and "error" not in first
+    rows = spark.sql(f"SELECT device_id, span, fixes FROM {spans} ORDER BY device_id, span").collect()
+    assert [(r.device_id, r.fixes) for r in rows] == [(f"veh-{d}", n) for d in range(2) for n in (3, 6, 6)]
+    (second,) = M.maintain(spark, s, ["gps_spans"])
+    assert second["spans_refreshed"] == 0
+    append(spark, gps, GPS, fixes([("veh-1:0000abcd:99", DAY1 + timedelta(seconds=650))]))
+    (third,) = M.maintain(spark, s, ["gps_spans"])
+    assert third["spans_refreshed"] == 1
+    after = spark.sql(f"SELECT device_id, span, fixes FROM {spans} ORDER BY device_id, span").collect()
+    assert [(r.device_id, r.fixes) for r in after] == [("veh-0", 3), ("veh-0", 6), ("veh-0", 6),
+                                                        ("veh-1", 3), ("veh-1", 7), ("veh-1", 6)]
+
+
 def test_maintain_while_a_writer_commits_loses_and_duplicates_nothing(spark_lake):
     """A writer thread commits to the table through the same session for as long as maintenance
     runs on it (compaction, expiry as if a day later, orphans, manifests): small appends, and

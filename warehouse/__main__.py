@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from smartcity.catalog.tables import rollup_specs
 from smartcity.runtime.cli import ArgumentParser, UsageError, cli
 from smartcity.runtime.obs import configure_logging
 from smartcity.runtime.settings import load as load_settings
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--config", help="TOML settings file ([redshift] iam_role, glue_database, region)")
     a = ap.parse_args(argv)
     if a.cmd == "ddl":
-        print(";\n\n".join(dialect(a.dialect, a.schema).ddl(warehouse_tables())) + ";")
+        d = dialect(a.dialect, a.schema)
+        print(";\n\n".join(d.ddl(warehouse_tables()) + d.rollups(rollup_specs(), [])) + ";")
         return 0
     if a.cmd == "spectrum":
         s = settings(a)

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from smartcity.catalog.reader import load_table
+from smartcity.catalog.tables import rollup_specs
 from smartcity.runtime.postgres import connect
 
 from .lake import FileSchemaError, Plan, plan, read_batches
@@ -206,8 +207,10 @@ class PostgresWarehouse:
             tables = warehouse_tables()
             with self.connect() as conn:
                 with conn.transaction():
-                    evolve = self.sql.evolve(tables, conn.execute(self.sql.existing_columns()).fetchall())
-                    for stmt in [s for stmts in evolve for s in stmts] + self.sql.ddl(tables):
+                    existing = conn.execute(self.sql.existing_columns()).fetchall()
+                    evolve = self.sql.evolve(tables, existing)
+                    for stmt in ([s for stmts in evolve for s in stmts] + self.sql.ddl(tables)
+                                 + self.sql.rollups(rollup_specs(), existing)):
                         conn.execute(stmt)
             return TableResult("(schema)")
         with_retries("create the warehouse schema", run, self.is_transient)

@@ -29,6 +29,7 @@ import time
 from typing import Any, Iterable
 
 from smartcity.catalog.reader import load_table
+from smartcity.catalog.tables import rollup_specs
 
 from .lake import FileSchemaError, check_file_schema, plan
 from .load import TableResult, fault_point, tables_to_load, with_retries
@@ -136,9 +137,10 @@ class RedshiftWarehouse:
     def ensure_schema(self) -> None:
         # Each table's evolution one batch, so one transaction: its columns added and filled, or
         # neither (a column that exists is never filled again: Dialect.evolve).
-        for stmts in self.sql.evolve(warehouse_tables(), self.api.query(self.sql.existing_columns())):
+        existing = self.api.query(self.sql.existing_columns())
+        for stmts in self.sql.evolve(warehouse_tables(), existing):
             self.api.run_batch(stmts)
-        stmts = self.ddl()
+        stmts = self.ddl() + self.sql.rollups(rollup_specs(), existing)
         for i in range(0, len(stmts), BATCH_LIMIT):
             self.api.run_batch(stmts[i:i + BATCH_LIMIT])
 

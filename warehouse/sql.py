@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from smartcity.catalog.tables import IncompatibleSchema
+from smartcity.catalog.tables import IncompatibleSchema, TableSpec
 from smartcity.contracts import schema as cs
 from smartcity.contracts.schema import Field
 
@@ -109,6 +109,26 @@ class Dialect:
         for t in tables:
             out += self.create_target(t) + self.comments(t)
         return out + self.create_state()
+
+    def rollups(self, specs: Iterable[TableSpec], existing: Iterable[Sequence]) -> list[str]:
+        """The lake's rollups (catalog/tables.py: gps_spans), created EMPTY: the named queries
+        read them, and with no row to take they compute every span from the loaded rows, the
+        same answer (trip_summary.sql). Empty, a rollup is re-created whenever its columns differ
+        from the spec's (no rows to keep); else nothing. existing: existing_columns()' rows."""
+        have: dict[str, list[tuple]] = {}
+        for table, column, data_type, length, is_nullable in existing:
+            have.setdefault(table, []).append(
+                (column, data_type, None if length is None else int(length), is_nullable == "YES"))
+        out = []
+        for spec in specs:
+            want = [(f.name, *self.catalog_type(f), f.nullable) for f in spec.columns]
+            if sorted(have.get(spec.name, [])) == sorted(want):
+                continue
+            cols = ",\n  ".join(self._column(f) for f in spec.columns)
+            out += [f"DROP TABLE IF EXISTS {self.q(spec.name)}",
+                    f"CREATE TABLE {self.q(spec.name)} (\n  {cols}\n)",
+                    f"COMMENT ON TABLE {self.q(spec.name)} IS {literal(spec.comment + ' (empty in the warehouse: the queries compute every span from its rows)')}"]
+        return out
 
     # evolution of existing target tables ---------------------------------------------------------
     def existing_columns(self) -> str:

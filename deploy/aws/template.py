@@ -117,9 +117,10 @@ def named_queries(folder: Path = QUERIES, root: Path = ROOT) -> list[NamedQuery]
         except ValueError:
             rel = f.name
         q = named.parse(f.read_text(encoding="utf-8"), Path(rel), f.stem)
-        defaults = ", ".join(f"{p.name} = {p.default or '(empty)'}" for p in q.params)
-        sql = f"-- {rel}" + (f", parameters at their defaults: {defaults}" if defaults else "") \
-            + "\n" + named.render(q).sql + "\n"
+        # The file's path only: the description names the parameters, the SQL holds their
+        # defaults as literals, and every byte here counts against CloudFormation's 51,200 for a
+        # template body (the queries are most of it).
+        sql = f"-- {rel}\n" + named.render(q).sql + "\n"
         if len(sql.encode()) > QUERY_MAX_BYTES:
             raise ValueError(f"{rel}: {len(sql.encode())} bytes, over Athena's {QUERY_MAX_BYTES} "
                              "for a named query")

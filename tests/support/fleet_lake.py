@@ -13,6 +13,7 @@ a given seed.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
@@ -54,22 +55,33 @@ for td in IT.table_defs():
         df.select(*[F.expr(td.derived[c.name]).alias(c.name) if c.name in td.derived
                     else df[c.name].cast(c.type) for c in td.columns]).writeTo(
             table_identifier(s, td.name)).append()
+if sys.argv[3] == "refresh":   # the rollups, as smartcity-lake maintain refreshes them
+    import json
+    from smartcity.spark_jobs.rollups import refresh_gps_spans
+    print(json.dumps(refresh_gps_spans(spark, s)))
+for statement in sys.argv[4:]:
+    spark.sql(statement)
 spark.stop()
 """
 
 
-def spark_write(lake: str | Path, staged: str | Path | None = None, timeout_s: float = 1800) -> None:
+def spark_write(lake: str | Path, staged: str | Path | None = None, timeout_s: float = 1800,
+                refresh: bool = True, then_sql: tuple[str, ...] = ()) -> dict | None:
     """In a child process (its JVM exits with it): the lake's tables by create_or_evolve, then
-    each table's staged Parquet files (staged/<table>/*.parquet) appended by Spark."""
-    p = subprocess.run([sys.executable, "-c", _SPARK_WRITER, str(lake), str(staged or "")], cwd=ROOT,
+    each table's staged Parquet files (staged/<table>/*.parquet) appended by Spark, then (refresh)
+    the rollups refreshed (spark_jobs/rollups.py; its result returned), then `then_sql` run."""
+    p = subprocess.run([sys.executable, "-c", _SPARK_WRITER, str(lake), str(staged or ""),
+                        "refresh" if refresh else "-", *then_sql], cwd=ROOT,
                        capture_output=True, text=True, timeout=timeout_s)
     if p.returncode != 0:
         raise RuntimeError(f"the Spark writer failed:\n{p.stderr[-3000:]}")
+    lines = p.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if refresh and lines else None
 
 
 def create_tables(lake: str | Path) -> None:
     """The lake's tables, empty."""
-    spark_write(lake)
+    spark_write(lake, refresh=False)
 
 
 def _ts(base: datetime, seconds: pa.Array) -> pa.Array:
@@ -212,9 +224,10 @@ def _with_envelope(device: str, boot: str, day_tables: dict[str, dict[str, pa.Ar
 
 def generate(lake: str | Path, devices: int = 3, days: int = 1, hours_per_day: float = 1.0,
              seed: int = 7, quarantined_per_day: int = 5, drop_every: int = 5000,
-             staging: str | Path | None = None) -> dict[str, int]:
+             staging: str | Path | None = None, rollups: bool = True) -> dict[str, int]:
     """The lake's tables holding a generated fleet: staged as Parquet (one file per table per
-    day), then created and written by Spark (spark_write). Rows per table."""
+    day), then created and written by Spark (spark_write), the rollups refreshed unless
+    rollups=False (then they are empty). Rows per table."""
     import pyarrow.parquet as pq
     staging = Path(staging or Path(str(lake)).parent / "fleet-staging")
     counts = {t: 0 for t in TOPIC_ORDER + ("quarantine",)}
@@ -236,7 +249,7 @@ def generate(lake: str | Path, devices: int = 3, days: int = 1, hours_per_day: f
                 (staging / t).mkdir(parents=True, exist_ok=True)
                 pq.write_table(data, staging / t / f"day-{day:03d}.parquet")
                 counts[t] += data.num_rows
-    spark_write(lake, staging)
+    spark_write(lake, staging, refresh=rollups)
     return counts
 
 

@@ -399,3 +399,29 @@ CREATE TABLE IF NOT EXISTS smartcity.load_state (table_name VARCHAR(128) NOT NUL
 CREATE TABLE IF NOT EXISTS smartcity.load_files (table_name VARCHAR(128) NOT NULL, snapshot_id BIGINT NOT NULL, file_path VARCHAR(4096) NOT NULL, record_count BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS smartcity.load_refused (table_name VARCHAR(128) NOT NULL, snapshot_id BIGINT NOT NULL, file_path VARCHAR(4096) NOT NULL, error VARCHAR(4096) NOT NULL, refused_at TIMESTAMPTZ NOT NULL);
+
+DROP TABLE IF EXISTS smartcity.gps_spans;
+
+CREATE TABLE smartcity.gps_spans (
+  device_id VARCHAR(256) NOT NULL,
+  span_s DOUBLE PRECISION NOT NULL,
+  moving_kmh DOUBLE PRECISION NOT NULL,
+  span BIGINT NOT NULL,
+  fixes BIGINT NOT NULL,
+  first_ts TIMESTAMPTZ NOT NULL,
+  first_lat DOUBLE PRECISION NOT NULL,
+  first_lon DOUBLE PRECISION NOT NULL,
+  first_speed_kmh DOUBLE PRECISION,
+  last_ts TIMESTAMPTZ NOT NULL,
+  last_lat DOUBLE PRECISION NOT NULL,
+  last_lon DOUBLE PRECISION NOT NULL,
+  km DOUBLE PRECISION,
+  moving_s DOUBLE PRECISION,
+  idle_s DOUBLE PRECISION,
+  speed_sum_kmh DOUBLE PRECISION,
+  speeds BIGINT NOT NULL,
+  max_speed_kmh DOUBLE PRECISION,
+  refreshed_ts TIMESTAMPTZ NOT NULL
+);
+
+COMMENT ON TABLE smartcity.gps_spans IS 'trip_summary''s rollup of gps_data: per device and span of event time, what its fixes contribute to a trip (rows are used where their fix count is current) (empty in the warehouse: the queries compute every span from its rows)';

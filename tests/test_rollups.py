@@ -1,0 +1,155 @@
+"""The lake's rollup of gps_data (gps_spans) and trip_summary's two paths.
+
+Specification: trip_summary takes a span's row from smartcity.gps_spans only where it was computed
+from exactly the fixes the table holds now for that span (and for the query's parameters);
+every other span is computed from the fixes. So an absent, current or stale rollup gives the same
+answer. `smartcity-lake maintain`'s refresh recomputes only the spans whose fix count changed.
+
+How the test sees which path a span took: after a refresh it adds 1000 km to every row of the
+rollup (a mark no real span has), so each span the query takes from the rollup adds 1000 km to
+its trip's distance, and a span computed from the fixes adds nothing. A real Spark (child
+processes), a real Iceberg catalog, DuckDB through the catalog.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from smartcity.analytics.engines import DuckDBEngine  # noqa: E402
+from smartcity.analytics.query import QuerySettings, run_named  # noqa: E402
+from smartcity.catalog.reader import read_table  # noqa: E402
+from smartcity.catalog.tables import GPS_SPANS_WIDTH_S  # noqa: E402
+from tests.support.fleet_lake import generate, spark_write  # noqa: E402
+
+MARK_KM = 1000.0
+LATE_FIXES = 3
+# Other than the rollup's 3 km/h, so no row is taken: every span from the fixes. Distances, fix
+# counts and speeds do not depend on it.
+FROM_FIXES = {"moving_kmh": "2.999999"}
+
+
+def trips(engine, **params) -> dict[str, dict]:
+    """trip_summary per device (each generated bus drives one trip)."""
+    r = run_named("trip_summary", {**params}, engine=engine)
+    rows = [dict(zip(r.columns, row)) for row in r.rows]
+    assert len({x["device_id"] for x in rows}) == len(rows), rows
+    return {x["device_id"]: x for x in rows}
+
+
+def span_keys(s: QuerySettings) -> tuple[dict[str, list[int]], dict[str, datetime]]:
+    """The spans of each device's fixes with a position, in order, and its first fix's ts."""
+    gps = read_table(s, "gps_data", ["device_id", "ts", "lat"]).filter(pc.is_valid(pc.field("lat")))
+    pairs = list(zip(gps["device_id"].to_pylist(), gps["ts"].to_pylist()))
+    keys = {(d, math.floor(t.timestamp() / GPS_SPANS_WIDTH_S)) for d, t in pairs}
+    out: dict[str, list[int]] = {}
+    for d, k in sorted(keys):
+        out.setdefault(d, []).append(k)
+    return out, {d: min(t for e, t in pairs if e == d) for d in out}
+
+
+def late_fixes(s: QuerySettings, device: str) -> tuple[pa.Table, int, datetime]:
+    """LATE_FIXES new fixes of `device`, a quarter second after the fixes before the last one of
+    the span in the middle of its trip, off its track (new event_ids and seqs, as a Pi replaying
+    its queue would send); the span; and the ts of that span's fourth fix."""
+    gps = read_table(s, "gps_data").filter((pc.field("device_id") == device) & pc.is_valid(pc.field("lat")))
+    gps = gps.sort_by([("ts", "ascending")])
+    spans = [math.floor(t.timestamp() / GPS_SPANS_WIDTH_S) for t in gps["ts"].to_pylist()]
+    span = spans[len(spans) // 2]
+    first, last = spans.index(span), len(spans) - 1 - spans[::-1].index(span)
+    assert last - first > 2 * LATE_FIXES + 4
+    before_last = gps.slice(last - LATE_FIXES, LATE_FIXES)
+    boot = before_last["event_id"][0].as_py().split(":")[1]
+    seqs = pa.array([10_000_000 + i for i in range(LATE_FIXES)], pa.int64())
+    cols = {name: before_last[name] for name in before_last.column_names}
+    cols["seq"] = seqs
+    cols["event_id"] = pa.array([f"{device}:{boot}:{q}" for q in seqs.to_pylist()])
+    cols["ts"] = pc.add(before_last["ts"], pa.scalar(250_000, pa.duration("us")))
+    cols["lat"] = pc.add(before_last["lat"], 0.001)
+    return pa.table(cols), span, gps["ts"][first + 3].as_py()
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rollups") / "lake"
+    generate(path, devices=2, days=1, hours_per_day=0.5, rollups=False)
+    return QuerySettings(lake=str(path))
+
+
+def test_trip_summary_is_the_same_with_the_rollup_absent_current_and_stale(lake, tmp_path):
+    engine = DuckDBEngine(lake)
+    try:
+        assert engine.run("SELECT count(*) FROM smartcity.gps_spans").rows == [(0,)]
+        absent = trips(engine)                                   # every span from the fixes
+        assert len(absent) == 2
+        assert {d: (t["fixes"], t["distance_km"]) for d, t in absent.items()} == \
+               {d: (t["fixes"], t["distance_km"]) for d, t in trips(engine, **FROM_FIXES).items()}
+        spans, first_ts = span_keys(lake)
+
+        # Current: every span from the rollup (each marked), every other column as from the fixes.
+        refreshed = spark_write(lake.lake, refresh=True, then_sql=(
+            f"UPDATE lake.smartcity.gps_spans SET km = coalesce(km, 0) + {MARK_KM}",))
+        assert refreshed["spans_refreshed"] == sum(len(k) for k in spans.values())
+        current = trips(engine)
+        for device, trip in current.items():
+            assert trip["distance_km"] == pytest.approx(
+                absent[device]["distance_km"] + MARK_KM * len(spans[device]), abs=0.002)
+            assert {k: v for k, v in trip.items() if k != "distance_km"} == \
+                   {k: v for k, v in absent[device].items() if k != "distance_km"}
+
+        # A window that starts after a device's first fix, inside its first span: that span from
+        # the fixes in the window, the rest from the rollup.
+        for device, keys in spans.items():
+            window = {"devices": device, "start": (first_ts[device] + timedelta(milliseconds=500)).isoformat()}
+            (cut,) = trips(engine, **window).values()
+            (truth,) = trips(engine, **window, **FROM_FIXES).values()
+            assert 0 < cut["fixes"] == truth["fixes"] < current[device]["fixes"]
+            assert cut["distance_km"] == pytest.approx(truth["distance_km"] + MARK_KM * (len(keys) - 1),
+                                                       abs=0.002)
+
+        # Stale: fixes landed late in one span of one bus; that span alone comes from the fixes.
+        device = sorted(spans)[0]
+        staged = tmp_path / "late"
+        added, late_span, fourth_ts = late_fixes(lake, device)
+        (staged / "gps_data").mkdir(parents=True)
+        pq.write_table(added, staged / "gps_data" / "late.parquet")
+        spark_write(lake.lake, staged, refresh=False)
+        truth = trips(engine, **FROM_FIXES)
+        assert truth[device]["fixes"] == absent[device]["fixes"] + LATE_FIXES
+        assert truth[device]["distance_km"] > absent[device]["distance_km"]   # the detour counts
+        stale = trips(engine)
+        for d, trip in stale.items():
+            from_rollup = len(spans[d]) - (1 if d == device else 0)
+            assert trip["fixes"] == truth[d]["fixes"]
+            assert trip["distance_km"] == pytest.approx(truth[d]["distance_km"] + MARK_KM * from_rollup,
+                                                        abs=0.002), d
+
+        # A window without the stale span's first three fixes holds as many of its fixes as the
+        # stale row counts, but not the same ones: from the fixes (the row is not inside it).
+        window = {"devices": device, "start": fourth_ts.isoformat()}
+        (cut,) = trips(engine, **window).values()
+        (cut_truth,) = trips(engine, **window, **FROM_FIXES).values()
+        later = len([k for k in spans[device] if k > late_span])
+        assert cut["fixes"] == cut_truth["fixes"]
+        assert cut["distance_km"] == pytest.approx(cut_truth["distance_km"] + MARK_KM * later, abs=0.002)
+
+        # The refresh recomputes that span only; its new row is taken, unmarked.
+        assert spark_write(lake.lake, refresh=True)["spans_refreshed"] == 1
+        row = engine.run(f"SELECT fixes, km FROM smartcity.gps_spans WHERE device_id = '{device}' "
+                         f"AND span = {late_span}")
+        assert len(row.rows) == 1 and row.rows[0][1] < MARK_KM
+        again = trips(engine)
+        assert again[device]["distance_km"] == pytest.approx(stale[device]["distance_km"], abs=0.002)
+        assert {d: t for d, t in again.items() if d != device} == {d: t for d, t in stale.items() if d != device}
+        assert spark_write(lake.lake, refresh=True)["spans_refreshed"] == 0   # nothing changed since
+    finally:
+        engine.close()
