@@ -183,8 +183,49 @@ def gps_spans_table() -> TableSpec:
                      "is current)", cols, ("days(first_ts)",))
 
 
+VEHICLE_SPANS_TABLE = "vehicle_spans"
+VEHICLE_SPANS_SOURCE = "vehicle_data"
+VEHICLE_SPANS_WIDTH_S = 600.0
+# harsh_events' defaults, the only thresholds the rollup is computed for.
+VEHICLE_SPANS_BRAKE_KMH_PER_S = 10.0
+VEHICLE_SPANS_ACCEL_KMH_PER_S = 8.0
+VEHICLE_SPANS_MAX_STEP_S = 5.0
+
+
+def vehicle_spans_table() -> TableSpec:
+    """One row per device and span of `span_s` seconds of event time over the OBD readings with a
+    speed: how many harsh pairs (harsh_events' rule at the row's thresholds) lie between the
+    span's own readings, and its first and last reading for the pair across the span's start.
+    `readings` is how many readings the row was computed from: a reader skips a span whose row
+    says 0 harsh pairs only where the table holds exactly that many readings for the span, and
+    computes the others from the readings. Refreshed by `smartcity-lake maintain`."""
+    obd = record_type(VEHICLE_SPANS_SOURCE)
+    first = "the span's first reading (ts, seq order)"
+    cols = (
+        _from(obd, "device_id", "device_id", "The vehicle's edge device"),
+        Field("span_s", cs.DOUBLE, "Span width, seconds"),
+        Field("brake_kmh_per_s", cs.DOUBLE, "harsh_events' brake_kmh_per_s the row holds"),
+        Field("accel_kmh_per_s", cs.DOUBLE, "harsh_events' accel_kmh_per_s the row holds"),
+        Field("max_step_s", cs.DOUBLE, "harsh_events' max_step_s the row holds"),
+        Field("span", cs.LONG, "floor(epoch seconds of ts / span_s)"),
+        Field("readings", cs.LONG, "Readings with a speed in the span when the row was computed"),
+        Field("harsh_pairs", cs.LONG, "Harsh pairs of consecutive readings, both in the span"),
+        _from(obd, "ts", "first_ts", f"Event time of {first}, UTC"),
+        _from(obd, "event_id", "first_event_id", f"event_id of {first}"),
+        _from(obd, "speed_kmh", "first_speed_kmh", f"Speed of {first}, km/h", False),
+        _from(obd, "lat", "first_lat", f"Latitude of {first}"),
+        _from(obd, "lon", "first_lon", f"Longitude of {first}"),
+        _from(obd, "ts", "last_ts", "Event time of the span's last reading (ts, seq order), UTC"),
+        _from(obd, "speed_kmh", "last_speed_kmh", "Speed of the span's last reading, km/h", False),
+        Field("refreshed_ts", cs.TIMESTAMP, "When smartcity-lake maintain computed the row, UTC"),
+    )
+    return TableSpec(VEHICLE_SPANS_TABLE, "harsh_events' rollup of vehicle_data: per device and span of "
+                     "event time, its harsh pairs and first and last reading (rows are used where "
+                     "their reading count is current)", cols, ("days(first_ts)",))
+
+
 def rollup_specs() -> list[TableSpec]:
-    return [gps_spans_table()]
+    return [gps_spans_table(), vehicle_spans_table()]
 
 
 def table_specs(record_types=RECORD_TYPES) -> list[TableSpec]:

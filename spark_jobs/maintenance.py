@@ -3,9 +3,9 @@
 
 Per table, through Iceberg's Spark procedures (`CALL lake.system.<procedure>(...)`), in this order:
 
-0. gps_spans only (a rollup of gps_data, spark_jobs/rollups.py): the spans whose fix count
-   changed since their row was computed are recomputed and merged in (one commit, none if no
-   span changed), then the steps below as for any table.
+0. A rollup only (gps_spans, vehicle_spans: spark_jobs/rollups.py): the spans whose count of
+   source rows changed since their row was computed are recomputed and merged in (one commit,
+   none if no span changed), then the steps below as for any table.
 1. rewrite_data_files, strategy sort: a day partition's small stream files -> files near
    `target_file_mb`, sorted by the column the table is partitioned on (ts; quarantine: ingest_ts),
    so each file's min/max of ts is tight and an hour's query skips most files of its day. The sort
@@ -43,11 +43,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from smartcity.catalog.location import table_identifier, warehouse_on_s3
-from smartcity.catalog.tables import GPS_SPANS_SOURCE, GPS_SPANS_TABLE
 
 from .iceberg_tables import TableDef, sql_string, table_defs
 from .pause import pause_point
-from .rollups import refresh_gps_spans
+from .rollups import ROLLUPS, refresh
 from .settings import LakeSettings, Maintenance
 
 log = logging.getLogger(__name__)
@@ -130,8 +129,7 @@ def maintain(spark, s: LakeSettings, tables: Iterable[str] | None = None, now: d
     defs = {td.name: td for td in table_defs()}
     existing = _existing(spark, s)
     if tables is None:
-        names = [n for n in defs if n in existing
-                 and (n != GPS_SPANS_TABLE or GPS_SPANS_SOURCE in existing)]
+        names = [n for n in defs if n in existing and (n not in ROLLUPS or ROLLUPS[n][0] in existing)]
     else:
         names = list(dict.fromkeys(tables))
         unknown = [n for n in names if n not in defs]
@@ -188,8 +186,8 @@ def maintain_table(spark, s: LakeSettings, td: TableDef, now: datetime) -> dict:
     try:
         # 0. A rollup first takes in what its source gained (a MERGE of the stale spans), so the
         # compaction below sorts its new files too.
-        if td.name == GPS_SPANS_TABLE:
-            r["spans_refreshed"] = call("refresh", lambda: refresh_gps_spans(spark, s))["spans_refreshed"]
+        if td.name in ROLLUPS:
+            r["spans_refreshed"] = call("refresh", lambda: refresh(spark, s, td.name))["spans_refreshed"]
         # 1. Sorted compaction; groups that failed to commit (a conflict) are rewritten again.
         pause_point(f"maintain:before-rewrite:{td.name}")   # the crash tests' hook (pause.py)
         rewrite = (f"CALL {proc}.rewrite_data_files({table_arg}, strategy => 'sort', "

@@ -1,21 +1,26 @@
-"""The lake's rollups, refreshed from the tables they summarise: `refresh_gps_spans(spark, settings)`
-(run by `smartcity-lake maintain` as the first step of the gps_spans table).
+"""The lake's rollups, refreshed from the tables they summarise: `refresh(spark, settings, table)`
+(run by `smartcity-lake maintain` as the first step of a rollup table; `refresh_all`).
 
-gps_spans (catalog/tables.py) holds, per device and span of event time, what the span's fixes
-contribute to trip_summary: first and last fix, the length and moving/idle time of the steps
-between its own fixes, the speed sums. Those are functions of the set of fixes in the span alone,
-so a fix that lands late changes its own span's row and no other. trip_summary takes a row only
-where the table holds exactly `fixes` fixes for that span and computes the other spans from the
-fixes; so a stale or missing row costs the query time, never a wrong answer, and the refresh
-need not be in the stream's commit.
+- gps_spans (catalog/tables.py) holds, per device and span of event time, what the span's fixes
+  contribute to trip_summary: first and last fix, the length and moving/idle time of the steps
+  between its own fixes, the speed sums.
+- vehicle_spans holds, per device and span, how many harsh pairs (harsh_events' rule) lie between
+  the span's own OBD readings, and its first and last reading. harsh_events skips the spans with
+  none (most of them) and orders only the readings of the others.
 
-The refresh recomputes the spans whose fix count differs from their row's (or that have no row)
-and MERGEs them in by (device_id, span_s, moving_kmh, span), one commit. The count per span is a
-scan of three gps_data columns; only the fixes of the stale spans are ordered. A span whose fixes
-were all deleted keeps its row, which no query takes (no fix count matches it).
+Each row is a function of the set of source rows in its span alone, so a row that lands late
+changes its own span's row and no other. A query takes a row only where the source holds exactly
+as many rows for that span as the row counts (the lake only adds rows, one per event_id) and
+computes the other spans from the source; so a stale or missing row costs the query time, never
+a wrong answer, and the refresh need not be in the stream's commit.
 
-The arithmetic is trip_summary's (analytics/queries/trip_summary.sql) in Spark SQL; the parity
-tests run the query with the rollup current, stale and absent and compare the rows.
+The refresh recomputes the spans whose count differs from their row's (or that have no row) and
+MERGEs them in by their key, one commit. The count per span is a scan of a few source columns;
+only the rows of the stale spans are ordered. A span whose source rows were all deleted keeps its
+row, which no query takes (no count matches it).
+
+The arithmetic is the named queries' (analytics/queries/trip_summary.sql, harsh_events.sql) in
+Spark SQL; tests/test_rollups.py runs them with the rollups current, stale and absent.
 """
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ import time
 
 from smartcity.catalog.location import table_identifier
 from smartcity.catalog.tables import (GPS_SPANS_MOVING_KMH, GPS_SPANS_SOURCE, GPS_SPANS_TABLE,
-                                      GPS_SPANS_WIDTH_S)
+                                      GPS_SPANS_WIDTH_S, VEHICLE_SPANS_ACCEL_KMH_PER_S,
+                                      VEHICLE_SPANS_BRAKE_KMH_PER_S, VEHICLE_SPANS_MAX_STEP_S,
+                                      VEHICLE_SPANS_SOURCE, VEHICLE_SPANS_TABLE, VEHICLE_SPANS_WIDTH_S)
 
 from .settings import LakeSettings
 
@@ -94,23 +101,86 @@ GROUP BY device_id, span
 """
 
 
-def refresh_gps_spans(spark, s: LakeSettings) -> dict:
-    """Recompute the stale spans of gps_spans from gps_data and MERGE them in (one commit; none
-    when no span is stale). Returns {"spans_refreshed": N, "seconds": ...}."""
+def vehicle_spans_sql(obd: str, spans: str, width_s: float = VEHICLE_SPANS_WIDTH_S,
+                      brake: float = VEHICLE_SPANS_BRAKE_KMH_PER_S, accel: float = VEHICLE_SPANS_ACCEL_KMH_PER_S,
+                      max_step_s: float = VEHICLE_SPANS_MAX_STEP_S) -> str:
+    """The rows of the spans that are stale in `spans`, computed from `obd` (Spark SQL):
+    harsh_events' rule (analytics/queries/harsh_events.sql) on the pairs inside each span."""
+    w = "PARTITION BY device_id, span ORDER BY ts, seq"
+    params = (f"span_s = {width_s!r} AND brake_kmh_per_s = {brake!r} AND accel_kmh_per_s = {accel!r} "
+              f"AND max_step_s = {max_step_s!r}")
+    return f"""
+WITH readings AS (
+    SELECT device_id, event_id, ts, seq, speed_kmh, lat, lon,
+           CAST(floor({_epoch_s('ts')} / CAST({width_s!r} AS DOUBLE)) AS BIGINT) AS span
+    FROM {obd}
+    WHERE speed_kmh IS NOT NULL
+),
+stale AS (
+    SELECT c.device_id, c.span FROM (
+        SELECT device_id, span, count(*) AS readings FROM readings GROUP BY device_id, span) c
+    LEFT ANTI JOIN (SELECT * FROM {spans} WHERE {params}) r
+      ON r.device_id = c.device_id AND r.span = c.span AND r.readings = c.readings
+),
+ordered AS (
+    SELECT f.*,
+           lag(ts) OVER ({w}) AS prev_ts, lag(speed_kmh) OVER ({w}) AS prev_speed_kmh,
+           lead(ts) OVER ({w}) AS next_ts
+    FROM readings f LEFT SEMI JOIN stale s ON f.device_id = s.device_id AND f.span = s.span
+),
+steps AS (
+    SELECT *, {_epoch_s('ts')} - {_epoch_s('prev_ts')} AS step_s FROM ordered
+)
+SELECT device_id, CAST({width_s!r} AS DOUBLE) AS span_s, CAST({brake!r} AS DOUBLE) AS brake_kmh_per_s,
+       CAST({accel!r} AS DOUBLE) AS accel_kmh_per_s, CAST({max_step_s!r} AS DOUBLE) AS max_step_s,
+       span, count(*) AS readings,
+       count(CASE WHEN step_s > 0 AND step_s <= {max_step_s!r}
+                   AND ((speed_kmh - prev_speed_kmh) / step_s <= -{brake!r}
+                        OR (speed_kmh - prev_speed_kmh) / step_s >= {accel!r}) THEN 1 END) AS harsh_pairs,
+       min(ts) AS first_ts,
+       max(CASE WHEN prev_ts IS NULL THEN event_id END) AS first_event_id,
+       max(CASE WHEN prev_ts IS NULL THEN speed_kmh END) AS first_speed_kmh,
+       max(CASE WHEN prev_ts IS NULL THEN lat END) AS first_lat,
+       max(CASE WHEN prev_ts IS NULL THEN lon END) AS first_lon,
+       max(ts) AS last_ts,
+       max(CASE WHEN next_ts IS NULL THEN speed_kmh END) AS last_speed_kmh,
+       current_timestamp() AS refreshed_ts
+FROM steps
+GROUP BY device_id, span
+"""
+
+
+# rollup table -> (its source table, the SQL of its stale rows, the columns that key a row)
+ROLLUPS = {
+    GPS_SPANS_TABLE: (GPS_SPANS_SOURCE, gps_spans_sql, ("device_id", "span_s", "moving_kmh", "span")),
+    VEHICLE_SPANS_TABLE: (VEHICLE_SPANS_SOURCE, vehicle_spans_sql,
+                          ("device_id", "span_s", "brake_kmh_per_s", "accel_kmh_per_s", "max_step_s", "span")),
+}
+
+
+def refresh(spark, s: LakeSettings, table: str) -> dict:
+    """Recompute the stale spans of the rollup `table` from its source and MERGE them in (one
+    commit; none when no span is stale). Returns {"spans_refreshed": N, "seconds": ...}."""
     t0 = time.monotonic()
-    gps, spans = table_identifier(s, GPS_SPANS_SOURCE), table_identifier(s, GPS_SPANS_TABLE)
-    spark.sql(f"REFRESH TABLE {gps}")
-    spark.sql(f"REFRESH TABLE {spans}")
-    # Computed once (the MERGE would otherwise plan the source twice: its count and its write).
-    fresh = spark.sql(gps_spans_sql(gps, spans)).localCheckpoint(eager=True)
+    source, stale_sql, key = ROLLUPS[table]
+    src, target = table_identifier(s, source), table_identifier(s, table)
+    spark.sql(f"REFRESH TABLE {src}")
+    spark.sql(f"REFRESH TABLE {target}")
+    # Materialised once (counted, then merged, without computing the stale spans twice). Not
+    # cache(): Spark 4.1 then fails to plan the MERGE ("No plan for TableReference ... gps_data").
+    fresh = spark.sql(stale_sql(src, target)).localCheckpoint(eager=True)
     n = fresh.count()
     if n:
-        view = "smartcity_gps_spans_fresh"
+        view = f"smartcity_{table}_fresh"
         fresh.createOrReplaceTempView(view)
-        key = " AND ".join(f"t.{c} = s.{c}" for c in ("device_id", "span_s", "moving_kmh", "span"))
-        spark.sql(f"MERGE INTO {spans} t USING {view} s ON {key} "
+        on = " AND ".join(f"t.{c} = s.{c}" for c in key)
+        spark.sql(f"MERGE INTO {target} t USING {view} s ON {on} "
                   "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
         spark.catalog.dropTempView(view)
     r = {"spans_refreshed": n, "seconds": round(time.monotonic() - t0, 3)}
-    log.info("rollup refreshed", extra={"table": spans, **r})
+    log.info("rollup refreshed", extra={"table": target, **r})
     return r
+
+
+def refresh_all(spark, s: LakeSettings) -> dict[str, dict]:
+    return {table: refresh(spark, s, table) for table in ROLLUPS}

@@ -357,11 +357,13 @@ def test_every_named_query_gives_the_same_rows_on_trino_and_duckdb(lake, duck, t
 
 
 
-def test_trip_summary_from_the_fixes_gives_the_same_rows_on_trino_and_duckdb(lake, duck, trino):
-    """The parameters other than the rollup's (tests/test_rollups.py): every span computed from
-    the fixes, the query's other path, on both engines."""
+@pytest.mark.parametrize("name, params", [("trip_summary", {"moving_kmh": "5"}),
+                                          ("harsh_events", {"max_step_s": "4"})])
+def test_a_query_past_its_rollup_gives_the_same_rows_on_trino_and_duckdb(lake, duck, trino, name, params):
+    """Parameters other than the rollups' (tests/test_rollups.py): every span computed from the
+    source rows, the queries' other path, on both engines."""
     from smartcity.analytics.engines import TrinoEngine
-    rendered = named.render(named.load("trip_summary"), {"moving_kmh": "5"})
+    rendered = named.render(named.load(name), params)
     on_trino = TrinoEngine(trino.endpoint).run(rendered.sql)
     assert on_trino.rows, "no rows: nothing compared"
     assert_same_rows(on_trino, duck.run(rendered.sql))

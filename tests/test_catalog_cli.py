@@ -362,7 +362,7 @@ def test_diff_agrees_with_the_lake_jobs_own_plan(contract):
 def test_a_table_as_the_lake_creates_it_has_no_drift():
     for spec in CT.table_specs():
         assert CI.diff_table("t", spec, state_of(spec, "t")) == []
-    assert [s.name for s in CT.table_specs()] == [rt.name for rt in RECORD_TYPES] + ["quarantine", "gps_spans"]
+    assert [s.name for s in CT.table_specs()] == [rt.name for rt in RECORD_TYPES] + ["quarantine", "gps_spans", "vehicle_spans"]
 
 
 # ---- settings --------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def gps_with(*changes: tuple[str, cs.Field | None], extra: tuple[cs.Field, ...] 
 
 def test_table_definitions_come_from_contracts():
     defs = {td.name: td for td in IT.table_defs()}
-    assert list(defs) == [rt.name for rt in RECORD_TYPES] + ["quarantine", "gps_spans"]
+    assert list(defs) == [rt.name for rt in RECORD_TYPES] + ["quarantine", "gps_spans", "vehicle_spans"]
     for rt in RECORD_TYPES:
         td = defs[rt.name]
         assert [c.name for c in td.columns] == [f.name for f in rt.fields] + [n for n, _, _ in LINEAGE] + ["boot_id"]
@@ -55,15 +55,15 @@ def test_table_definitions_come_from_contracts():
     q = defs["quarantine"]
     assert [(c.name, c.doc) for c in q.columns] == [(n, d) for n, _, d in QUARANTINE_FIELDS]
     assert q.partition_by == ("days(ingest_ts)",) and q.derived == {}
-    # The rollup's columns are gps_data's where they come from one (same type; never retyped).
-    spans, gps = defs["gps_spans"], {c.name: c for c in defs["gps_data"].columns}
-    for c in spans.columns:
-        source = {"first_ts": "ts", "last_ts": "ts", "first_lat": "lat", "last_lat": "lat",
-                  "first_lon": "lon", "last_lon": "lon", "first_speed_kmh": "speed_kmh",
-                  "speed_sum_kmh": "speed_kmh", "max_speed_kmh": "speed_kmh"}.get(c.name, c.name)
-        if source in gps:
-            assert c.sql_type == gps[source].sql_type, c.name
-    assert spans.partition_by == ("days(first_ts)",) and spans.derived == {}
+    # A rollup's columns are its source's where they come from one (same type; never retyped).
+    for rollup, source_table in (("gps_spans", "gps_data"), ("vehicle_spans", "vehicle_data")):
+        spans, source = defs[rollup], {c.name: c for c in defs[source_table].columns}
+        for c in spans.columns:
+            name = c.name.removeprefix("first_").removeprefix("last_").removeprefix("max_")
+            name = {"speed_sum_kmh": "speed_kmh"}.get(name, name)
+            if name in source:
+                assert c.sql_type == source[name].sql_type, (rollup, c.name)
+        assert spans.partition_by == ("days(first_ts)",) and spans.derived == {}
 
 
 def test_catalog_conf_names_one_catalog_and_the_iceberg_extensions(tmp_path):

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from smartcity.analytics.engines import DuckDBEngine  # noqa: E402
 from smartcity.analytics.query import QuerySettings, run_named  # noqa: E402
 from smartcity.catalog.reader import read_table  # noqa: E402
-from smartcity.catalog.tables import GPS_SPANS_WIDTH_S  # noqa: E402
+from smartcity.catalog.tables import GPS_SPANS_WIDTH_S, VEHICLE_SPANS_WIDTH_S  # noqa: E402
 from tests.support.fleet_lake import generate, spark_write  # noqa: E402
 
 MARK_KM = 1000.0
@@ -98,7 +98,7 @@ def test_trip_summary_is_the_same_with_the_rollup_absent_current_and_stale(lake,
         # Current: every span from the rollup (each marked), every other column as from the fixes.
         refreshed = spark_write(lake.lake, refresh=True, then_sql=(
             f"UPDATE lake.smartcity.gps_spans SET km = coalesce(km, 0) + {MARK_KM}",))
-        assert refreshed["spans_refreshed"] == sum(len(k) for k in spans.values())
+        assert refreshed["gps_spans"]["spans_refreshed"] == sum(len(k) for k in spans.values())
         current = trips(engine)
         for device, trip in current.items():
             assert trip["distance_km"] == pytest.approx(
@@ -143,13 +143,86 @@ def test_trip_summary_is_the_same_with_the_rollup_absent_current_and_stale(lake,
         assert cut["distance_km"] == pytest.approx(cut_truth["distance_km"] + MARK_KM * later, abs=0.002)
 
         # The refresh recomputes that span only; its new row is taken, unmarked.
-        assert spark_write(lake.lake, refresh=True)["spans_refreshed"] == 1
+        assert spark_write(lake.lake, refresh=True)["gps_spans"]["spans_refreshed"] == 1
         row = engine.run(f"SELECT fixes, km FROM smartcity.gps_spans WHERE device_id = '{device}' "
                          f"AND span = {late_span}")
         assert len(row.rows) == 1 and row.rows[0][1] < MARK_KM
         again = trips(engine)
         assert again[device]["distance_km"] == pytest.approx(stale[device]["distance_km"], abs=0.002)
         assert {d: t for d, t in again.items() if d != device} == {d: t for d, t in stale.items() if d != device}
-        assert spark_write(lake.lake, refresh=True)["spans_refreshed"] == 0   # nothing changed since
+        assert {t: r["spans_refreshed"] for t, r in spark_write(lake.lake, refresh=True).items()} == \
+            {"gps_spans": 0, "vehicle_spans": 0}   # nothing changed since
+    finally:
+        engine.close()
+
+
+# ---- harsh_events and vehicle_spans ------------------------------------------------------------------
+
+# Other than the rollup's 5 s, so no row is taken; OBD readings here are 2 s apart, so the pairs
+# compared are the same.
+FROM_READINGS = {"max_step_s": "5.000001"}
+
+
+def events(engine, **params) -> list[tuple]:
+    r = run_named("harsh_events", params, engine=engine)
+    return [tuple(row) for row in r.rows]
+
+
+def span_of(ts: datetime) -> int:
+    return math.floor(ts.timestamp() / VEHICLE_SPANS_WIDTH_S)
+
+
+@pytest.fixture(scope="module")
+def obd_lake(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rollups-obd") / "lake"
+    generate(path, devices=2, days=1, hours_per_day=0.5, rollups=False)
+    return QuerySettings(lake=str(path))
+
+
+def test_harsh_events_skip_only_the_spans_the_rollup_vouches_for(obd_lake, tmp_path):
+    """Every row of vehicle_spans is made to say "no harsh pair inside" (a lie for the spans that
+    have one): the query then finds only the pairs across span starts, except in a span whose
+    reading count is no longer the row's, which it computes from the readings."""
+    s = obd_lake
+    engine = DuckDBEngine(s)
+    try:
+        absent = events(engine)
+        assert absent and absent == events(engine, **FROM_READINGS)
+        refreshed = spark_write(s.lake, refresh=True)
+        assert refreshed["vehicle_spans"]["spans_refreshed"] > 0
+        assert events(engine) == absent                          # current, and honest
+
+        first_ts = {(d, k): t for d, k, t in engine.run(
+            "SELECT device_id, span, first_ts FROM smartcity.vehicle_spans").rows}
+        inside = [e for e in absent if first_ts[(e[0], span_of(e[1]))] != e[1]]
+        assert inside, "no harsh pair inside a span: nothing would show the rollup is used"
+        spark_write(s.lake, refresh=False, then_sql=("UPDATE lake.smartcity.vehicle_spans SET harsh_pairs = 0",))
+        lied = events(engine)
+        assert lied == [e for e in absent if e not in inside]
+
+        # Late readings in the span of one inside pair: that span is computed from its readings
+        # again, the late harsh jump included; the other spans stay as the rollup says.
+        device, ts = inside[0][0], inside[0][1]
+        obd = read_table(s, "vehicle_data").filter((pc.field("device_id") == device) & (pc.field("ts") == ts))
+        late = {name: obd[name] for name in obd.column_names}
+        late["ts"] = pc.add(obd["ts"], pa.scalar(250_000, pa.duration("us")))
+        late["seq"] = pa.array([20_000_000], pa.int64())
+        boot = obd["event_id"][0].as_py().split(":")[1]
+        late["event_id"] = pa.array([f"{device}:{boot}:20000000"])
+        late["speed_kmh"] = pc.add(obd["speed_kmh"], 50.0)          # +50 km/h in 0.25 s
+        staged = tmp_path / "late"
+        (staged / "vehicle_data").mkdir(parents=True)
+        pq.write_table(pa.table(late), staged / "vehicle_data" / "late.parquet")
+        spark_write(s.lake, staged, refresh=False)
+        truth = events(engine, **FROM_READINGS)
+        in_span = [e for e in truth if e[0] == device and span_of(e[1]) == span_of(ts)]
+        assert any(e[2] == f"{device}:{boot}:20000000" for e in in_span)
+        stale = events(engine)
+        assert stale == sorted(set(lied) | set(in_span), key=lambda e: (e[0], e[1], e[2]))
+
+        # The refresh recomputes that span only, honestly this time.
+        again = spark_write(s.lake, refresh=True)
+        assert again["vehicle_spans"]["spans_refreshed"] == 1
+        assert events(engine) == stale
     finally:
         engine.close()

@@ -37,7 +37,7 @@ ROWS = [
     ("dev-1:0000abcd:3", datetime(2026, 3, 2, 0, 10, 0, tzinfo=UTC), 12.9300, 100.8800),
 ]
 TABLES = {"gps_data", "vehicle_data", "traffic_data", "weather_data", "emergency_data", "quarantine",
-          "gps_spans"}
+          "gps_spans", "vehicle_spans"}
 
 
 def write_lake(lake: str) -> None:

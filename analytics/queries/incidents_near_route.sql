@@ -5,6 +5,17 @@
 -- param devices: list =  -- device_ids (vehicles), comma-separated; empty: every device
 -- param radius_m: double = 2000  -- an incident further than this from every position is not near
 -- param window_min: double = 30  -- positions this many minutes before or after a report count
+--
+-- cells: Which minutes can be near a report, found by an equality join instead of comparing every
+--   minute with every report of its time window (6.5 M pairs on 10 M fixes; DuckDB 4.5 -> 1.2 s
+--   of CPU). Cells are radius_m tall in latitude (a degree of latitude is 111,195 m on the sphere
+--   the distance is measured on, so a position within radius_m lies in the report's cell or the
+--   next one up or down) and window_min long in time (a window of +/- window_min touches at most
+--   three): each report is copied into the 3 x 3 cells around it and meets only the minutes in
+--   them. The exact window and distance are checked on those pairs (near), so the answer is the
+--   same.
+-- closest_minute: the earliest of equally close minutes (a bus standing still), one answer on
+--   every engine.
 WITH route AS (
     SELECT device_id, date_trunc('minute', ts) AS minute, to_unixtime(date_trunc('minute', ts)) AS minute_s,
            avg(lat) AS lat, avg(lon) AS lon
@@ -22,14 +33,6 @@ reports AS (
       AND lat IS NOT NULL AND lon IS NOT NULL
 ),
 cells AS (
-    -- Which minutes can be near a report, found by an equality join instead of comparing every
-    -- minute with every report of its time window (6.5 M pairs on 10 M fixes; DuckDB 4.5 -> 1.2 s
-    -- of CPU). Cells are radius_m tall in latitude (a degree of latitude is 111,195 m on the
-    -- sphere the distance is measured on, so
-    -- a position within radius_m lies in the report's cell or the next one up or down) and
-    -- window_min long in time (a window of +/- window_min touches at most three): each report
-    -- is copied into the 3 x 3 cells around it and meets only the minutes in them. The exact
-    -- window and distance are checked on those pairs below, so the answer is the same.
     SELECT e.*, floor(e.lat / (greatest({{radius_m}}, 1) / 111000.0)) + d_lat AS lat_cell,
            floor(to_unixtime(e.ts) / (greatest({{window_min}}, 1) * 60)) + d_time AS time_cell
     FROM reports e
@@ -52,7 +55,6 @@ SELECT device_id,
        max_by(status, reported_ts) AS last_status,
        min(reported_ts) AS first_reported_ts,
        round(min(distance_m), 0) AS closest_m,
-       -- The earliest of equally close minutes (a bus standing still): one answer on every engine.
        min_by(minute, ROW(distance_m, minute)) AS closest_minute
 FROM near
 WHERE distance_m <= {{radius_m}}

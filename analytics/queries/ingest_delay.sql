@@ -3,9 +3,10 @@
 -- param start: timestamp = 1970-01-01 00:00:00  -- first event time included (UTC)
 -- param end: timestamp = 2100-01-01 00:00:00  -- first event time excluded (UTC)
 -- param devices: list =  -- device_ids, comma-separated; empty: every device
+--
+-- delays: whole milliseconds (bigint): the engines agree on them exactly, and a quantile of
+--   integers is cheaper than one of doubles (DuckDB, 10.26 M rows: 1.2 -> 0.8 s).
 WITH delays AS (
-    -- Whole milliseconds (bigint): the engines agree on them exactly, and a quantile of integers
-    -- is cheaper than one of doubles (DuckDB, 10.26 M rows: 1.2 -> 0.8 s).
     SELECT 'gps_data' AS topic, date_diff('millisecond', ts, ingest_ts) AS delay_ms
     FROM smartcity.gps_data
     WHERE ts >= {{start}} AND ts < {{end}} AND (cardinality({{devices}}) = 0 OR contains({{devices}}, device_id))

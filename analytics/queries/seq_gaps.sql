@@ -3,6 +3,17 @@
 -- param start: timestamp = 1970-01-01 00:00:00  -- first event time included (UTC)
 -- param end: timestamp = 2100-01-01 00:00:00  -- first event time excluded (UTC)
 -- param devices: list =  -- device_ids, comma-separated; empty: every device
+--
+-- blocks: per 62 numbers of a device and boot, one hash aggregate, with the numbers held as the
+--   bits of a bigint (`held`, bit i: block + i; 62 bits, so that held shifted left by one stays
+--   positive). The lake holds each event_id once, and an event_id is one seq of one device and
+--   boot, so the bits are the readings. Ordering every reading instead (a lag over all of them),
+--   or the readings of blocks that miss a number, cost the engines most of this query's time
+--   (10.26 M rows, DuckDB: 3.4 -> 2.1 -> 1.2 s). boot_id is the lake's column derived from
+--   event_id (catalog/tables.py DERIVED): reading every event_id to split it cost about half.
+-- chained: gaps inside a block: its runs of held numbers (a held bit whose lower neighbour is not
+--   held starts one) less one. A gap between blocks: the next block's first number after the
+--   previous one's last.
 WITH ids AS (
     SELECT device_id, boot_id, seq, ts FROM smartcity.gps_data
     UNION ALL SELECT device_id, boot_id, seq, ts FROM smartcity.vehicle_data
@@ -11,13 +22,6 @@ WITH ids AS (
     UNION ALL SELECT device_id, boot_id, seq, ts FROM smartcity.emergency_data
 ),
 blocks AS (
-    -- Per 62 numbers of a device and boot, one hash aggregate, with the numbers held as the bits
-    -- of a bigint (`held`, bit i: block + i; 62 bits, so that held shifted left by one stays
-    -- positive). The lake holds each event_id once, and an event_id is one seq of one device and
-    -- boot, so the bits are the readings. Ordering every reading instead (a lag over all of them),
-    -- or the readings of blocks that miss a number, cost the engines most of this query's time
-    -- (10.26 M rows, DuckDB: 3.4 -> 2.1 -> 1.2 s). boot_id is the lake's column derived from
-    -- event_id (catalog/tables.py DERIVED): reading every event_id to split it cost about half.
     SELECT device_id, boot_id, seq - seq % 62 AS block,
            count(*) AS records, min(seq) AS first_seq, max(seq) AS last_seq,
            min(ts) AS first_ts, max(ts) AS last_ts,
@@ -28,9 +32,6 @@ blocks AS (
     GROUP BY device_id, boot_id, seq - seq % 62
 ),
 chained AS (
-    -- Gaps inside a block: its runs of held numbers (a held bit whose lower neighbour is not
-    -- held starts one) less one. A gap between blocks: the next block's first number after the
-    -- previous one's last.
     SELECT device_id, boot_id, records, first_seq, last_seq, first_ts, last_ts,
            bit_count(bitwise_and(held, bitwise_not(bitwise_left_shift(held, 1))), 64) - 1 AS inside_gaps,
            first_seq - lag(last_seq) OVER (PARTITION BY device_id, boot_id ORDER BY block) - 1 AS before

@@ -57,8 +57,8 @@ for td in IT.table_defs():
             table_identifier(s, td.name)).append()
 if sys.argv[3] == "refresh":   # the rollups, as smartcity-lake maintain refreshes them
     import json
-    from smartcity.spark_jobs.rollups import refresh_gps_spans
-    print(json.dumps(refresh_gps_spans(spark, s)))
+    from smartcity.spark_jobs.rollups import refresh_all
+    print(json.dumps(refresh_all(spark, s)))
 for statement in sys.argv[4:]:
     spark.sql(statement)
 spark.stop()

@@ -415,3 +415,26 @@ CREATE TABLE smartcity.gps_spans (
 );
 
 COMMENT ON TABLE smartcity.gps_spans IS 'trip_summary''s rollup of gps_data: per device and span of event time, what its fixes contribute to a trip (rows are used where their fix count is current) (empty in the warehouse: the queries compute every span from its rows)';
+
+DROP TABLE IF EXISTS smartcity.vehicle_spans;
+
+CREATE TABLE smartcity.vehicle_spans (
+  device_id VARCHAR(64) NOT NULL,
+  span_s DOUBLE PRECISION NOT NULL,
+  brake_kmh_per_s DOUBLE PRECISION NOT NULL,
+  accel_kmh_per_s DOUBLE PRECISION NOT NULL,
+  max_step_s DOUBLE PRECISION NOT NULL,
+  span BIGINT NOT NULL,
+  readings BIGINT NOT NULL,
+  harsh_pairs BIGINT NOT NULL,
+  first_ts TIMESTAMPTZ NOT NULL,
+  first_event_id VARCHAR(200) NOT NULL,
+  first_speed_kmh DOUBLE PRECISION NOT NULL,
+  first_lat DOUBLE PRECISION,
+  first_lon DOUBLE PRECISION,
+  last_ts TIMESTAMPTZ NOT NULL,
+  last_speed_kmh DOUBLE PRECISION NOT NULL,
+  refreshed_ts TIMESTAMPTZ NOT NULL
+);
+
+COMMENT ON TABLE smartcity.vehicle_spans IS 'harsh_events'' rollup of vehicle_data: per device and span of event time, its harsh pairs and first and last reading (rows are used where their reading count is current) (empty in the warehouse: the queries compute every span from its rows)';
