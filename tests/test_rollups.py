@@ -1,14 +1,16 @@
-"""The lake's rollup of gps_data (gps_spans) and trip_summary's two paths.
+"""The lake's rollups (gps_spans, vehicle_spans) and the two paths of the queries that read them.
 
 Specification: trip_summary takes a span's row from smartcity.gps_spans only where it was computed
-from exactly the fixes the table holds now for that span (and for the query's parameters);
-every other span is computed from the fixes. So an absent, current or stale rollup gives the same
-answer. `smartcity-lake maintain`'s refresh recomputes only the spans whose fix count changed.
+from exactly the fixes the table holds now for that span (and for the query's parameters and
+window); every other span is computed from the fixes. So an absent, current or stale rollup gives
+the same answer. harsh_events skips a span only where its current vehicle_spans row says it has
+no harsh pair inside. `smartcity-lake maintain`'s refresh recomputes only the spans whose count
+of source rows changed.
 
-How the test sees which path a span took: after a refresh it adds 1000 km to every row of the
-rollup (a mark no real span has), so each span the query takes from the rollup adds 1000 km to
-its trip's distance, and a span computed from the fixes adds nothing. A real Spark (child
-processes), a real Iceberg catalog, DuckDB through the catalog.
+How the tests see which path a span took: after a refresh they falsify the rollup (1000 km added
+to every gps_spans row; every vehicle_spans row made to say "no harsh pair"), so each span taken
+from it shows in the answer, and a span computed from the source rows does not. A real Spark
+(child processes), a real Iceberg catalog, DuckDB through the catalog.
 """
 from __future__ import annotations
 
@@ -68,21 +70,32 @@ def late_fixes(s: QuerySettings, device: str) -> tuple[pa.Table, int, datetime]:
     first, last = spans.index(span), len(spans) - 1 - spans[::-1].index(span)
     assert last - first > 2 * LATE_FIXES + 4
     before_last = gps.slice(last - LATE_FIXES, LATE_FIXES)
-    boot = before_last["event_id"][0].as_py().split(":")[1]
-    seqs = pa.array([10_000_000 + i for i in range(LATE_FIXES)], pa.int64())
-    cols = {name: before_last[name] for name in before_last.column_names}
-    cols["seq"] = seqs
-    cols["event_id"] = pa.array([f"{device}:{boot}:{q}" for q in seqs.to_pylist()])
-    cols["ts"] = pc.add(before_last["ts"], pa.scalar(250_000, pa.duration("us")))
-    cols["lat"] = pc.add(before_last["lat"], 0.001)
-    return pa.table(cols), span, gps["ts"][first + 3].as_py()
+    added = replayed(before_last, 10_000_000, lat=pc.add(before_last["lat"], 0.001))
+    return added, span, gps["ts"][first + 3].as_py()
+
+
+def replayed(rows: pa.Table, first_seq: int, **changed: pa.Array) -> pa.Table:
+    """New readings a quarter second after `rows` (one device and boot), with new seqs from
+    first_seq and their event_ids, as a Pi replaying its queue sends them; `changed` columns."""
+    device, boot, _ = rows["event_id"][0].as_py().split(":")
+    seqs = list(range(first_seq, first_seq + rows.num_rows))
+    cols = {name: rows[name] for name in rows.column_names} | changed
+    cols["seq"] = pa.array(seqs, pa.int64())
+    cols["event_id"] = pa.array([f"{device}:{boot}:{q}" for q in seqs])
+    cols["ts"] = pc.add(rows["ts"], pa.scalar(250_000, pa.duration("us")))
+    return pa.table(cols)
+
+
+def small_lake(tmp_path_factory) -> QuerySettings:
+    """Two buses, half an hour each, the rollups created and empty."""
+    path = tmp_path_factory.mktemp("rollups") / "lake"
+    generate(path, devices=2, days=1, hours_per_day=0.5, rollups=False)
+    return QuerySettings(lake=str(path))
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rollups") / "lake"
-    generate(path, devices=2, days=1, hours_per_day=0.5, rollups=False)
-    return QuerySettings(lake=str(path))
+    return small_lake(tmp_path_factory)
 
 
 def test_trip_summary_is_the_same_with_the_rollup_absent_current_and_stale(lake, tmp_path):
@@ -174,9 +187,7 @@ def span_of(ts: datetime) -> int:
 
 @pytest.fixture(scope="module")
 def obd_lake(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rollups-obd") / "lake"
-    generate(path, devices=2, days=1, hours_per_day=0.5, rollups=False)
-    return QuerySettings(lake=str(path))
+    return small_lake(tmp_path_factory)
 
 
 def test_harsh_events_skip_only_the_spans_the_rollup_vouches_for(obd_lake, tmp_path):
@@ -204,15 +215,11 @@ def test_harsh_events_skip_only_the_spans_the_rollup_vouches_for(obd_lake, tmp_p
         # again, the late harsh jump included; the other spans stay as the rollup says.
         device, ts = inside[0][0], inside[0][1]
         obd = read_table(s, "vehicle_data").filter((pc.field("device_id") == device) & (pc.field("ts") == ts))
-        late = {name: obd[name] for name in obd.column_names}
-        late["ts"] = pc.add(obd["ts"], pa.scalar(250_000, pa.duration("us")))
-        late["seq"] = pa.array([20_000_000], pa.int64())
+        late = replayed(obd, 20_000_000, speed_kmh=pc.add(obd["speed_kmh"], 50.0))   # +50 km/h in 0.25 s
         boot = obd["event_id"][0].as_py().split(":")[1]
-        late["event_id"] = pa.array([f"{device}:{boot}:20000000"])
-        late["speed_kmh"] = pc.add(obd["speed_kmh"], 50.0)          # +50 km/h in 0.25 s
         staged = tmp_path / "late"
         (staged / "vehicle_data").mkdir(parents=True)
-        pq.write_table(pa.table(late), staged / "vehicle_data" / "late.parquet")
+        pq.write_table(late, staged / "vehicle_data" / "late.parquet")
         spark_write(s.lake, staged, refresh=False)
         truth = events(engine, **FROM_READINGS)
         in_span = [e for e in truth if e[0] == device and span_of(e[1]) == span_of(ts)]
