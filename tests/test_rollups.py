@@ -48,6 +48,21 @@ def trips(engine, **params) -> dict[str, dict]:
     return {x["device_id"]: x for x in rows}
 
 
+def test_the_rollups_hold_the_queries_default_parameters():
+    """The rollups are computed for the named queries' defaults (a query at its defaults is the
+    one that can take their rows): the constants and the query files must say the same."""
+    from smartcity.analytics import named
+    from smartcity.catalog import tables as T
+    trip, harsh = named.load("trip_summary"), named.load("harsh_events")
+    assert float(trip.param("trip_gap_s").default) == T.GPS_SPANS_WIDTH_S
+    assert float(trip.param("moving_kmh").default) == T.GPS_SPANS_MOVING_KMH
+    assert float(harsh.param("brake_kmh_per_s").default) == T.VEHICLE_SPANS_BRAKE_KMH_PER_S
+    assert float(harsh.param("accel_kmh_per_s").default) == T.VEHICLE_SPANS_ACCEL_KMH_PER_S
+    assert float(harsh.param("max_step_s").default) == T.VEHICLE_SPANS_MAX_STEP_S
+    width = f"{T.VEHICLE_SPANS_WIDTH_S:g}"          # harsh_events' span width is not a parameter
+    assert f"to_unixtime(ts) / {width})" in harsh.sql and f"r.span_s = {width} " in harsh.sql
+
+
 def span_keys(s: QuerySettings) -> tuple[dict[str, list[int]], dict[str, datetime]]:
     """The spans of each device's fixes with a position, in order, and its first fix's ts."""
     gps = read_table(s, "gps_data", ["device_id", "ts", "lat"]).filter(pc.is_valid(pc.field("lat")))
