@@ -56,6 +56,15 @@ def _state_columns() -> str:
             "loaded_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (table_name)")
 
 
+def columns_by_table(existing: Iterable[Sequence]) -> dict[str, dict[str, tuple[str, int | None, bool]]]:
+    """Dialect.existing_columns()' rows as {table: {column: (data_type, length, nullable)}}."""
+    have: dict[str, dict[str, tuple[str, int | None, bool]]] = {}
+    for table, column, data_type, length, is_nullable in existing:
+        have.setdefault(table, {})[column] = (data_type, None if length is None else int(length),
+                                              is_nullable == "YES")
+    return have
+
+
 class Dialect:
     name = "?"
     now = "now()"
@@ -111,18 +120,16 @@ class Dialect:
         return out + self.create_state()
 
     def rollups(self, specs: Iterable[TableSpec], existing: Iterable[Sequence]) -> list[str]:
-        """The lake's rollups (catalog/tables.py: gps_spans), created EMPTY: the named queries
-        read them, and with no row to take they compute every span from the loaded rows, the
-        same answer (trip_summary.sql). Empty, a rollup is re-created whenever its columns differ
-        from the spec's (no rows to keep); else nothing. existing: existing_columns()' rows."""
-        have: dict[str, list[tuple]] = {}
-        for table, column, data_type, length, is_nullable in existing:
-            have.setdefault(table, []).append(
-                (column, data_type, None if length is None else int(length), is_nullable == "YES"))
+        """The lake's rollups (catalog/tables.py: gps_spans, vehicle_spans), created EMPTY: the
+        named queries read them, and with no row to take they compute every span from the loaded
+        rows, the same answer (trip_summary.sql, harsh_events.sql). Empty, a rollup is re-created
+        whenever its columns differ from the spec's (no rows to keep); else nothing. existing:
+        existing_columns()' rows."""
+        have = columns_by_table(existing)
         out = []
         for spec in specs:
-            want = [(f.name, *self.catalog_type(f), f.nullable) for f in spec.columns]
-            if sorted(have.get(spec.name, [])) == sorted(want):
+            want = {f.name: (*self.catalog_type(f), f.nullable) for f in spec.columns}
+            if have.get(spec.name, {}) == want:
                 continue
             cols = ",\n  ".join(self._column(f) for f in spec.columns)
             out += [f"DROP TABLE IF EXISTS {self.q(spec.name)}",
@@ -211,10 +218,7 @@ class Dialect:
         A derived column is filled only with its ADD COLUMN, in the same transaction: rows loaded
         since have it from the merge (`_staged`), so a column that exists has no row to fill, and
         a second setup reads information_schema and adds or fills nothing (no scan of the tables)."""
-        have: dict[str, dict[str, tuple[str, int | None, bool]]] = {}
-        for table, column, data_type, length, is_nullable in existing:
-            have.setdefault(table, {})[column] = (data_type, None if length is None else int(length),
-                                                  is_nullable == "YES")
+        have = columns_by_table(existing)
         out, problems = [], []
         for t in tables:
             if t.name not in have:
