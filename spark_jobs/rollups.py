@@ -51,30 +51,40 @@ def _great_circle_km(lat0: str, lon0: str, lat1: str, lon1: str) -> str:
             f"cos(radians({lat0})) * cos(radians({lat1})) * power(sin(radians({lon1} - {lon0}) / 2), 2)))")
 
 
+def _stale_rows(source: str, spans: str, columns: str, where: str, width_s: float, count: str,
+                params: str, lags: tuple[str, ...]) -> str:
+    """The CTEs both rollups start with: `source_rows` (the source rows that count, with their span),
+    `stale` (the spans whose `count` in `spans` at `params` differs from the source's, or that
+    have no row) and `ordered` (the rows of the stale spans in (ts, seq) order, with prev_<c> for
+    each of `lags` and next_ts)."""
+    w = "PARTITION BY device_id, span ORDER BY ts, seq"
+    prev = "".join(f"lag({c}) OVER ({w}) AS prev_{c}, " for c in lags)
+    return f"""
+WITH source_rows AS (
+    SELECT {columns},
+           CAST(floor({_epoch_s('ts')} / CAST({width_s!r} AS DOUBLE)) AS BIGINT) AS span
+    FROM {source}
+    WHERE {where}
+),
+stale AS (
+    SELECT c.device_id, c.span FROM (
+        SELECT device_id, span, count(*) AS {count} FROM source_rows GROUP BY device_id, span) c
+    LEFT ANTI JOIN (SELECT * FROM {spans} WHERE {params}) r
+      ON r.device_id = c.device_id AND r.span = c.span AND r.{count} = c.{count}
+),
+ordered AS (
+    SELECT f.*, {prev}lead(ts) OVER ({w}) AS next_ts
+    FROM source_rows f LEFT SEMI JOIN stale s ON f.device_id = s.device_id AND f.span = s.span
+)"""
+
+
 def gps_spans_sql(gps: str, spans: str, width_s: float = GPS_SPANS_WIDTH_S,
                   moving_kmh: float = GPS_SPANS_MOVING_KMH) -> str:
     """The rows of the spans that are stale in `spans` (a fix count that differs, or no row),
     computed from `gps` (Spark SQL)."""
-    w = "PARTITION BY device_id, span ORDER BY ts, seq"
-    return f"""
-WITH fixes AS (
-    SELECT device_id, ts, seq, lat, lon, speed_kmh,
-           CAST(floor({_epoch_s('ts')} / CAST({width_s!r} AS DOUBLE)) AS BIGINT) AS span
-    FROM {gps}
-    WHERE lat IS NOT NULL AND lon IS NOT NULL
-),
-stale AS (
-    SELECT c.device_id, c.span FROM (
-        SELECT device_id, span, count(*) AS fixes FROM fixes GROUP BY device_id, span) c
-    LEFT ANTI JOIN (SELECT * FROM {spans} WHERE span_s = {width_s!r} AND moving_kmh = {moving_kmh!r}) r
-      ON r.device_id = c.device_id AND r.span = c.span AND r.fixes = c.fixes
-),
-ordered AS (
-    SELECT f.*,
-           lag(ts) OVER ({w}) AS prev_ts, lag(lat) OVER ({w}) AS prev_lat,
-           lag(lon) OVER ({w}) AS prev_lon, lead(ts) OVER ({w}) AS next_ts
-    FROM fixes f LEFT SEMI JOIN stale s ON f.device_id = s.device_id AND f.span = s.span
-),
+    return _stale_rows(gps, spans, "device_id, ts, seq, lat, lon, speed_kmh",
+                       "lat IS NOT NULL AND lon IS NOT NULL", width_s, "fixes",
+                       f"span_s = {width_s!r} AND moving_kmh = {moving_kmh!r}", ("ts", "lat", "lon")) + f""",
 steps AS (
     SELECT *, {_epoch_s('ts')} - {_epoch_s('prev_ts')} AS step_s,
            {_great_circle_km('prev_lat', 'prev_lon', 'lat', 'lon')} AS step_km
@@ -106,28 +116,10 @@ def vehicle_spans_sql(obd: str, spans: str, width_s: float = VEHICLE_SPANS_WIDTH
                       max_step_s: float = VEHICLE_SPANS_MAX_STEP_S) -> str:
     """The rows of the spans that are stale in `spans`, computed from `obd` (Spark SQL):
     harsh_events' rule (analytics/queries/harsh_events.sql) on the pairs inside each span."""
-    w = "PARTITION BY device_id, span ORDER BY ts, seq"
     params = (f"span_s = {width_s!r} AND brake_kmh_per_s = {brake!r} AND accel_kmh_per_s = {accel!r} "
               f"AND max_step_s = {max_step_s!r}")
-    return f"""
-WITH readings AS (
-    SELECT device_id, event_id, ts, seq, speed_kmh, lat, lon,
-           CAST(floor({_epoch_s('ts')} / CAST({width_s!r} AS DOUBLE)) AS BIGINT) AS span
-    FROM {obd}
-    WHERE speed_kmh IS NOT NULL
-),
-stale AS (
-    SELECT c.device_id, c.span FROM (
-        SELECT device_id, span, count(*) AS readings FROM readings GROUP BY device_id, span) c
-    LEFT ANTI JOIN (SELECT * FROM {spans} WHERE {params}) r
-      ON r.device_id = c.device_id AND r.span = c.span AND r.readings = c.readings
-),
-ordered AS (
-    SELECT f.*,
-           lag(ts) OVER ({w}) AS prev_ts, lag(speed_kmh) OVER ({w}) AS prev_speed_kmh,
-           lead(ts) OVER ({w}) AS next_ts
-    FROM readings f LEFT SEMI JOIN stale s ON f.device_id = s.device_id AND f.span = s.span
-),
+    return _stale_rows(obd, spans, "device_id, event_id, ts, seq, speed_kmh, lat, lon",
+                       "speed_kmh IS NOT NULL", width_s, "readings", params, ("ts", "speed_kmh")) + f""",
 steps AS (
     SELECT *, {_epoch_s('ts')} - {_epoch_s('prev_ts')} AS step_s FROM ordered
 )
